@@ -1,0 +1,1 @@
+"""AMPere: ASR-enhanced multimodal representations for cross-domain product retrieval."""

@@ -1,0 +1,179 @@
+"""Content-addressed SQLite cache of summaries, so only new or changed transcripts reach the LLM.
+
+The key of a transcript's summary is the sha256 of (sha256 of the transcript, prompt id,
+prompt hash, model id, canonical JSON of the decoding parameters): changing the transcript, the
+prompt file, the model file or any decoding setting makes a miss; nothing else does.
+
+Results with status "ok" and "empty" are stored. Failures are NOT stored, so a re-run retries
+them (a failure may come from a transient error, and a retry is cheap next to a wrong cache).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ampere.asr.prompts import Prompt, canonical_json
+from ampere.asr.summarizer import EMPTY_RESULT, Summarizer, SummaryResult
+
+_QUERY_CHUNK = 500
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS summaries (
+    key TEXT PRIMARY KEY,
+    text TEXT NOT NULL,
+    status TEXT NOT NULL,
+    error TEXT,
+    product_name TEXT NOT NULL,
+    features TEXT NOT NULL,
+    tokens_in INTEGER NOT NULL,
+    tokens_out INTEGER NOT NULL,
+    attempts INTEGER NOT NULL,
+    prompt_hash TEXT NOT NULL,
+    model_id TEXT NOT NULL
+)
+"""
+
+
+def cache_key(transcript: str, prompt: Prompt, model_id: str, decoding: dict) -> str:
+    """sha256 identifying one transcript's summary under one prompt, model and decoding."""
+    transcript_hash = hashlib.sha256(transcript.encode("utf-8")).hexdigest()
+    parts = [transcript_hash, prompt.id, prompt.hash, model_id, canonical_json(decoding)]
+    return hashlib.sha256(canonical_json(parts).encode("utf-8")).hexdigest()
+
+
+class SummaryCache:
+    """SQLite table (WAL mode) of summaries keyed by ``cache_key``."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(self.path)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        with self._conn:
+            self._conn.execute(_SCHEMA)
+
+    def get_many(self, keys: list[str]) -> dict[str, SummaryResult]:
+        """Stored results of those ``keys`` that are present."""
+        found: dict[str, SummaryResult] = {}
+        unique = sorted(set(keys))
+        for start in range(0, len(unique), _QUERY_CHUNK):
+            chunk = unique[start : start + _QUERY_CHUNK]
+            rows = self._conn.execute(
+                "SELECT key, text, status, error, product_name, features, tokens_in, tokens_out,"
+                f" attempts FROM summaries WHERE key IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            for key, text, status, error, name, features, t_in, t_out, attempts in rows:
+                found[key] = SummaryResult(
+                    text, status, error, name, json.loads(features), t_in, t_out, attempts
+                )
+        return found
+
+    def put_many(self, items: list[tuple[str, SummaryResult]], prompt_hash: str, model_id: str) -> None:
+        """Store results (failures are refused: they must be retried, not remembered)."""
+        if any(result.status == "failed" for _, result in items):
+            raise ValueError("failed summaries are not cached")
+        rows = [
+            (
+                key,
+                r.text,
+                r.status,
+                r.error,
+                r.product_name,
+                json.dumps(r.features, ensure_ascii=False),
+                r.tokens_in,
+                r.tokens_out,
+                r.attempts,
+                prompt_hash,
+                model_id,
+            )
+            for key, r in items
+        ]
+        with self._conn:
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO summaries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+            )
+
+    def __len__(self) -> int:
+        return self._conn.execute("SELECT COUNT(*) FROM summaries").fetchone()[0]
+
+    def close(self) -> None:
+        """Close the database connection."""
+        self._conn.close()
+
+
+@dataclass(frozen=True)
+class SummaryStats:
+    """What one ``summarize_cached`` call did.
+
+    calls: distinct transcripts sent to the LLM (cache misses, duplicates counted once);
+    cache_hits: records answered from the cache; empty: records with status "empty" (blank
+    transcripts are never sent); failed: records with status "failed"; tokens_in/tokens_out:
+    tokens spent by this call's LLM requests only; seconds: wall time of the call.
+    """
+
+    calls: int
+    cache_hits: int
+    empty: int
+    failed: int
+    tokens_in: int
+    tokens_out: int
+    seconds: float
+
+
+def summarize_cached(
+    transcripts: list[str], summarizer: Summarizer, prompt: Prompt, cache: SummaryCache
+) -> tuple[list[SummaryResult], SummaryStats]:
+    """Summaries of ``transcripts`` (input order), calling the LLM once, for the misses only."""
+    if (summarizer.prompt.id, summarizer.prompt.hash) != (prompt.id, prompt.hash):
+        raise ValueError(
+            f"summarizer uses prompt {summarizer.prompt.id}@{summarizer.prompt.hash}, "
+            f"not {prompt.id}@{prompt.hash}"
+        )
+    start = time.perf_counter()
+    results: list[SummaryResult | None] = [None] * len(transcripts)
+    keys: dict[int, str] = {}
+    for i, transcript in enumerate(transcripts):
+        if transcript.strip():
+            keys[i] = cache_key(transcript, prompt, summarizer.model_id, summarizer.decoding)
+        else:
+            results[i] = EMPTY_RESULT
+    cached = cache.get_many(list(keys.values()))
+    misses: dict[str, str] = {}  # key -> transcript, first occurrence order
+    hits = 0
+    for i, key in keys.items():
+        if key in cached:
+            results[i] = cached[key]
+            hits += 1
+        elif key not in misses:
+            misses[key] = transcripts[i]
+    fresh: dict[str, SummaryResult] = {}
+    if misses:
+        new = summarizer.summarize(list(misses.values()))
+        if len(new) != len(misses):
+            raise RuntimeError(f"summarizer returned {len(new)} results for {len(misses)}")
+        fresh = dict(zip(misses, new))
+        cache.put_many(
+            [(k, r) for k, r in fresh.items() if r.status != "failed"],
+            prompt_hash=prompt.hash,
+            model_id=summarizer.model_id,
+        )
+    for i, key in keys.items():
+        if results[i] is None:
+            results[i] = fresh[key]
+    final: list[SummaryResult] = results  # type: ignore[assignment]
+    stats = SummaryStats(
+        calls=len(misses),
+        cache_hits=hits,
+        empty=sum(r.status == "empty" for r in final),
+        failed=sum(r.status == "failed" for r in final),
+        tokens_in=sum(r.tokens_in for r in fresh.values()),
+        tokens_out=sum(r.tokens_out for r in fresh.values()),
+        seconds=time.perf_counter() - start,
+    )
+    return final, stats

@@ -1,0 +1,1 @@
+"""Dataset format, media loading (frames, video) and the synthetic ROPE-like generator."""

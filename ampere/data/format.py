@@ -1,0 +1,220 @@
+"""The dataset format (DESIGN.md §3): a folder with `items.jsonl` (or `items.parquet`).
+
+Every record is either accepted or reported as a `RecordProblem` naming its item id, its 1-based
+line (row) number and the reason; nothing is dropped silently, so
+`len(accepted) + len(problems)` equals the number of non-blank lines (rows) received.
+Text is kept as written (control characters included): cleaning is the summarizer's job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from ampere.data.frames import MediaError, is_image, is_video
+from ampere.data.frames import check_media as check_media_file
+
+DOMAINS = ("page", "short", "live")
+DOMAIN_CODE = {"page": "P", "short": "S", "live": "L"}
+SPLITS = ("train", "test")
+TEXT_FIELDS = ("item_id", "product_id", "domain", "title", "asr", "media")
+COLUMNS = [*TEXT_FIELDS, "split", "media_path"]
+MAX_ASR_CHARS = 20_000
+SHOWN_PROBLEMS = 20
+
+
+@dataclass(frozen=True)
+class RecordProblem:
+    """One rejected record: its item id ("" if unknown), 1-based line number and the reason."""
+
+    item_id: str
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"line {self.line} item {self.item_id!r}: {self.reason}"
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be used; `problems` holds every rejected record."""
+
+    def __init__(self, message: str, problems: list[RecordProblem] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
+
+
+def split_for_product(product_id: str, test_fraction: float) -> str:
+    """Deterministic split of a product: a stable sha256 of its id compared with `test_fraction`."""
+    digest = hashlib.sha256(product_id.encode("utf-8")).digest()
+    position = int.from_bytes(digest[:8], "big") / 2**64
+    return "test" if position < test_fraction else "train"
+
+
+def read_items(
+    folder: str | Path,
+    test_fraction: float = 0.5,
+    check_media: bool = True,
+    require_all_domains: bool = True,
+) -> tuple[pd.DataFrame, list[RecordProblem]]:
+    """Accepted items (file order, columns `COLUMNS`) and one problem per rejected record."""
+    if not 0.0 <= test_fraction <= 1.0:
+        raise ValueError(f"test_fraction must be in [0, 1], got {test_fraction}")
+    root = Path(folder).resolve()
+    accepted: list[tuple[int, dict[str, str]]] = []
+    problems: list[RecordProblem] = []
+    first_line: dict[str, int] = {}
+    for line, record in _raw_records(root):
+        if isinstance(record, RecordProblem):
+            problems.append(record)
+            continue
+        item_id = record.get("item_id") if isinstance(record, dict) else None
+        item_id = item_id if isinstance(item_id, str) else ""
+        reason = _record_reason(record, root, line, first_line, check_media)
+        if item_id and item_id not in first_line:
+            first_line[item_id] = line
+        if reason:
+            problems.append(RecordProblem(item_id, line, reason))
+        else:
+            accepted.append((line, _row(record, root, test_fraction)))
+    accepted, product_problems = _product_checks(accepted, require_all_domains)
+    problems = sorted(problems + product_problems, key=lambda p: p.line)
+    frame = pd.DataFrame([row for _, row in accepted], columns=COLUMNS)
+    return frame, problems
+
+
+def load_items(folder: str | Path, **kw: Any) -> pd.DataFrame:
+    """`read_items` that raises DatasetError listing the problems if any record was rejected."""
+    frame, problems = read_items(folder, **kw)
+    if problems:
+        raise DatasetError(describe_problems(Path(folder), problems), problems)
+    return frame
+
+
+def describe_problems(folder: Path, problems: list[RecordProblem]) -> str:
+    """A message listing the first `SHOWN_PROBLEMS` problems and how many there are."""
+    lines = [f"{len(problems)} rejected record(s) in {folder}:"]
+    lines += [f"  {problem}" for problem in problems[:SHOWN_PROBLEMS]]
+    if len(problems) > SHOWN_PROBLEMS:
+        lines.append(f"  ... and {len(problems) - SHOWN_PROBLEMS} more")
+    return "\n".join(lines)
+
+
+def _raw_records(root: Path) -> list[tuple[int, Any]]:
+    """(line, parsed record or RecordProblem) for every non-blank line / parquet row."""
+    jsonl, parquet = root / "items.jsonl", root / "items.parquet"
+    if jsonl.exists() and parquet.exists():
+        raise DatasetError(f"{root} holds both items.jsonl and items.parquet; keep one")
+    if jsonl.exists():
+        return _jsonl_records(jsonl)
+    if parquet.exists():
+        try:
+            rows = pq.read_table(parquet).to_pylist()
+        except Exception as error:  # pyarrow raises several types for bad files
+            raise DatasetError(f"cannot read {parquet}: {error}") from error
+        return list(enumerate(rows, start=1))
+    raise DatasetError(f"{root} holds neither items.jsonl nor items.parquet")
+
+
+def _jsonl_records(path: Path) -> list[tuple[int, Any]]:
+    records: list[tuple[int, Any]] = []
+    with path.open("rb") as handle:
+        for line, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                records.append((line, RecordProblem("", line, "line is not valid UTF-8")))
+                continue
+            try:
+                records.append((line, json.loads(text.removeprefix("\ufeff"))))
+            except json.JSONDecodeError as error:
+                records.append((line, RecordProblem("", line, f"invalid JSON: {error.msg}")))
+    return records
+
+
+def _record_reason(
+    record: Any, root: Path, line: int, first_line: dict[str, int], media_check: bool
+) -> str:
+    """Why the record is rejected, or "" when it is accepted (cheap checks first)."""
+    if not isinstance(record, dict):
+        return f"record is a JSON {type(record).__name__}, not an object"
+    for field in TEXT_FIELDS:
+        if field not in record or record[field] is None:
+            return f"missing field {field!r}"
+        if not isinstance(record[field], str):
+            return f"field {field!r} must be a string, got {type(record[field]).__name__}"
+    split = record.get("split")
+    if split is not None and split not in SPLITS:
+        return f"split must be one of {SPLITS}, got {split!r}"
+    for field in ("item_id", "product_id"):
+        if not record[field].strip():
+            return f"empty {field}"
+    if record["item_id"] in first_line:
+        return f"duplicate item_id (first seen on line {first_line[record['item_id']]})"
+    if record["domain"] not in DOMAINS:
+        return f"unknown domain {record['domain']!r} (expected one of {DOMAINS})"
+    if len(record["asr"]) > MAX_ASR_CHARS:
+        return f"transcript too large ({len(record['asr'])} > {MAX_ASR_CHARS} characters)"
+    return _media_reason(record["domain"], record["media"], root, media_check)
+
+
+def _media_reason(domain: str, media: str, root: Path, media_check: bool) -> str:
+    if not media.strip():
+        return "empty media path"
+    normal = posixpath.normpath(media.replace("\\", "/"))
+    if normal.startswith("/") or normal == ".." or normal.startswith("../"):
+        return f"media path {media!r} escapes the dataset folder"
+    path = root / normal
+    if not path.exists():
+        return f"media path {media!r} does not exist"
+    if domain == "page" and not (path.is_file() and is_image(path)):
+        return f"page media {media!r} must be an image file"
+    if domain != "page" and not (path.is_dir() or (path.is_file() and is_video(path))):
+        return f"{domain} media {media!r} must be a video file or a folder of frame images"
+    if media_check:
+        try:
+            check_media_file(path)
+        except MediaError as error:
+            return f"corrupt media: {error}"
+    return ""
+
+
+def _row(record: dict[str, Any], root: Path, test_fraction: float) -> dict[str, str]:
+    row = {field: record[field] for field in TEXT_FIELDS}
+    row["split"] = record.get("split") or split_for_product(record["product_id"], test_fraction)
+    row["media_path"] = str(root / posixpath.normpath(record["media"].replace("\\", "/")))
+    return row
+
+
+def _product_checks(
+    accepted: list[tuple[int, dict[str, str]]], require_all_domains: bool
+) -> tuple[list[tuple[int, dict[str, str]]], list[RecordProblem]]:
+    """Reject every item of a product that lacks a domain or whose items disagree on the split."""
+    domains: dict[str, set[str]] = defaultdict(set)
+    splits: dict[str, set[str]] = defaultdict(set)
+    for _, row in accepted:
+        domains[row["product_id"]].add(row["domain"])
+        splits[row["product_id"]].add(row["split"])
+    kept: list[tuple[int, dict[str, str]]] = []
+    problems: list[RecordProblem] = []
+    for line, row in accepted:
+        product = row["product_id"]
+        missing = [d for d in DOMAINS if d not in domains[product]]
+        if len(splits[product]) > 1:
+            reason = f"product {product} has items in both train and test splits"
+        elif require_all_domains and missing:
+            reason = f"product {product} has no {' or '.join(missing)} item"
+        else:
+            kept.append((line, row))
+            continue
+        problems.append(RecordProblem(row["item_id"], line, reason))
+    return kept, problems

@@ -1,0 +1,240 @@
+"""Frozen-backbone features per item: 8 frame features and text token states, with a cache."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from ampere.models.backbones import ImageEncoder, TextEncoder
+
+NUM_FRAMES = 8
+TextSource = Literal["summary", "raw", "none"]
+
+
+@dataclass
+class ItemFeatures:
+    """Backbone features of N items, row-aligned with the id columns.
+
+    frames float32 [N, 8, Dv]; text float16/float32 [N, T, Dt]; text_mask bool [N, T]
+    (True = real token; all False = no text).
+    """
+
+    item_ids: list[str]
+    product_ids: list[str]
+    domains: list[str]
+    splits: list[str]
+    frames: np.ndarray
+    text: np.ndarray
+    text_mask: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = len(self.item_ids)
+        sizes = {
+            "product_ids": len(self.product_ids),
+            "domains": len(self.domains),
+            "splits": len(self.splits),
+            "frames": len(self.frames),
+            "text": len(self.text),
+            "text_mask": len(self.text_mask),
+        }
+        bad = {k: v for k, v in sizes.items() if v != n}
+        if bad:
+            raise ValueError(f"ItemFeatures: {n} item_ids but lengths {bad}")
+        if self.text.shape[:2] != self.text_mask.shape:
+            raise ValueError(f"text {self.text.shape} and text_mask {self.text_mask.shape} disagree")
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    def subset(self, index: Sequence[int] | np.ndarray) -> ItemFeatures:
+        """The rows at ``index`` (in that order)."""
+        index = np.asarray(index, dtype=np.int64)
+        return ItemFeatures(
+            item_ids=[self.item_ids[i] for i in index],
+            product_ids=[self.product_ids[i] for i in index],
+            domains=[self.domains[i] for i in index],
+            splits=[self.splits[i] for i in index],
+            frames=self.frames[index],
+            text=self.text[index],
+            text_mask=self.text_mask[index],
+        )
+
+    def save(self, path: str | Path) -> None:
+        """Write an uncompressed .npz (no pickled objects)."""
+        with open(path, "wb") as f:
+            np.savez(
+                f,
+                item_ids=np.array(self.item_ids, dtype=str),
+                product_ids=np.array(self.product_ids, dtype=str),
+                domains=np.array(self.domains, dtype=str),
+                splits=np.array(self.splits, dtype=str),
+                frames=self.frames,
+                text=self.text,
+                text_mask=self.text_mask,
+            )
+
+    @classmethod
+    def load(cls, path: str | Path) -> ItemFeatures:
+        with np.load(path, allow_pickle=False) as z:
+            return cls(
+                item_ids=z["item_ids"].tolist(),
+                product_ids=z["product_ids"].tolist(),
+                domains=z["domains"].tolist(),
+                splits=z["splits"].tolist(),
+                frames=z["frames"],
+                text=z["text"],
+                text_mask=z["text_mask"],
+            )
+
+
+def media_digest(path: str | Path) -> str:
+    """sha256 of a media file's bytes; for a folder, of its sorted files' names and bytes."""
+    path = Path(path)
+    h = hashlib.sha256()
+    if path.is_dir():
+        for f in sorted(p for p in path.iterdir() if p.is_file()):
+            data = f.read_bytes()
+            h.update(f.name.encode() + b"\0" + len(data).to_bytes(8, "little"))
+            h.update(data)
+    else:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def _cache_file(cache_dir: Path, encoder_id: str, digest: str) -> Path:
+    return cache_dir / re.sub(r"[^A-Za-z0-9._@-]", "_", encoder_id) / f"{digest}.npy"
+
+
+def _unique_frames(frames: list[Image.Image]) -> tuple[list[Image.Image], np.ndarray]:
+    """Distinct frames (by pixels) and, per input frame, the index of its distinct frame."""
+    keys: dict[bytes, int] = {}
+    unique: list[Image.Image] = []
+    inverse = []
+    for im in frames:
+        key = hashlib.sha1(f"{im.mode}{im.size}".encode() + im.tobytes()).digest()
+        if key not in keys:
+            keys[key] = len(unique)
+            unique.append(im)
+        inverse.append(keys[key])
+    return unique, np.array(inverse)
+
+
+@dataclass
+class _Pending:
+    row: int
+    images: list[Image.Image]
+    inverse: np.ndarray
+    cache_file: Path | None
+
+
+def _encode_pending(pending: list[_Pending], encoder: ImageEncoder, out: np.ndarray) -> None:
+    feats = encoder.encode([im for p in pending for im in p.images])
+    start = 0
+    for p in pending:
+        item = feats[start : start + len(p.images)][p.inverse]
+        start += len(p.images)
+        out[p.row] = item
+        if p.cache_file is not None:
+            p.cache_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = p.cache_file.with_suffix(f".{os.getpid()}.tmp")
+            with open(tmp, "wb") as f:
+                np.save(f, item)
+            os.replace(tmp, p.cache_file)
+
+
+def visual_features(
+    media_paths: Sequence[str | Path],
+    encoder: ImageEncoder,
+    cache_dir: Path | None = None,
+    flush_images: int = 64,
+) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """Frame features [N, 8, encoder.dim] float32 and failures [(row, reason)].
+
+    Frames come from ``ampere.data.frames.load_frames``; identical frames of an item (a page
+    image repeated 8 times, padding) are encoded once. With ``cache_dir``, features are cached
+    per (media content sha256, encoder.id) as .npy. A media error leaves a zero row and is
+    reported, not raised: the caller quarantines the item.
+    """
+    # Imported here so that ItemFeatures users need no video decoding stack.
+    from ampere.data.frames import MediaError, load_frames
+
+    out = np.zeros((len(media_paths), NUM_FRAMES, encoder.dim), dtype=np.float32)
+    failures: list[tuple[int, str]] = []
+    pending: list[_Pending] = []
+    for row, path in enumerate(tqdm(media_paths, desc="frame features", unit="item")):
+        try:
+            cache_file = None
+            if cache_dir is not None:
+                cache_file = _cache_file(Path(cache_dir), encoder.id, media_digest(path))
+                if cache_file.exists():
+                    out[row] = np.load(cache_file, allow_pickle=False)
+                    continue
+            frames = load_frames(path)
+        except (MediaError, OSError) as e:
+            failures.append((row, f"{type(e).__name__}: {e}"))
+            continue
+        if len(frames) != NUM_FRAMES:
+            failures.append((row, f"expected {NUM_FRAMES} frames, got {len(frames)}"))
+            continue
+        images, inverse = _unique_frames(frames)
+        pending.append(_Pending(row, images, inverse, cache_file))
+        if sum(len(p.images) for p in pending) >= flush_images:
+            _encode_pending(pending, encoder, out)
+            pending = []
+    if pending:
+        _encode_pending(pending, encoder, out)
+    return out, failures
+
+
+def text_inputs(
+    domains: Sequence[str],
+    titles: Sequence[str | None],
+    asrs: Sequence[str | None],
+    summaries: Sequence[str | None],
+    source: TextSource,
+) -> list[str]:
+    """The text each item feeds the tower.
+
+    "summary": page -> title, short/live -> LLM summary; "raw": page -> title, short/live ->
+    raw ASR; "none" (visual-only baseline): every text empty. Missing values count as "".
+    """
+    if source not in ("summary", "raw", "none"):
+        raise ValueError(f"unknown text source {source!r}")
+    if source == "none":
+        return [""] * len(domains)
+    texts = []
+    for domain, title, asr, summary in zip(domains, titles, asrs, summaries, strict=True):
+        if domain == "page":
+            texts.append(title or "")
+        elif domain in ("short", "live"):
+            texts.append((summary if source == "summary" else asr) or "")
+        else:
+            raise ValueError(f"unknown domain {domain!r}")
+    return texts
+
+
+def text_features(
+    texts: Sequence[str],
+    encoder: TextEncoder,
+    batch_size: int = 256,
+    dtype: type = np.float16,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Token states [N, T, D] (``dtype``, float16 by default to halve storage) and mask [N, T]."""
+    states = np.zeros((len(texts), encoder.length, encoder.dim), dtype=dtype)
+    mask = np.zeros((len(texts), encoder.length), dtype=bool)
+    for start in tqdm(range(0, len(texts), batch_size), desc="text features", unit="batch"):
+        s, m = encoder.encode(texts[start : start + batch_size])
+        states[start : start + len(s)] = s
+        mask[start : start + len(m)] = m
+    return states, mask

@@ -1,0 +1,90 @@
+"""The shared AMPere tower: temporal transformer, text projection, fusion transformer, head."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class TowerConfig:
+    """Sizes of the trainable tower (shared by P, S and L)."""
+
+    visual_dim: int = 1280
+    text_dim: int = 384
+    width: int = 512
+    num_frames: int = 8
+    text_tokens: int = 33
+    temporal_layers: int = 2
+    fusion_layers: int = 4
+    heads: int = 8
+    out_dim: int = 128
+    dropout: float = 0.1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TowerConfig:
+        """Build from a dict; unknown keys are an error."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown TowerConfig keys: {sorted(unknown)}")
+        return cls(**d)
+
+
+def _encoder(cfg: TowerConfig, layers: int) -> nn.TransformerEncoder:
+    layer = nn.TransformerEncoderLayer(
+        d_model=cfg.width,
+        nhead=cfg.heads,
+        dim_feedforward=4 * cfg.width,
+        dropout=cfg.dropout,
+        activation="gelu",
+        batch_first=True,
+        norm_first=True,
+    )
+    return nn.TransformerEncoder(layer, layers, norm=nn.LayerNorm(cfg.width), enable_nested_tensor=False)
+
+
+class AmpereTower(nn.Module):
+    """Fuses 8 frame features and text token states into one L2-normalised embedding.
+
+    Visual: Linear + position embeddings, a learned pooled token prepended, temporal
+    transformer -> 9 tokens (pooled first). Text: LayerNorm + Linear + type embedding. Fusion
+    transformer over [9 visual | T text] tokens with text padding masked (visual never masked).
+    Output: first visual token + first text token (zeroed when the item has no text), Linear
+    to ``out_dim``, L2-normalised.
+    """
+
+    def __init__(self, cfg: TowerConfig):
+        super().__init__()
+        self.cfg = cfg
+        w = cfg.width
+        self.visual_proj = nn.Linear(cfg.visual_dim, w)
+        self.frame_pos = nn.Parameter(torch.randn(1, cfg.num_frames, w) * 0.02)
+        self.pooled_token = nn.Parameter(torch.randn(1, 1, w) * 0.02)
+        self.temporal = _encoder(cfg, cfg.temporal_layers)
+        self.text_norm = nn.LayerNorm(cfg.text_dim)
+        self.text_proj = nn.Linear(cfg.text_dim, w)
+        self.text_type = nn.Parameter(torch.randn(1, 1, w) * 0.02)
+        self.fusion = _encoder(cfg, cfg.fusion_layers)
+        self.head = nn.Linear(w, cfg.out_dim)
+
+    def forward(self, frames: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """frames [B, F, Dv], text [B, T, Dt], text_mask [B, T] bool (True = valid) -> [B, out_dim]."""
+        b = frames.shape[0]
+        v = self.visual_proj(frames) + self.frame_pos
+        v = self.temporal(torch.cat([self.pooled_token.expand(b, -1, -1), v], dim=1))
+        t = self.text_proj(self.text_norm(text)) + self.text_type
+        tokens = torch.cat([v, t], dim=1)
+        visual_valid = torch.ones(b, v.shape[1], dtype=torch.bool, device=frames.device)
+        padding = ~torch.cat([visual_valid, text_mask.bool()], dim=1)
+        fused = self.fusion(tokens, src_key_padding_mask=padding)
+        has_text = text_mask.any(dim=1, keepdim=True)
+        # An item without text keeps its (masked) text slot; its output term is zeroed.
+        out = fused[:, 0] + torch.where(has_text, fused[:, v.shape[1]], 0.0)
+        return F.normalize(self.head(out), dim=-1)

@@ -1,0 +1,1 @@
+"""Dagster wiring for AMPere: assets, checks, resources, jobs, schedules, sensors."""

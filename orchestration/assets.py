@@ -1,0 +1,432 @@
+"""The AMPere asset graph: raw items -> summaries -> training set -> features -> encoder ->
+embeddings -> FAISS index -> retrieval evaluation. Assets hold wiring, metadata and lineage; the
+ML work is done by `ampere`."""
+
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from dagster import (
+    AssetExecutionContext,
+    Config,
+    DataVersion,
+    MetadataValue,
+    Output,
+    asset,
+)
+
+from ampere.asr.cache import summarize_cached
+from ampere.data.format import read_items
+from ampere.eval import evaluate, markdown_table
+from ampere.features import ItemFeatures, text_features, text_inputs, visual_features
+from ampere.index import build_indexes
+from ampere.lineage import git_commit
+from ampere.models.backbones import build_frame_encoder, build_text_encoder
+from ampere.models.tower import TowerConfig
+from ampere.train import TrainConfig, embed, train_tower
+from orchestration import mlflow_logging
+from orchestration.resources import (
+    DatasetResource,
+    DvcResource,
+    MlflowResource,
+    SummarizerResource,
+    WorkspaceResource,
+)
+
+PREVIEW_ROWS = 5
+
+
+def _preview(df: pd.DataFrame, columns: list[str], width: int = 80) -> MetadataValue:
+    """A Markdown preview of the first rows, long strings cut to `width` characters."""
+    head = df[columns].head(PREVIEW_ROWS).copy()
+    for column in columns:
+        head[column] = head[column].astype(str).str.slice(0, width)
+    return MetadataValue.md(head.to_markdown(index=False))
+
+
+def _write_quarantine(path: Path, records: list[dict[str, Any]]) -> None:
+    """Quarantined records with their reasons, one JSON object per line."""
+    path.write_text("".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
+
+
+@asset(group_name="data", code_version="1", description="Raw items of the DVC-tracked dataset; bad records quarantined with reasons.")
+def raw_items(
+    context: AssetExecutionContext,
+    dataset: DatasetResource,
+    dvc: DvcResource,
+    workspace: WorkspaceResource,
+) -> Output[pd.DataFrame]:
+    """Reads items.jsonl, checks every record and its media, and records the data version."""
+    version = dvc.data_version(dataset.path)
+    items, problems = read_items(Path(dataset.path), test_fraction=dataset.test_fraction)
+    quarantine = [{"item_id": p.item_id, "line": p.line, "reason": p.reason} for p in problems]
+    _write_quarantine(workspace.path("quarantine", "raw_items.jsonl"), quarantine)
+    for record in quarantine[:20]:
+        context.log.warning(f"quarantined {record['item_id'] or '?'} (line {record['line']}): {record['reason']}")
+    metadata: dict[str, Any] = {
+        "dataset": MetadataValue.path(str(Path(dataset.path).resolve())),
+        "received": len(items) + len(quarantine),
+        "accepted": len(items),
+        "quarantined": len(quarantine),
+        "products": int(items["product_id"].nunique()),
+        "per_domain": MetadataValue.json(items["domain"].value_counts().to_dict()),
+        "data_version": version["data_version"],
+        "dvc_md5": str(version["dvc_md5"]),
+        "dvc_in_sync": str(version["dvc_in_sync"]),
+        "git_rev": version["git_rev"],
+        "preview": _preview(items, ["item_id", "product_id", "domain", "split", "title", "asr"]),
+    }
+    if quarantine:
+        metadata["quarantine"] = MetadataValue.md(pd.DataFrame(quarantine).head(20).to_markdown(index=False))
+    items.attrs["data_version"] = version
+    return Output(items, data_version=DataVersion(version["data_version"]), metadata=metadata)
+
+
+class SummariesConfig(Config):
+    """`run_llm=False` skips the LLM (for the `raw` and `none` text sources, which do not read summaries)."""
+
+    run_llm: bool = True
+
+
+SUMMARY_COLUMNS = ["item_id", "status", "summary", "error", "product_name", "features"]
+
+
+@asset(group_name="asr", code_version="1", description="LLM summaries 'Product name: …; Features: …' of short and live transcripts, cached by content.")
+def asr_summaries(
+    context: AssetExecutionContext,
+    config: SummariesConfig,
+    raw_items: pd.DataFrame,
+    summarizer: SummarizerResource,
+) -> Output[pd.DataFrame]:
+    """Summarises every short/live transcript; only transcripts missing from the cache cost an LLM call."""
+    clips = raw_items[raw_items["domain"] != "page"]
+    prompt = summarizer.prompt()
+    lineage = {"prompt_id": prompt.id, "prompt_hash": prompt.hash, "llm": "none", "backend": summarizer.backend}
+    if not config.run_llm:
+        frame = pd.DataFrame({"item_id": clips["item_id"], "status": "skipped", "summary": "", "error": None,
+                              "product_name": "", "features": [[] for _ in range(len(clips))]})
+        frame.attrs.update(lineage)
+        return Output(frame[SUMMARY_COLUMNS], metadata={"skipped": len(frame), **lineage})
+    engine = summarizer.summarizer()
+    results, stats = summarize_cached(list(clips["asr"]), engine, prompt, summarizer.cache())
+    frame = pd.DataFrame(
+        {
+            "item_id": list(clips["item_id"]),
+            "status": [r.status for r in results],
+            "summary": [r.text for r in results],
+            "error": [r.error for r in results],
+            "product_name": [r.product_name for r in results],
+            "features": [list(r.features) for r in results],
+        }
+    )
+    lineage["llm"] = engine.model_id
+    frame.attrs.update(lineage)
+    failed = frame[frame["status"] == "failed"]
+    for row in failed.head(20).itertuples():
+        context.log.warning(f"summary failed for {row.item_id}: {row.error}")
+    preview = clips[["item_id", "asr"]].merge(frame[["item_id", "status", "summary"]], on="item_id")
+    metadata: dict[str, Any] = {
+        **lineage,
+        "transcripts": len(frame),
+        "llm_calls": stats.calls,
+        "cache_hits": stats.cache_hits,
+        "empty": stats.empty,
+        "failed": stats.failed,
+        "tokens_in": stats.tokens_in,
+        "tokens_out": stats.tokens_out,
+        "seconds": round(stats.seconds, 2),
+        "transcripts_per_s": round(stats.calls / stats.seconds, 3) if stats.seconds > 0 else 0.0,
+        "preview": _preview(preview, ["item_id", "asr", "status", "summary"], width=120),
+    }
+    if len(failed):
+        metadata["failures"] = MetadataValue.md(failed[["item_id", "error"]].head(20).to_markdown(index=False))
+    return Output(frame, metadata=metadata)
+
+
+class TrainingSetConfig(Config):
+    """Which text feeds the text branch for short/live items: `summary` (LLM), `raw` (ASR) or `none`."""
+
+    text_source: str = "summary"
+
+
+@asset(group_name="data", code_version="1", description="Items joined with the text each one feeds the model; validated by a blocking Great Expectations check.")
+def training_set(
+    context: AssetExecutionContext,
+    config: TrainingSetConfig,
+    raw_items: pd.DataFrame,
+    asr_summaries: pd.DataFrame,
+) -> Output[pd.DataFrame]:
+    """One row per item with its `text` for the chosen text source."""
+    if config.text_source not in ("summary", "raw", "none"):
+        raise ValueError(f"text_source must be summary, raw or none, not {config.text_source!r}")
+    if config.text_source == "summary" and (asr_summaries["status"] == "skipped").any():
+        raise ValueError("text_source=summary needs summaries: materialise asr_summaries with run_llm=true")
+    df = raw_items.merge(asr_summaries[["item_id", "status", "summary"]], on="item_id", how="left")
+    df["summary_status"] = df["status"].fillna("n/a")
+    df["text"] = text_inputs(
+        list(df["domain"]), list(df["title"]), list(df["asr"]), list(df["summary"].fillna("")), config.text_source
+    )
+    df = df.drop(columns=["status"])
+    df.attrs = {**raw_items.attrs, **asr_summaries.attrs, "text_source": config.text_source}
+    return Output(
+        df,
+        metadata={
+            "rows": len(df),
+            "products": int(df["product_id"].nunique()),
+            "text_source": config.text_source,
+            "empty_text": int((df["text"].str.strip() == "").sum()),
+            "per_split": MetadataValue.json(df["split"].value_counts().to_dict()),
+            "preview": _preview(df, ["item_id", "domain", "split", "summary_status", "text"], width=100),
+        },
+    )
+
+
+class FeaturesConfig(Config):
+    """Frozen backbones used to precompute frame and text features."""
+
+    frame_encoder: str = "efficientnet-lite0"
+    text_encoder: str = "all-MiniLM-L6-v2"
+
+
+@asset(group_name="model", code_version="1", description="Frozen-backbone features: 8 frame vectors and 33 text token states per item (frames cached by media hash).")
+def backbone_features(
+    context: AssetExecutionContext,
+    config: FeaturesConfig,
+    training_set: pd.DataFrame,
+    workspace: WorkspaceResource,
+) -> Output[str]:
+    """Encodes every item's frames and text; media that fail to decode are quarantined, not dropped silently."""
+    started = time.perf_counter()
+    frame_encoder = build_frame_encoder(config.frame_encoder)
+    frames, failures = visual_features(list(training_set["media_path"]), frame_encoder, workspace.path("feature_cache", "x").parent)
+    visual_seconds = time.perf_counter() - started
+    text_encoder = build_text_encoder(config.text_encoder)
+    states, mask = text_features(list(training_set["text"]), text_encoder)
+    failed_rows = {index for index, _ in failures}
+    keep = np.array([i not in failed_rows for i in range(len(training_set))])
+    quarantine = [
+        {"item_id": training_set["item_id"].iloc[index], "reason": reason} for index, reason in failures
+    ]
+    _write_quarantine(workspace.path("quarantine", "backbone_features.jsonl"), quarantine)
+    kept = training_set[keep]
+    features = ItemFeatures(
+        item_ids=list(kept["item_id"]),
+        product_ids=list(kept["product_id"]),
+        domains=list(kept["domain"]),
+        splits=list(kept["split"]),
+        frames=frames[keep],
+        text=states[keep],
+        text_mask=mask[keep],
+    )
+    path = workspace.path("features", "features.npz")
+    features.save(path)
+    (path.with_suffix(".json")).write_text(
+        json.dumps({"frame_encoder": frame_encoder.id, "text_encoder": text_encoder.id, **training_set.attrs}, default=str)
+    )
+    return Output(
+        str(path),
+        metadata={
+            "items": len(features.item_ids),
+            "quarantined": len(quarantine),
+            "frame_encoder": frame_encoder.id,
+            "text_encoder": text_encoder.id,
+            "visual_seconds": round(visual_seconds, 2),
+            "frames_shape": str(tuple(features.frames.shape)),
+            "text_shape": str(tuple(features.text.shape)),
+            "path": MetadataValue.path(str(path)),
+        },
+    )
+
+
+class EncoderConfig(Config):
+    """Training hyper-parameters of the shared tower (backbones frozen)."""
+
+    epochs: int = 20
+    batch_size: int = 32
+    lr: float = 3e-4
+    weight_decay: float = 0.05
+    warmup_epochs: int = 1
+    temperature: float = 0.05
+    seed: int = 0
+
+
+@asset(group_name="model", code_version="1", description="The AMPere shared tower trained with cross-domain InfoNCE; logged to MLflow and registered.")
+def trained_encoder(
+    context: AssetExecutionContext,
+    config: EncoderConfig,
+    backbone_features: str,
+    mlflow: MlflowResource,
+) -> Output[dict[str, Any]]:
+    """Trains the tower, logs params, curves and the model to MLflow and registers a model version."""
+    features = ItemFeatures.load(Path(backbone_features))
+    lineage = json.loads(Path(backbone_features).with_suffix(".json").read_text())
+    tower_cfg = TowerConfig(visual_dim=features.frames.shape[-1], text_dim=features.text.shape[-1], text_tokens=features.text.shape[1])
+    train_cfg = TrainConfig(
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        warmup_epochs=config.warmup_epochs,
+        temperature=config.temperature,
+        seed=config.seed,
+    )
+    tags = {
+        "dagster.run_id": context.run_id,
+        "dagster.asset_key": context.asset_key.to_user_string(),
+        "git_commit": git_commit(),
+        **{f"lineage.{k}": str(v) for k, v in lineage.items()},
+    }
+    run = mlflow_logging.start_run(mlflow, tags=tags, params={**asdict(train_cfg), **{f"tower.{k}": v for k, v in asdict(tower_cfg).items()}})
+    started = time.perf_counter()
+    tower, history = train_tower(
+        features, tower_cfg, train_cfg, on_epoch=lambda epoch, row: mlflow_logging.log_epoch(mlflow, run.run_id, epoch, row)
+    )
+    seconds = time.perf_counter() - started
+    registered = mlflow_logging.log_encoder(mlflow, run.run_id, tower, tower_cfg, history, lineage)
+    run_url = mlflow.run_url(run.experiment_id, run.run_id)
+    return Output(
+        {**registered, "run_id": run.run_id, "experiment_id": run.experiment_id, "run_url": run_url, "lineage": lineage},
+        metadata={
+            "mlflow_run_id": run.run_id,
+            "mlflow_run": MetadataValue.url(run_url),
+            "model_version": registered["version"],
+            "model_uri": registered["model_uri"],
+            "registered_model": MetadataValue.url(mlflow.model_url(registered["version"])),
+            "final_loss": float(history[-1]["loss"]) if history else float("nan"),
+            "train_seconds": round(seconds, 2),
+            "loss_curve": MetadataValue.md(pd.DataFrame(history).round(4).to_markdown(index=False)),
+        },
+    )
+
+
+@asset(group_name="serving", code_version="1", description="128-d L2-normalised embeddings of every item (embeddings.parquet).")
+def embeddings(
+    context: AssetExecutionContext,
+    backbone_features: str,
+    trained_encoder: dict[str, Any],
+    workspace: WorkspaceResource,
+    mlflow: MlflowResource,
+) -> Output[str]:
+    """Embeds every item with the registered model version (read back from MLflow)."""
+    features = ItemFeatures.load(Path(backbone_features))
+    tower = mlflow_logging.load_registered_tower(mlflow, trained_encoder["model_uri"])
+    vectors = embed(tower, features)
+    df = pd.DataFrame(
+        {
+            "item_id": features.item_ids,
+            "product_id": features.product_ids,
+            "domain": features.domains,
+            "split": features.splits,
+            "embedding": [row.astype(np.float32) for row in vectors],
+        }
+    )
+    path = workspace.path("embeddings.parquet")
+    df.to_parquet(path, index=False)
+    return Output(
+        str(path),
+        metadata={"items": len(df), "dim": int(vectors.shape[1]), "model_version": trained_encoder["version"], "path": MetadataValue.path(str(path))},
+    )
+
+
+@asset(group_name="serving", code_version="1", description="One FAISS index per gallery domain, keyed by model version and data version.")
+def faiss_index(
+    context: AssetExecutionContext,
+    embeddings: str,
+    trained_encoder: dict[str, Any],
+    workspace: WorkspaceResource,
+    mlflow: MlflowResource,
+) -> Output[dict[str, Any]]:
+    """Builds and saves the indexes, and logs them as artifacts of the training run."""
+    df = pd.read_parquet(embeddings)
+    data_version = str(trained_encoder["lineage"].get("data_version", {}).get("data_version", "unknown")).replace(":", "-")
+    index_id = f"v{trained_encoder['version']}-{data_version}"
+    out_dir = workspace.path("indexes", index_id, "x").parent
+    info = build_indexes(df, out_dir)
+    mlflow.client().log_artifacts(trained_encoder["run_id"], str(out_dir), artifact_path=f"indexes/{index_id}")
+    table = pd.DataFrame([{"domain": d, **{k: v for k, v in i.items() if not isinstance(v, (dict, list))}} for d, i in info.items()])
+    return Output(
+        {"index_id": index_id, "path": str(out_dir), "domains": list(info)},
+        metadata={"index_id": index_id, "path": MetadataValue.path(str(out_dir)), "indexes": MetadataValue.md(table.to_markdown(index=False))},
+    )
+
+
+@asset(group_name="serving", code_version="1", description="Six-direction retrieval R@1/5/10 and mR1 on the test split (metrics.json, MLflow metrics).")
+def retrieval_evaluation(
+    context: AssetExecutionContext,
+    embeddings: str,
+    trained_encoder: dict[str, Any],
+    workspace: WorkspaceResource,
+    mlflow: MlflowResource,
+) -> Output[dict[str, float]]:
+    """Evaluates P2S, P2L, S2P, S2L, L2P, L2S on the test items."""
+    df = pd.read_parquet(embeddings)
+    vectors = np.stack(df["embedding"].to_numpy()).astype(np.float32)
+    metrics = evaluate(vectors, list(df["product_id"]), list(df["domain"]), list(df["split"]))
+    workspace.path("metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    table = markdown_table(metrics)
+    mlflow_logging.log_retrieval_metrics(mlflow, trained_encoder["run_id"], metrics, table)
+    context.log.info("retrieval on the test split:\n" + table)
+    return Output(
+        metrics,
+        metadata={
+            "mR1": metrics["mR1"],
+            "table": MetadataValue.md(table),
+            "mlflow_run": MetadataValue.url(trained_encoder["run_url"]),
+            "metrics_json": MetadataValue.path(str(workspace.path("metrics.json"))),
+        },
+    )
+
+
+@asset(group_name="serving", code_version="1", description="Moves the MLflow alias `champion` to the new version only if it beats the champion on the same test set.")
+def champion_promotion(
+    context: AssetExecutionContext,
+    backbone_features: str,
+    trained_encoder: dict[str, Any],
+    retrieval_evaluation: dict[str, float],
+    mlflow: MlflowResource,
+) -> Output[dict[str, Any]]:
+    """Re-evaluates the current champion on this run's test items and promotes the challenger if its mR1 is higher."""
+    client = mlflow.client()
+    challenger = trained_encoder["version"]
+    champion = mlflow_logging.alias_version(mlflow, "champion")
+    champion_mr1 = None
+    if champion is None:
+        promote, reason = True, "no champion yet"
+    else:
+        features = ItemFeatures.load(Path(backbone_features))
+        tower = mlflow_logging.load_registered_tower(mlflow, f"models:/{mlflow.registered_model}/{champion}")
+        champion_metrics = evaluate(embed(tower, features), features.product_ids, features.domains, features.splits)
+        champion_mr1 = champion_metrics["mR1"]
+        promote = retrieval_evaluation["mR1"] > champion_mr1
+        reason = f"challenger mR1 {retrieval_evaluation['mR1']:.2f} vs champion v{champion} {champion_mr1:.2f} on the same test items"
+    if promote:
+        client.set_registered_model_alias(mlflow.registered_model, "champion", challenger)
+    decision = {
+        "promoted": promote,
+        "challenger_version": challenger,
+        "previous_champion": champion,
+        "champion_version": challenger if promote else champion,
+        "challenger_mR1": retrieval_evaluation["mR1"],
+        "champion_mR1": champion_mr1,
+        "reason": reason,
+    }
+    context.log.info(f"promotion: {decision}")
+    return Output(decision, metadata={k: str(v) for k, v in decision.items()} | {"registered_model": MetadataValue.url(mlflow.model_url(str(decision["champion_version"])))})
+
+
+PIPELINE_ASSETS = [
+    raw_items,
+    asr_summaries,
+    training_set,
+    backbone_features,
+    trained_encoder,
+    embeddings,
+    faiss_index,
+    retrieval_evaluation,
+    champion_promotion,
+]

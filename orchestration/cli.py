@@ -1,0 +1,98 @@
+"""The `ampere` console command: the library's commands plus `pipeline`, which runs the Dagster job."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+from ampere import cli as library_cli
+
+DAGSTER_YAML = "telemetry:\n  enabled: false\n"
+
+
+def _dagster_home() -> Path:
+    """DAGSTER_HOME, defaulting to ./.dagster (persistent, so `dagster dev` shows the runs)."""
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster").resolve())))
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        (home / "dagster.yaml").write_text(DAGSTER_YAML)
+    return home
+
+
+def _pipeline(args: argparse.Namespace) -> None:
+    _dagster_home()
+    from dagster import DagsterEventType, DagsterInstance
+
+    from ampere.eval import markdown_table
+    from orchestration.definitions import PIPELINE_JOB, build_defs
+
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    defs = build_defs(
+        workspace=str(out),
+        dataset=str(args.dataset.resolve()),
+        tracking_uri=args.tracking_uri,
+        artifact_root=args.artifact_root,
+        summarizer_backend=args.summarizer_backend,
+        summarizer_model=args.summarizer_model,
+    )
+    run_config = {
+        "ops": {
+            "asr_summaries": {"config": {"run_llm": args.text_source == "summary"}},
+            "training_set": {"config": {"text_source": args.text_source}},
+            "trained_encoder": {"config": {"epochs": args.epochs, "seed": args.seed}},
+        }
+    }
+    instance = DagsterInstance.get()
+    started = time.perf_counter()
+    result = defs.resolve_job_def(PIPELINE_JOB).execute_in_process(
+        run_config=run_config, instance=instance, tags={"ampere/text_source": args.text_source}, raise_on_error=False
+    )
+    total = time.perf_counter() - started
+    print(f"\nDagster run {result.run_id} ({'success' if result.success else 'FAILED'}), stage times:")
+    starts: dict[str, float] = {}
+    for entry in instance.all_logs(result.run_id):
+        event = entry.dagster_event
+        if event is None or event.step_key is None:
+            continue
+        if event.event_type == DagsterEventType.STEP_START:
+            starts[event.step_key] = entry.timestamp
+        elif event.event_type in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE):
+            print(f"  {event.step_key:<24} {entry.timestamp - starts.get(event.step_key, entry.timestamp):7.1f} s  {event.event_type.value}")
+    print(f"  {'total':<24} {total:7.1f} s")
+    if not result.success:
+        raise SystemExit("pipeline failed: see the Dagster run above (dagster dev shows its logs)")
+    metrics = json.loads((out / "metrics.json").read_text())
+    print(f"\nRetrieval on the test split (text source: {args.text_source}), R@K in %:\n")
+    print(markdown_table(metrics))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Library commands plus `pipeline`."""
+    parser = library_cli.build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    pipeline = commands.add_parser("pipeline", help="run the whole Dagster job in process on a dataset folder")
+    pipeline.add_argument("--dataset", type=Path, default=Path("data"))
+    pipeline.add_argument("--out", type=Path, default=Path("workspace"))
+    pipeline.add_argument("--text-source", choices=["summary", "raw", "none"], default="summary")
+    pipeline.add_argument("--epochs", type=int, default=20)
+    pipeline.add_argument("--seed", type=int, default=0)
+    pipeline.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow/mlflow.db"))
+    pipeline.add_argument("--artifact-root", default="mlflow/artifacts")
+    pipeline.add_argument("--summarizer-backend", choices=["llamacpp", "vllm", "transformers"], default="llamacpp")
+    pipeline.add_argument("--summarizer-model", default=None, help="GGUF path / HF model dir / vLLM model name")
+    pipeline.set_defaults(handler=_pipeline)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `ampere` console command."""
+    args = build_parser().parse_args(argv)
+    args.handler(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""The Dagster code location: `dagster dev` loads `defs` from here (see pyproject [tool.dagster])."""
+
+from __future__ import annotations
+
+from dagster import (
+    AssetSelection,
+    Definitions,
+    FilesystemIOManager,
+    ScheduleDefinition,
+    define_asset_job,
+)
+
+from orchestration.assets import PIPELINE_ASSETS
+from orchestration.checks import PIPELINE_CHECKS
+from orchestration.resources import (
+    DatasetResource,
+    DvcResource,
+    MlflowResource,
+    SummarizerResource,
+    WorkspaceResource,
+)
+from orchestration.sensors import dvc_data_sensor
+
+PIPELINE_JOB = "ampere_pipeline"
+
+pipeline_job = define_asset_job(PIPELINE_JOB, selection=AssetSelection.assets(*PIPELINE_ASSETS), description="Raw data to evaluated, registered encoder and FAISS index.")
+
+weekly_retrain = ScheduleDefinition(name="weekly_retrain", job=pipeline_job, cron_schedule="0 3 * * 1", execution_timezone="UTC")
+
+
+def build_defs(
+    workspace: str = "workspace",
+    dataset: str = "data",
+    tracking_uri: str = "sqlite:///mlflow/mlflow.db",
+    artifact_root: str = "mlflow/artifacts",
+    summarizer_backend: str = "llamacpp",
+    summarizer_model: str | None = None,
+    repo_dir: str = ".",
+) -> Definitions:
+    """All assets, checks, jobs, schedules and sensors, with resources pointed at the given places."""
+    return Definitions(
+        assets=PIPELINE_ASSETS,
+        asset_checks=PIPELINE_CHECKS,
+        jobs=[pipeline_job],
+        schedules=[weekly_retrain],
+        sensors=[dvc_data_sensor],
+        resources={
+            "workspace": WorkspaceResource(root=workspace),
+            "dataset": DatasetResource(path=dataset),
+            "dvc": DvcResource(repo_dir=repo_dir),
+            "mlflow": MlflowResource(tracking_uri=tracking_uri, artifact_root=artifact_root),
+            "summarizer": SummarizerResource(
+                backend=summarizer_backend, model=summarizer_model, cache_path=f"{workspace}/summary_cache.sqlite"
+            ),
+            "io_manager": FilesystemIOManager(base_dir=f"{workspace}/dagster_storage"),
+        },
+    )
+
+
+defs = build_defs()

@@ -1,0 +1,144 @@
+"""Dagster resources: each is configurable, none hard-codes where data, runs or models live."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from dagster import ConfigurableResource
+from mlflow import MlflowClient
+from mlflow.entities import Experiment
+
+from ampere.asr.cache import SummaryCache
+from ampere.asr.prompts import Prompt, load_prompt
+from ampere.asr.summarizer import Summarizer, build_summarizer
+from ampere.lineage import folder_fingerprint, git_commit
+
+
+class WorkspaceResource(ConfigurableResource):
+    """Folder for the pipeline's outputs: features cache, summaries cache, embeddings, indexes, metrics."""
+
+    root: str = "workspace"
+
+    def path(self, *parts: str) -> Path:
+        """A path inside the workspace; parent folders are created."""
+        target = Path(self.root).resolve().joinpath(*parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target
+
+
+class DatasetResource(ConfigurableResource):
+    """Where the raw dataset folder is, and how to split it when it carries no split."""
+
+    path: str = "data"
+    test_fraction: float = 0.5
+
+
+class DvcResource(ConfigurableResource):
+    """Reads the DVC data version of the raw dataset (the md5 recorded in the .dvc file)."""
+
+    repo_dir: str = "."
+    dvc_file: str = "data.dvc"
+
+    def data_version(self, dataset_path: str) -> dict[str, Any]:
+        """The dataset's version: DVC md5 + git revision when `dvc_file` tracks it.
+
+        `data_version` is the DVC md5 of the tracked folder; a folder that `dvc_file` does not
+        track (e.g. `ampere pipeline --dataset elsewhere`) is versioned by its content hash.
+        `dvc_in_sync` says whether the workspace copy still matches the md5 in the .dvc file.
+        """
+        repo = Path(self.repo_dir).resolve()
+        dvc_path = repo / self.dvc_file
+        info: dict[str, Any] = {"dvc_file": None, "dvc_md5": None, "dvc_in_sync": None}
+        info["git_rev"] = git_commit(repo)
+        if dvc_path.exists():
+            out = yaml.safe_load(dvc_path.read_text())["outs"][0]
+            if (dvc_path.parent / out["path"]).resolve() == Path(dataset_path).resolve():
+                status = subprocess.run(
+                    [sys.executable, "-m", "dvc", "status", "--json", str(dvc_path)], cwd=repo, capture_output=True, text=True
+                )
+                info["dvc_file"] = self.dvc_file
+                info["dvc_md5"] = out["md5"]
+                info["dvc_in_sync"] = status.returncode == 0 and json.loads(status.stdout or "{}") == {}
+        if info["dvc_md5"] and info["dvc_in_sync"]:
+            info["data_version"] = "dvc:" + info["dvc_md5"]
+        else:
+            info["data_version"] = "content:" + folder_fingerprint(Path(dataset_path))
+        return info
+
+
+class MlflowResource(ConfigurableResource):
+    """MLflow tracking store and model registry, used through an explicit `MlflowClient`."""
+
+    tracking_uri: str = "sqlite:///mlflow/mlflow.db"
+    artifact_root: str = "mlflow/artifacts"
+    experiment: str = "ampere"
+    registered_model: str = "ampere-encoder"
+    ui_url: str = "http://127.0.0.1:5000"
+
+    def client(self) -> MlflowClient:
+        """A client bound to this tracking URI (and registry)."""
+        return MlflowClient(tracking_uri=self.resolved_tracking_uri(), registry_uri=self.resolved_tracking_uri())
+
+    def resolved_tracking_uri(self) -> str:
+        """sqlite paths made absolute, so runs land in one store whatever the working directory."""
+        prefix = "sqlite:///"
+        if self.tracking_uri.startswith(prefix) and not self.tracking_uri.startswith(prefix + "/"):
+            db = Path(self.tracking_uri[len(prefix):]).resolve()
+            db.parent.mkdir(parents=True, exist_ok=True)
+            return prefix + str(db)
+        return self.tracking_uri
+
+    def experiment_id(self) -> str:
+        """The experiment's id, created with a local artifact root on first use."""
+        client = self.client()
+        found: Experiment | None = client.get_experiment_by_name(self.experiment)
+        if found is not None:
+            return found.experiment_id
+        location = None
+        if "://" not in self.artifact_root:
+            location = Path(self.artifact_root).resolve().as_uri()
+        return client.create_experiment(self.experiment, artifact_location=location)
+
+    def run_url(self, experiment_id: str, run_id: str) -> str:
+        """Link to a run in the MLflow UI."""
+        return f"{self.ui_url}/#/experiments/{experiment_id}/runs/{run_id}"
+
+    def model_url(self, version: str) -> str:
+        """Link to a registered model version in the MLflow UI."""
+        return f"{self.ui_url}/#/models/{self.registered_model}/versions/{version}"
+
+
+class SummarizerResource(ConfigurableResource):
+    """Which LLM summarises transcripts (backend + model), with which prompt, cached where."""
+
+    backend: str = "llamacpp"
+    model: str | None = None
+    prompt_id: str = "summary-v1"
+    cache_path: str = "workspace/summary_cache.sqlite"
+    max_tokens: int = 64
+    tensor_parallel_size: int = 1
+
+    def prompt(self) -> Prompt:
+        """The versioned prompt file."""
+        return load_prompt(self.prompt_id)
+
+    def cache(self) -> SummaryCache:
+        """The persistent summary cache."""
+        path = Path(self.cache_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return SummaryCache(path)
+
+    def summarizer(self) -> Summarizer:
+        """Builds the configured backend (vLLM is only imported when chosen)."""
+        options: dict[str, Any] = {"max_tokens": self.max_tokens}
+        if self.backend == "vllm":
+            options["tensor_parallel_size"] = self.tensor_parallel_size
+            options["model"] = self.model
+        elif self.model is not None:
+            options["model_path"] = self.model
+        return build_summarizer(self.backend, prompt=self.prompt(), **options)

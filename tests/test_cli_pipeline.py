@@ -1,0 +1,80 @@
+"""`ampere pipeline` on a small hand-made dataset folder (not made by the generator), with bad
+records in it: the run succeeds on the good records and quarantines the bad ones with reasons."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+COLOURS = [(200, 30, 30), (30, 160, 40), (40, 60, 200), (220, 200, 40)]
+
+
+def _write_mp4(path: Path, colour: tuple[int, int, int], frames: int = 6) -> None:
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=8)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        for i in range(frames):
+            array = np.full((64, 64, 3), colour, dtype=np.uint8)
+            array[:, : 8 + 6 * i] = 255 - np.array(colour, dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def _hand_made_dataset(root: Path) -> Path:
+    (root / "media").mkdir(parents=True)
+    rows = []
+    for p, colour in enumerate(COLOURS):
+        pid, split = f"prod-{p}", "train" if p < 2 else "test"
+        Image.new("RGB", (96, 96), colour).save(root / "media" / f"{pid}.png")
+        _write_mp4(root / "media" / f"{pid}.mp4", colour)
+        frames = root / "media" / f"{pid}-live"
+        frames.mkdir()
+        for f in range(3):
+            Image.new("RGB", (48, 48), tuple(min(255, c + 20 * f) for c in colour)).save(frames / f"{f:03d}.jpg")
+        rows += [
+            {"item_id": f"{pid}-P", "product_id": pid, "domain": "page", "title": f"Brand{p} mug ceramic", "asr": "", "media": f"media/{pid}.png", "split": split},
+            {"item_id": f"{pid}-S", "product_id": pid, "domain": "short", "title": "", "asr": f"hello everyone this is the brand{p} mug", "media": f"media/{pid}.mp4", "split": split},
+            {"item_id": f"{pid}-L", "product_id": pid, "domain": "live", "title": "", "asr": "", "media": f"media/{pid}-live", "split": split},
+        ]
+    (root / "media" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really an image")
+    rows.append({"item_id": "bad-P", "product_id": "bad", "domain": "page", "title": "x", "asr": "", "media": "media/broken.png", "split": "test"})
+    rows.append(dict(rows[0]))  # duplicate item_id
+    (root / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def test_ampere_pipeline_on_a_hand_made_dataset(tmp_path: Path) -> None:
+    dataset = _hand_made_dataset(tmp_path / "dataset")
+    out = tmp_path / "out"
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "dagster_home")}
+    command = [
+        str(Path(sys.executable).parent / "ampere"), "pipeline", "--dataset", str(dataset), "--out", str(out),
+        "--text-source", "raw", "--epochs", "1", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
+        "--artifact-root", str(tmp_path / "artifacts"),
+    ]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "P2S" in result.stdout and "mR1" in result.stdout
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.0 <= metrics["mR1"] <= 100.0
+    embeddings = pd.read_parquet(out / "embeddings.parquet")
+    assert sorted(embeddings["item_id"]) == sorted(f"prod-{p}-{d}" for p in range(4) for d in "PSL")
+    assert embeddings["embedding"].map(len).eq(128).all()
+    assert embeddings["embedding"].iloc[0].dtype == np.float32
+
+    quarantine = [json.loads(line) for line in (out / "quarantine" / "raw_items.jsonl").read_text().splitlines()]
+    reasons = {q["item_id"]: q["reason"] for q in quarantine}
+    assert set(reasons) == {"bad-P", "prod-0-P"}
+    assert "broken.png" in reasons["bad-P"]
+    assert "duplicate" in reasons["prod-0-P"]

@@ -1,0 +1,84 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ampere.index import build_indexes, load_index, search, stable_id
+
+
+def _frame(seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for domain, n in (("page", 30), ("short", 40), ("live", 25)):
+        emb = rng.normal(size=(n, 16)).astype(np.float32)
+        emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+        for i in range(n):
+            rows.append(
+                {
+                    "item_id": f"{domain}-{i}",
+                    "product_id": f"p{i % 12}",
+                    "domain": domain,
+                    "split": "test" if i % 2 else "train",
+                    "embedding": emb[i].tolist(),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_stable_id():
+    assert stable_id("item-1") == stable_id("item-1")
+    assert stable_id("item-1") != stable_id("item-2")
+    ids = [stable_id(f"x{i}") for i in range(1000)]
+    assert all(0 <= i < 2**63 for i in ids) and len(set(ids)) == 1000
+
+
+def test_build_and_search_match_brute_force(tmp_path):
+    df = _frame()
+    info = build_indexes(df, tmp_path)
+    assert {d: v["count"] for d, v in info.items()} == {"page": 30, "short": 40, "live": 25}
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["index_type"] == "IndexIDMap2(IndexFlatIP)" and manifest["domains"]["short"]["dim"] == 16
+    assert set(manifest["domains"]["live"]["files"]) == {"live.faiss", "live.ids.parquet"}
+
+    ids = pd.read_parquet(tmp_path / "short.ids.parquet")
+    assert ids["id"].tolist() == [stable_id(i) for i in ids["item_id"]]
+    loaded = load_index(tmp_path, "short")
+    short = df[df["domain"] == "short"]
+    np.testing.assert_array_equal(np.sort(loaded.ids.index.to_numpy()), np.sort(ids["id"].to_numpy()))
+
+    gallery = np.stack(short["embedding"].to_list()).astype(np.float32)
+    queries = np.stack(df[df["domain"] == "page"]["embedding"].to_list())[:7].astype(np.float32)
+    results = search(tmp_path, "short", queries, k=5)
+    scores = queries @ gallery.T
+    for q, hits in enumerate(results):
+        best = np.argsort(-scores[q])[:5]
+        assert [h[0] for h in hits] == short["item_id"].iloc[best].tolist()
+        assert [h[1] for h in hits] == short["product_id"].iloc[best].tolist()
+        np.testing.assert_allclose([h[2] for h in hits], scores[q, best], atol=1e-5)
+
+
+def test_split_filter_k_larger_than_index_and_single_query(tmp_path):
+    df = _frame()
+    info = build_indexes(df, tmp_path, split="test")
+    assert info["live"]["count"] == 12
+    hits = search(tmp_path, "live", np.asarray(df["embedding"].iloc[0], dtype=np.float32), k=50)
+    assert len(hits) == 1 and len(hits[0]) == 12
+    assert all(item.endswith(("1", "3", "5", "7", "9")) for item, _, _ in hits[0])
+
+
+def test_tampered_index_and_missing_domain_are_errors(tmp_path):
+    build_indexes(_frame()[lambda d: d["domain"] != "live"], tmp_path)
+    with pytest.raises(KeyError, match="live"):
+        load_index(tmp_path, "live")
+    with open(tmp_path / "page.faiss", "ab") as f:
+        f.write(b"x")
+    with pytest.raises(ValueError, match="sha256"):
+        load_index(tmp_path, "page")
+
+
+def test_duplicate_item_ids_rejected(tmp_path):
+    df = _frame()
+    df = pd.concat([df, df.iloc[[0]]])
+    with pytest.raises(ValueError, match="duplicate"):
+        build_indexes(df, tmp_path)

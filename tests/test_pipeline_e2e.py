@@ -1,0 +1,99 @@
+"""In-process materialisation of the whole asset graph on a tiny generated dataset, with a real
+DVC repository, a real MLflow server (sqlite store) and the real packaged LLM and backbones."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from dagster import AssetKey, DagsterInstance
+from mlflow import MlflowClient
+
+from ampere.data.synth import generate
+from ampere.eval import DIRECTIONS
+from orchestration.assets import PIPELINE_ASSETS
+from orchestration.definitions import PIPELINE_JOB, build_defs
+
+RUN_CONFIG = {"ops": {"trained_encoder": {"config": {"epochs": 2, "batch_size": 4}}}}
+
+
+@pytest.fixture(scope="module")
+def materialised(tmp_path_factory: pytest.TempPathFactory, mlflow_server: dict[str, str], make_dvc_repo):
+    """Runs the pipeline job once on a 6-product dataset; yields what the tests inspect."""
+    root = tmp_path_factory.mktemp("e2e")
+    generate(root / "synth", products=6, seed=3, clip_frames=8)
+    repo = make_dvc_repo(root / "repo", root / "synth")
+    defs = build_defs(
+        workspace=str(root / "workspace"),
+        dataset=str(repo / "data"),
+        tracking_uri=mlflow_server["uri"],
+        artifact_root=mlflow_server["artifacts"],
+        repo_dir=str(repo),
+    )
+    instance = DagsterInstance.ephemeral()
+    job = defs.resolve_job_def(PIPELINE_JOB)
+    result = job.execute_in_process(run_config=RUN_CONFIG, instance=instance)
+    yield {"root": root, "repo": repo, "defs": defs, "instance": instance, "result": result, "job": job,
+           "mlflow": mlflow_server["uri"]}
+
+
+def test_every_asset_is_materialised(materialised) -> None:
+    instance = materialised["instance"]
+    assert materialised["result"].success
+    for asset in PIPELINE_ASSETS:
+        event = instance.get_latest_materialization_event(asset.key)
+        assert event is not None, f"{asset.key} was not materialised"
+
+
+def test_raw_items_data_version_is_the_dvc_md5(materialised) -> None:
+    md5 = yaml.safe_load((materialised["repo"] / "data.dvc").read_text())["outs"][0]["md5"]
+    event = materialised["instance"].get_latest_materialization_event(AssetKey("raw_items"))
+    metadata = event.asset_materialization.metadata
+    assert metadata["dvc_md5"].value == md5
+    assert metadata["data_version"].value == f"dvc:{md5}"
+    assert metadata["received"].value == metadata["accepted"].value + metadata["quarantined"].value
+
+
+def test_blocking_check_ran_and_passed(materialised) -> None:
+    checks = materialised["result"].get_asset_check_evaluations()
+    assert [c.check_name for c in checks] == ["training_set_expectations_pass"]
+    assert checks[0].passed
+
+
+def test_metrics_json_mlflow_run_and_registered_champion(materialised) -> None:
+    workspace = materialised["root"] / "workspace"
+    metrics = json.loads((workspace / "metrics.json").read_text())
+    assert set(metrics) == {f"{d}/R@{k}" for d in DIRECTIONS for k in (1, 5, 10)} | {"mR1"}
+    assert all(0.0 <= v <= 100.0 for v in metrics.values())
+    assert metrics["mR1"] == pytest.approx(sum(metrics[f"{d}/R@1"] for d in DIRECTIONS) / 6)
+
+    client = MlflowClient(tracking_uri=materialised["mlflow"], registry_uri=materialised["mlflow"])
+    champion = client.get_model_version_by_alias("ampere-encoder", "champion")
+    run = client.get_run(champion.run_id)
+    assert run.data.metrics["mR1"] == pytest.approx(metrics["mR1"])
+    assert run.data.tags["dagster.run_id"] == materialised["result"].run_id
+    assert "loss_curve.png" in {a.path.split("/")[-1] for a in client.list_artifacts(run.info.run_id, "plots")}
+
+
+def test_embeddings_and_indexes(materialised) -> None:
+    workspace = materialised["root"] / "workspace"
+    df = pd.read_parquet(workspace / "embeddings.parquet")
+    assert list(df.columns) == ["item_id", "product_id", "domain", "split", "embedding"]
+    assert len(df) == 18 and len(df["embedding"].iloc[0]) == 128
+    index_dirs = list((workspace / "indexes").iterdir())
+    assert len(index_dirs) == 1
+    assert {p.name for p in index_dirs[0].glob("*.faiss")} == {"page.faiss", "short.faiss", "live.faiss"}
+
+
+def test_rematerialising_summaries_calls_the_llm_zero_times(materialised) -> None:
+    result = materialised["job"].execute_in_process(
+        run_config=RUN_CONFIG, instance=materialised["instance"], asset_selection=[AssetKey("asr_summaries")]
+    )
+    assert result.success
+    event = materialised["instance"].get_latest_materialization_event(AssetKey("asr_summaries"))
+    metadata = event.asset_materialization.metadata
+    assert metadata["llm_calls"].value == 0
+    assert metadata["cache_hits"].value + metadata["empty"].value == metadata["transcripts"].value
