@@ -44,7 +44,6 @@ dataset deterministically and files carry no timestamps (same seed, same bytes).
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import shutil
@@ -176,29 +175,3 @@ def _product_items(root: Path, product: Product, seed: int, config: SynthConfig)
             frame.save(root / media / f"frame_{index:03d}.jpg", quality=quality)
         rows.append(row(item_id, "live", "", transcript(product, rng, live=True), media))
     return rows
-
-
-def main(argv: list[str] | None = None) -> None:
-    """CLI: `python -m ampere.data.synth generate OUT ...` or `... add FOLDER --products N --seed S`."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    gen = commands.add_parser("generate", help="write a new synthetic dataset")
-    gen.add_argument("out", type=Path)
-    gen.add_argument("--overwrite", action="store_true")
-    add = commands.add_parser("add", help="append products to an existing synthetic dataset")
-    add.add_argument("folder", type=Path)
-    for sub in (gen, add):
-        sub.add_argument("--products", type=int, default=100)
-        sub.add_argument("--seed", type=int, default=0)
-        for field in fields(SynthConfig):
-            sub.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default), default=field.default)
-    args = parser.parse_args(argv)
-    config = SynthConfig(**{field.name: getattr(args, field.name) for field in fields(SynthConfig)})
-    if args.command == "generate":
-        generate(args.out, args.products, args.seed, overwrite=args.overwrite, **asdict(config))
-    else:
-        add_products(args.folder, args.products, args.seed, config)
-
-
-if __name__ == "__main__":
-    main()
