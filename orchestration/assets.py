@@ -366,7 +366,8 @@ def retrieval_evaluation(
     """Evaluates P2S, P2L, S2P, S2L, L2P, L2S on the test items."""
     df = pd.read_parquet(embeddings)
     vectors = np.stack(df["embedding"].to_numpy()).astype(np.float32)
-    metrics = evaluate(vectors, list(df["product_id"]), list(df["domain"]), list(df["split"]))
+    evaluation = evaluate(vectors, list(df["product_id"]), list(df["domain"]), list(df["split"]))
+    metrics = {k: v for k, v in evaluation.items() if "/R@" in k or k == "mR1"}
     workspace.path("metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     table = markdown_table(metrics)
     mlflow_logging.log_retrieval_metrics(mlflow, trained_encoder["run_id"], metrics, table)
@@ -376,6 +377,7 @@ def retrieval_evaluation(
         metadata={
             "mR1": metrics["mR1"],
             "table": MetadataValue.md(table),
+            "queries": MetadataValue.json({k: v for k, v in evaluation.items() if k not in metrics}),
             "mlflow_run": MetadataValue.url(trained_encoder["run_url"]),
             "metrics_json": MetadataValue.path(str(workspace.path("metrics.json"))),
         },

@@ -40,11 +40,12 @@ def _pipeline(args: argparse.Namespace) -> None:
         summarizer_model=args.summarizer_model,
     )
     run_config = {
+        "loggers": {"console": {"config": {"log_level": "INFO"}}},
         "ops": {
             "asr_summaries": {"config": {"run_llm": args.text_source == "summary"}},
             "training_set": {"config": {"text_source": args.text_source}},
             "trained_encoder": {"config": {"epochs": args.epochs, "seed": args.seed}},
-        }
+        },
     }
     instance = DagsterInstance.get()
     started = time.perf_counter()
@@ -61,8 +62,8 @@ def _pipeline(args: argparse.Namespace) -> None:
         if event.event_type == DagsterEventType.STEP_START:
             starts[event.step_key] = entry.timestamp
         elif event.event_type in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE):
-            print(f"  {event.step_key:<24} {entry.timestamp - starts.get(event.step_key, entry.timestamp):7.1f} s  {event.event_type.value}")
-    print(f"  {'total':<24} {total:7.1f} s")
+            print(f"  {event.step_key:<44} {entry.timestamp - starts.get(event.step_key, entry.timestamp):7.1f} s  {event.event_type.value}")
+    print(f"  {'total':<44} {total:7.1f} s")
     if not result.success:
         raise SystemExit("pipeline failed: see the Dagster run above (dagster dev shows its logs)")
     metrics = json.loads((out / "metrics.json").read_text())
