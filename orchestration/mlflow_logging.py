@@ -77,6 +77,7 @@ def log_encoder(
         resource.registered_model,
         source=info.model_uri,
         run_id=run_id,
+        model_id=info.model_id,
         tags={"run_id": run_id, **{f"lineage.{k}": str(v) for k, v in lineage.items()}},
     )
     client.set_registered_model_alias(resource.registered_model, "challenger", version.version)

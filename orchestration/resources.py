@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -81,8 +82,8 @@ class MlflowResource(ConfigurableResource):
     ui_url: str = "http://127.0.0.1:5000"
 
     def client(self) -> MlflowClient:
-        """A client bound to this tracking URI (and registry)."""
-        return MlflowClient(tracking_uri=self.resolved_tracking_uri(), registry_uri=self.resolved_tracking_uri())
+        """A client bound to this tracking URI (and registry); one per URI per process."""
+        return _client(self.resolved_tracking_uri())
 
     def resolved_tracking_uri(self) -> str:
         """sqlite paths made absolute, so runs land in one store whatever the working directory."""
@@ -111,6 +112,12 @@ class MlflowResource(ConfigurableResource):
     def model_url(self, version: str) -> str:
         """Link to a registered model version in the MLflow UI."""
         return f"{self.ui_url}/#/models/{self.registered_model}/versions/{version}"
+
+
+@functools.cache
+def _client(uri: str) -> MlflowClient:
+    """Opening a sqlite store checks its schema: pay that once, not per call."""
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 class SummarizerResource(ConfigurableResource):

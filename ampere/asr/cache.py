@@ -74,7 +74,9 @@ class SummaryCache:
                 )
         return found
 
-    def put_many(self, items: list[tuple[str, SummaryResult]], prompt_hash: str, model_id: str) -> None:
+    def put_many(
+        self, items: list[tuple[str, SummaryResult]], prompt_hash: str, model_id: str
+    ) -> None:
         """Store results (failures are refused: they must be retried, not remembered)."""
         if any(result.status == "failed" for _, result in items):
             raise ValueError("failed summaries are not cached")

@@ -6,6 +6,8 @@ up to ``max_retries`` times; a retry samples at ``retry_temperature`` (greedy de
 only repeat the same answer) with seed ``seed + attempt``, so every run is reproducible and a
 record's result never depends on the other records of the batch. When all attempts fail the
 result has status "failed" and the reason; raw model text is never used as a summary.
+Features that share no word with the transcript (copied from the prompt's examples by small
+models) are dropped before rendering.
 
 Backends:
 - ``LlamaCppSummarizer``: GGUF model in-process through xllamacpp (CPU); default model is the
@@ -28,9 +30,11 @@ from typing import Any, Callable, Literal, Protocol
 from tqdm.auto import tqdm
 
 from ampere.asr.prompts import SUMMARY_SCHEMA, Prompt, canonical_json, load_prompt, short_hash
-from ampere.asr.text import clean_transcript, parse_summary, render_summary
+from ampere.asr.text import clean_transcript, grounded_features, parse_summary, render_summary
 
 Status = Literal["ok", "empty", "failed"]
+# Version of what happens to a parsed answer (part of the cache key): bump it when it changes.
+POSTPROCESS_VERSION = "grounded-features-v1"
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,7 @@ class GenerationConfig:
             "backend": backend,
             "constraint": constraint,
             "schema": short_hash(canonical_json(SUMMARY_SCHEMA)),
+            "postprocess": POSTPROCESS_VERSION,
             **shared,
         }
 
@@ -118,7 +123,10 @@ class GenerationConfig:
 def summarize_with_retries(
     transcripts: list[str], generate: GenerateFn, max_transcript_chars: int, max_retries: int
 ) -> list[SummaryResult]:
-    """Clean, generate in rounds (first try, then retries of the failures), parse strictly."""
+    """Clean, generate in rounds (first try, then retries of the failures), parse strictly.
+
+    Features that share no content word with the transcript are dropped (``grounded_features``).
+    """
     cleaned = [clean_transcript(t, max_transcript_chars) for t in transcripts]
     results: list[SummaryResult | None] = [None if c else EMPTY_RESULT for c in cleaned]
     pending = [i for i, c in enumerate(cleaned) if c]
@@ -142,6 +150,7 @@ def summarize_with_retries(
                 except ValueError as exc:
                     error = f"output truncated at max_tokens: {exc}" if gen.truncated else str(exc)
                 else:
+                    features = grounded_features(features, cleaned[i])
                     text = render_summary(name, features)
                     results[i] = SummaryResult(
                         text, "ok", None, name, features, tokens_in[i], tokens_out[i], attempts
@@ -205,14 +214,9 @@ class LlamaCppConfig(GenerationConfig):
     n_threads: int = field(default_factory=lambda: os.cpu_count() or 2)
 
 
-def compact_schema_grammar(json_schema_to_grammar: Callable[[dict], str]) -> str:
-    """LLGuidance grammar for ``SUMMARY_SCHEMA`` that allows no whitespace between tokens.
-
-    Passed as the request's ``grammar``. ``response_format``/``json_schema`` apply the same
-    schema but let the model pretty-print, which costs a third of the ``max_tokens`` budget.
-    """
-    schema = {**SUMMARY_SCHEMA, "x-guidance": {"whitespace_flexible": False}}
-    return json_schema_to_grammar(schema)
+# llama.cpp constrains sampling to the schema (LLGuidance), so the answer is always valid JSON
+# of the right shape unless it hits max_tokens.
+LLAMACPP_RESPONSE_FORMAT = {"type": "json_schema", "json_schema": {"schema": SUMMARY_SCHEMA}}
 
 
 class LlamaCppSummarizer:
@@ -231,7 +235,6 @@ class LlamaCppSummarizer:
         self.model_id = versioned_model_id(self.model_path)
         self.decoding = self.config.decoding("llamacpp", "json_schema")
         self._server: Any = None
-        self._grammar = ""
 
     def _start(self) -> None:
         import xllamacpp
@@ -244,7 +247,6 @@ class LlamaCppSummarizer:
         params.cpuparams_batch.n_threads = self.config.n_threads
         params.verbosity = -1  # silence llama.cpp's load and request logs
         self._server = xllamacpp.Server(params)
-        self._grammar = compact_schema_grammar(xllamacpp.json_schema_to_grammar)
 
     def close(self) -> None:
         """Release the engine (a later call starts it again)."""
@@ -262,7 +264,7 @@ class LlamaCppSummarizer:
                 "max_tokens": self.config.max_tokens,
                 "temperature": temperature,
                 "seed": seed,
-                "grammar": self._grammar,
+                "response_format": LLAMACPP_RESPONSE_FORMAT,
                 "cache_prompt": True,
             }
             try:
@@ -453,29 +455,34 @@ class TransformersSummarizer:
             self._load()
         tokenizer, model = self._tokenizer, self._model
         temperature, seed = self.config.attempt_params(attempt)
-        sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        sampling: dict = {"do_sample": temperature > 0}
+        if temperature > 0:
+            sampling["temperature"] = temperature
+        pad_id = tokenizer.pad_token_id
+        if pad_id is None:
+            pad_id = tokenizer.eos_token_id
         generations = []
         desc = "summaries" if attempt == 0 else f"summaries (retry {attempt})"
         for transcript in tqdm(transcripts, desc=desc, unit="transcript"):
             text = tokenizer.apply_chat_template(
                 self.prompt.messages(transcript), tokenize=False, add_generation_prompt=True
             )
-            inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False)
-            inputs = inputs.to(self.config.device)
+            encoded = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+            input_ids = encoded["input_ids"].to(self.config.device)
             torch.manual_seed(seed)
             with torch.inference_mode():
                 output = model.generate(
-                    **inputs,
+                    input_ids=input_ids,
+                    attention_mask=encoded["attention_mask"].to(self.config.device),
                     max_new_tokens=self.config.max_tokens,
                     pad_token_id=pad_id,
                     **sampling,
                 )
-            new_tokens = output[0, inputs["input_ids"].shape[1] :]
+            new_tokens = output[0, input_ids.shape[1] :]
             generations.append(
                 Generation(
                     raw=tokenizer.decode(new_tokens, skip_special_tokens=True).strip(),
-                    tokens_in=int(inputs["input_ids"].shape[1]),
+                    tokens_in=int(input_ids.shape[1]),
                     tokens_out=int(new_tokens.shape[0]),
                     truncated=int(new_tokens.shape[0]) >= self.config.max_tokens,
                 )

@@ -19,6 +19,11 @@ _TEMPLATE_TOKENS = re.compile(
     re.IGNORECASE,
 )
 _WHITESPACE = re.compile(r"\s+")
+_WORD = re.compile(r"\w+")
+_STOPWORDS = frozenset(
+    "a an and are as at be by can do does for from in is it no not of on or so the this to"
+    " very with".split()
+)
 _REMOVED_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn"}
 
 
@@ -116,3 +121,18 @@ def parse_summary(raw: str) -> tuple[str, list[str]]:
 def render_summary(product_name: str, features: list[str]) -> str:
     """``Product name: <name>; Features: <a, b, c>`` (the text the encoder reads)."""
     return f"Product name: {product_name}; Features: {', '.join(features)}".rstrip()
+
+
+def _content_words(text: str) -> set[str]:
+    return {w for w in _WORD.findall(text.casefold()) if len(w) > 1 and w not in _STOPWORDS}
+
+
+def grounded_features(features: list[str], transcript: str) -> list[str]:
+    """Keep the features that share at least one content word with the transcript.
+
+    Small models copy the attributes of the prompt's last few-shot example into unrelated
+    answers ("shade 999, classic red" for a desk lamp); such features are not in the
+    transcript and would make different products look alike, so they are dropped.
+    """
+    words = _content_words(transcript)
+    return [f for f in features if _content_words(f) & words]

@@ -1,0 +1,152 @@
+"""Content-hash summary cache (ampere.asr.cache) with a counting summarizer."""
+
+import json
+import sqlite3
+
+import pytest
+
+from ampere.asr.cache import SummaryCache, summarize_cached
+from ampere.asr.prompts import PROMPT_DIR, load_prompt
+from ampere.asr.summarizer import EMPTY_RESULT, SummaryResult
+from ampere.asr.text import render_summary
+
+
+class CountingSummarizer:
+    """Implements the Summarizer protocol and records every transcript it is asked for."""
+
+    def __init__(self, model_id="counting@000000000001", prompt=None, fail=(), temperature=0.0):
+        self.model_id = model_id
+        self.decoding = {"backend": "counting", "temperature": temperature}
+        self.prompt = prompt or load_prompt()
+        self.fail = set(fail)
+        self.batches: list[list[str]] = []
+
+    @property
+    def seen(self) -> list[str]:
+        return [t for batch in self.batches for t in batch]
+
+    def summarize(self, transcripts):
+        self.batches.append(list(transcripts))
+        results = []
+        for t in transcripts:
+            if not t.strip():
+                results.append(EMPTY_RESULT)
+            elif t in self.fail:
+                results.append(SummaryResult("", "failed", "invalid JSON", "", [], 50, 10, 3))
+            else:
+                name = t.split()[0]
+                text = render_summary(name, [f"{len(t)} chars"])
+                results.append(SummaryResult(text, "ok", None, name, [f"{len(t)} chars"], 40, 8, 1))
+        return results
+
+
+TRANSCRIPTS = [f"product{i} with some live chatter number {i}" for i in range(10)]
+
+
+@pytest.fixture()
+def cache(tmp_path):
+    cache = SummaryCache(tmp_path / "summaries.sqlite")
+    yield cache
+    cache.close()
+
+
+def test_first_run_summarises_everything_in_one_batch(cache):
+    summarizer = CountingSummarizer()
+    results, stats = summarize_cached(TRANSCRIPTS, summarizer, load_prompt(), cache)
+    assert len(summarizer.batches) == 1 and summarizer.seen == TRANSCRIPTS
+    assert [r.product_name for r in results] == [f"product{i}" for i in range(10)]
+    assert (stats.calls, stats.cache_hits, stats.empty, stats.failed) == (10, 0, 0, 0)
+    assert (stats.tokens_in, stats.tokens_out) == (400, 80)
+    assert len(cache) == 10
+
+
+def test_rerun_unchanged_data_makes_no_call_even_from_a_new_connection(tmp_path):
+    prompt = load_prompt()
+    first = SummaryCache(tmp_path / "c.sqlite")
+    results1, _ = summarize_cached(TRANSCRIPTS, CountingSummarizer(), prompt, first)
+    first.close()
+    second = SummaryCache(tmp_path / "c.sqlite")
+    summarizer = CountingSummarizer()
+    results2, stats = summarize_cached(TRANSCRIPTS, summarizer, prompt, second)
+    second.close()
+    assert summarizer.batches == []
+    assert (stats.calls, stats.cache_hits, stats.tokens_in, stats.tokens_out) == (0, 10, 0, 0)
+    assert results2 == results1
+
+
+def test_changing_k_transcripts_makes_exactly_k_calls(cache):
+    prompt = load_prompt()
+    summarize_cached(TRANSCRIPTS, CountingSummarizer(), prompt, cache)
+    changed = list(TRANSCRIPTS)
+    for i in (1, 4, 7):
+        changed[i] = changed[i] + " and a new sentence"
+    summarizer = CountingSummarizer()
+    results, stats = summarize_cached(changed, summarizer, prompt, cache)
+    assert summarizer.batches == [[changed[1], changed[4], changed[7]]]
+    assert (stats.calls, stats.cache_hits) == (3, 7)
+    assert results[4].features == [f"{len(changed[4])} chars"]
+
+
+def test_other_prompt_model_or_decoding_are_misses(cache, tmp_path):
+    prompt = load_prompt()
+    summarize_cached(TRANSCRIPTS, CountingSummarizer(), prompt, cache)
+
+    data = json.loads((PROMPT_DIR / "summary-v1.json").read_text())
+    data["system"] += " Answer in English."
+    (tmp_path / "p.json").write_text(json.dumps(data))
+    other_prompt = load_prompt(path=tmp_path / "p.json")
+    variants = [
+        (CountingSummarizer(prompt=other_prompt), other_prompt),
+        (CountingSummarizer(model_id="counting@000000000002"), prompt),
+        (CountingSummarizer(temperature=0.5), prompt),
+    ]
+    for summarizer, used_prompt in variants:
+        _, stats = summarize_cached(TRANSCRIPTS, summarizer, used_prompt, cache)
+        assert summarizer.seen == TRANSCRIPTS
+        assert (stats.calls, stats.cache_hits) == (10, 0)
+
+
+def test_failures_are_not_cached_and_are_retried_next_run(cache):
+    prompt = load_prompt()
+    bad = TRANSCRIPTS[2]
+    results, stats = summarize_cached(TRANSCRIPTS, CountingSummarizer(fail={bad}), prompt, cache)
+    assert results[2].status == "failed" and results[2].text == "" and results[2].error
+    assert stats.failed == 1 and len(cache) == 9
+    summarizer = CountingSummarizer()
+    results, stats = summarize_cached(TRANSCRIPTS, summarizer, prompt, cache)
+    assert summarizer.seen == [bad]
+    assert results[2].status == "ok" and stats.failed == 0 and len(cache) == 10
+
+
+def test_empty_transcripts_make_no_call(cache):
+    summarizer = CountingSummarizer()
+    transcripts = ["", TRANSCRIPTS[0], "   \n\t", TRANSCRIPTS[1]]
+    results, stats = summarize_cached(transcripts, summarizer, load_prompt(), cache)
+    assert summarizer.seen == [TRANSCRIPTS[0], TRANSCRIPTS[1]]
+    assert [r.status for r in results] == ["empty", "ok", "empty", "ok"]
+    assert results[0].text == "" and results[0].attempts == 0
+    assert (stats.calls, stats.cache_hits, stats.empty) == (2, 0, 2)
+
+
+def test_duplicates_in_a_batch_are_summarised_once(cache):
+    summarizer = CountingSummarizer()
+    transcripts = [TRANSCRIPTS[0], TRANSCRIPTS[1], TRANSCRIPTS[0], TRANSCRIPTS[0]]
+    results, stats = summarize_cached(transcripts, summarizer, load_prompt(), cache)
+    assert summarizer.seen == [TRANSCRIPTS[0], TRANSCRIPTS[1]]
+    assert results[0] == results[2] == results[3] and results[1] != results[0]
+    assert stats.calls == 2
+
+
+def test_prompt_must_match_the_summarizer(cache, tmp_path):
+    data = json.loads((PROMPT_DIR / "summary-v1.json").read_text())
+    data["version"] = 2
+    (tmp_path / "p.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="prompt"):
+        other = load_prompt(path=tmp_path / "p.json")
+        summarize_cached(TRANSCRIPTS, CountingSummarizer(), other, cache)
+
+
+def test_database_uses_wal_mode(cache):
+    conn = sqlite3.connect(cache.path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
