@@ -2,7 +2,6 @@
 embeddings -> FAISS index -> retrieval evaluation. Assets hold wiring, metadata and lineage; the
 ML work is done by `ampere`."""
 
-
 import json
 import time
 from dataclasses import asdict
@@ -54,7 +53,9 @@ def _write_quarantine(path: Path, records: list[dict[str, Any]]) -> None:
     path.write_text("".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
 
 
-@asset(group_name="data", code_version="1", description="Raw items of the DVC-tracked dataset; bad records quarantined with reasons.")
+@asset(
+    group_name="data", code_version="1", description="Raw items of the DVC-tracked dataset; bad records quarantined with reasons."
+)
 def raw_items(
     context: AssetExecutionContext,
     dataset: DatasetResource,
@@ -83,7 +84,12 @@ def raw_items(
     }
     if quarantine:
         metadata["quarantine"] = MetadataValue.md(pd.DataFrame(quarantine).head(20).to_markdown(index=False))
-    items.attrs["data_version"] = version
+    items.attrs.update(
+        data_version=version["data_version"],
+        dvc_md5=str(version["dvc_md5"]),
+        data_git_rev=version["git_rev"],
+        dataset=str(Path(dataset.path).resolve()),
+    )
     return Output(items, data_version=DataVersion(version["data_version"]), metadata=metadata)
 
 
@@ -96,7 +102,11 @@ class SummariesConfig(Config):
 SUMMARY_COLUMNS = ["item_id", "status", "summary", "error", "product_name", "features"]
 
 
-@asset(group_name="asr", code_version="1", description="LLM summaries 'Product name: …; Features: …' of short and live transcripts, cached by content.")
+@asset(
+    group_name="asr",
+    code_version="1",
+    description="LLM summaries 'Product name: …; Features: …' of short and live transcripts, cached by content.",
+)
 def asr_summaries(
     context: AssetExecutionContext,
     config: SummariesConfig,
@@ -108,8 +118,16 @@ def asr_summaries(
     prompt = summarizer.prompt()
     lineage = {"prompt_id": prompt.id, "prompt_hash": prompt.hash, "llm": "none", "backend": summarizer.backend}
     if not config.run_llm:
-        frame = pd.DataFrame({"item_id": clips["item_id"], "status": "skipped", "summary": "", "error": None,
-                              "product_name": "", "features": [[] for _ in range(len(clips))]})
+        frame = pd.DataFrame(
+            {
+                "item_id": clips["item_id"],
+                "status": "skipped",
+                "summary": "",
+                "error": None,
+                "product_name": "",
+                "features": [[] for _ in range(len(clips))],
+            }
+        )
         frame.attrs.update(lineage)
         return Output(frame[SUMMARY_COLUMNS], metadata={"skipped": len(frame), **lineage})
     engine = summarizer.summarizer()
@@ -154,7 +172,11 @@ class TrainingSetConfig(Config):
     text_source: str = "summary"
 
 
-@asset(group_name="data", code_version="1", description="Items joined with the text each one feeds the model; validated by a blocking Great Expectations check.")
+@asset(
+    group_name="data",
+    code_version="1",
+    description="Items joined with the text each one feeds the model; validated by a blocking Great Expectations check.",
+)
 def training_set(
     context: AssetExecutionContext,
     config: TrainingSetConfig,
@@ -193,7 +215,11 @@ class FeaturesConfig(Config):
     text_encoder: str = "all-MiniLM-L6-v2"
 
 
-@asset(group_name="model", code_version="1", description="Frozen-backbone features: 8 frame vectors and 33 text token states per item (frames cached by media hash).")
+@asset(
+    group_name="model",
+    code_version="1",
+    description="Frozen-backbone features: 8 frame vectors and 33 text token states per item (frames cached by media hash).",
+)
 def backbone_features(
     context: AssetExecutionContext,
     config: FeaturesConfig,
@@ -203,15 +229,15 @@ def backbone_features(
     """Encodes every item's frames and text; media that fail to decode are quarantined, not dropped silently."""
     started = time.perf_counter()
     frame_encoder = build_frame_encoder(config.frame_encoder)
-    frames, failures = visual_features(list(training_set["media_path"]), frame_encoder, workspace.path("feature_cache", "x").parent)
+    frames, failures = visual_features(
+        list(training_set["media_path"]), frame_encoder, workspace.path("feature_cache", "x").parent
+    )
     visual_seconds = time.perf_counter() - started
     text_encoder = build_text_encoder(config.text_encoder)
     states, mask = text_features(list(training_set["text"]), text_encoder)
     failed_rows = {index for index, _ in failures}
     keep = np.array([i not in failed_rows for i in range(len(training_set))])
-    quarantine = [
-        {"item_id": training_set["item_id"].iloc[index], "reason": reason} for index, reason in failures
-    ]
+    quarantine = [{"item_id": training_set["item_id"].iloc[index], "reason": reason} for index, reason in failures]
     _write_quarantine(workspace.path("quarantine", "backbone_features.jsonl"), quarantine)
     kept = training_set[keep]
     features = ItemFeatures(
@@ -255,7 +281,11 @@ class EncoderConfig(Config):
     seed: int = 0
 
 
-@asset(group_name="model", code_version="1", description="The AMPere shared tower trained with cross-domain InfoNCE; logged to MLflow and registered.")
+@asset(
+    group_name="model",
+    code_version="1",
+    description="The AMPere shared tower trained with cross-domain InfoNCE; logged to MLflow and registered.",
+)
 def trained_encoder(
     context: AssetExecutionContext,
     config: EncoderConfig,
@@ -265,7 +295,9 @@ def trained_encoder(
     """Trains the tower, logs params, curves and the model to MLflow and registers a model version."""
     features = ItemFeatures.load(Path(backbone_features))
     lineage = json.loads(Path(backbone_features).with_suffix(".json").read_text())
-    tower_cfg = TowerConfig(visual_dim=features.frames.shape[-1], text_dim=features.text.shape[-1], text_tokens=features.text.shape[1])
+    tower_cfg = TowerConfig(
+        visual_dim=features.frames.shape[-1], text_dim=features.text.shape[-1], text_tokens=features.text.shape[1]
+    )
     train_cfg = TrainConfig(
         epochs=config.epochs,
         batch_size=config.batch_size,
@@ -281,7 +313,9 @@ def trained_encoder(
         "git_commit": git_commit(),
         **{f"lineage.{k}": str(v) for k, v in lineage.items()},
     }
-    run = mlflow_logging.start_run(mlflow, tags=tags, params={**asdict(train_cfg), **{f"tower.{k}": v for k, v in asdict(tower_cfg).items()}})
+    run = mlflow_logging.start_run(
+        mlflow, tags=tags, params={**asdict(train_cfg), **{f"tower.{k}": v for k, v in asdict(tower_cfg).items()}}
+    )
     started = time.perf_counter()
     tower, history = train_tower(
         features, tower_cfg, train_cfg, on_epoch=lambda epoch, row: mlflow_logging.log_epoch(mlflow, run.run_id, epoch, row)
@@ -329,11 +363,20 @@ def embeddings(
     df.to_parquet(path, index=False)
     return Output(
         str(path),
-        metadata={"items": len(df), "dim": int(vectors.shape[1]), "model_version": trained_encoder["version"], "path": MetadataValue.path(str(path))},
+        metadata={
+            "items": len(df),
+            "dim": int(vectors.shape[1]),
+            "model_version": trained_encoder["version"],
+            "path": MetadataValue.path(str(path)),
+        },
     )
 
 
-@asset(group_name="serving", code_version="1", description="One FAISS index per gallery domain, keyed by model version and data version.")
+@asset(
+    group_name="serving",
+    code_version="1",
+    description="One FAISS index per gallery domain, keyed by model version and data version.",
+)
 def faiss_index(
     context: AssetExecutionContext,
     embeddings: str,
@@ -343,19 +386,32 @@ def faiss_index(
 ) -> Output[dict[str, Any]]:
     """Builds and saves the indexes, and logs them as artifacts of the training run."""
     df = pd.read_parquet(embeddings)
-    data_version = str(trained_encoder["lineage"].get("data_version", {}).get("data_version", "unknown")).replace(":", "-")
+    data_version = trained_encoder["lineage"]["data_version"].replace(":", "-")
     index_id = f"v{trained_encoder['version']}-{data_version}"
     out_dir = workspace.path("indexes", index_id, "x").parent
     info = build_indexes(df, out_dir)
-    mlflow.client().log_artifacts(trained_encoder["run_id"], str(out_dir), artifact_path=f"indexes/{index_id}")
-    table = pd.DataFrame([{"domain": d, **{k: v for k, v in i.items() if not isinstance(v, (dict, list))}} for d, i in info.items()])
+    client = mlflow.client()
+    client.log_artifacts(trained_encoder["run_id"], str(out_dir), artifact_path=f"indexes/{index_id}")
+    client.set_model_version_tag(mlflow.registered_model, trained_encoder["version"], "index_id", index_id)
+    client.set_model_version_tag(mlflow.registered_model, trained_encoder["version"], "index_path", str(out_dir))
+    table = pd.DataFrame(
+        [{"domain": d, **{k: v for k, v in i.items() if not isinstance(v, (dict, list))}} for d, i in info.items()]
+    )
     return Output(
         {"index_id": index_id, "path": str(out_dir), "domains": list(info)},
-        metadata={"index_id": index_id, "path": MetadataValue.path(str(out_dir)), "indexes": MetadataValue.md(table.to_markdown(index=False))},
+        metadata={
+            "index_id": index_id,
+            "path": MetadataValue.path(str(out_dir)),
+            "indexes": MetadataValue.md(table.to_markdown(index=False)),
+        },
     )
 
 
-@asset(group_name="serving", code_version="1", description="Six-direction retrieval R@1/5/10 and mR1 on the test split (metrics.json, MLflow metrics).")
+@asset(
+    group_name="serving",
+    code_version="1",
+    description="Six-direction retrieval R@1/5/10 and mR1 on the test split (metrics.json, MLflow metrics).",
+)
 def retrieval_evaluation(
     context: AssetExecutionContext,
     embeddings: str,
@@ -384,7 +440,11 @@ def retrieval_evaluation(
     )
 
 
-@asset(group_name="serving", code_version="1", description="Moves the MLflow alias `champion` to the new version only if it beats the champion on the same test set.")
+@asset(
+    group_name="serving",
+    code_version="1",
+    description="Moves the MLflow alias `champion` to the new version only if it beats the champion on the same test set.",
+)
 def champion_promotion(
     context: AssetExecutionContext,
     backbone_features: str,
@@ -405,9 +465,14 @@ def champion_promotion(
         champion_metrics = evaluate(embed(tower, features), features.product_ids, features.domains, features.splits)
         champion_mr1 = champion_metrics["mR1"]
         promote = retrieval_evaluation["mR1"] > champion_mr1
-        reason = f"challenger mR1 {retrieval_evaluation['mR1']:.2f} vs champion v{champion} {champion_mr1:.2f} on the same test items"
+        reason = (
+            f"challenger mR1 {retrieval_evaluation['mR1']:.2f} vs champion v{champion} {champion_mr1:.2f} on the same test items"
+        )
     if promote:
         client.set_registered_model_alias(mlflow.registered_model, "champion", challenger)
+    client.set_model_version_tag(
+        mlflow.registered_model, challenger, "promotion.reason", f"{'promoted' if promote else 'not promoted'}: {reason}"
+    )
     decision = {
         "promoted": promote,
         "challenger_version": challenger,
@@ -418,7 +483,11 @@ def champion_promotion(
         "reason": reason,
     }
     context.log.info(f"promotion: {decision}")
-    return Output(decision, metadata={k: str(v) for k, v in decision.items()} | {"registered_model": MetadataValue.url(mlflow.model_url(str(decision["champion_version"])))})
+    return Output(
+        decision,
+        metadata={k: str(v) for k, v in decision.items()}
+        | {"registered_model": MetadataValue.url(mlflow.model_url(str(decision["champion_version"])))},
+    )
 
 
 PIPELINE_ASSETS = [

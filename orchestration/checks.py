@@ -1,6 +1,5 @@
 """Blocking data-quality checks: Great Expectations 1.x suites run inside Dagster asset checks."""
 
-
 import pandas as pd
 from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
 
@@ -8,7 +7,9 @@ from ampere.validation import training_set_expectations, validate
 from orchestration.assets import training_set
 
 
-@asset_check(asset=training_set, blocking=True, description="Great Expectations suite on the training set; a failure stops training.")
+@asset_check(
+    asset=training_set, blocking=True, description="Great Expectations suite on the training set; a failure stops training."
+)
 def training_set_expectations_pass(training_set: pd.DataFrame) -> AssetCheckResult:
     """Runs the training-set suite and lists every expectation's result."""
     outcomes = validate(training_set, "training_set", training_set_expectations())

@@ -27,7 +27,8 @@ def _pipeline(args: argparse.Namespace) -> None:
     from dagster import DagsterEventType, DagsterInstance
 
     from ampere.eval import markdown_table
-    from orchestration.definitions import PIPELINE_JOB, build_defs
+    from orchestration.definitions import build_defs
+    from orchestration.jobs import PIPELINE_JOB
 
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -62,13 +63,28 @@ def _pipeline(args: argparse.Namespace) -> None:
         if event.event_type == DagsterEventType.STEP_START:
             starts[event.step_key] = entry.timestamp
         elif event.event_type in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE):
-            print(f"  {event.step_key:<44} {entry.timestamp - starts.get(event.step_key, entry.timestamp):7.1f} s  {event.event_type.value}")
+            seconds = entry.timestamp - starts.get(event.step_key, entry.timestamp)
+            print(f"  {event.step_key:<44} {seconds:7.1f} s  {event.event_type.value}")
     print(f"  {'total':<44} {total:7.1f} s")
     if not result.success:
         raise SystemExit("pipeline failed: see the Dagster run above (dagster dev shows its logs)")
     metrics = json.loads((out / "metrics.json").read_text())
     print(f"\nRetrieval on the test split (text source: {args.text_source}), R@K in %:\n")
     print(markdown_table(metrics))
+
+
+def _audit(args: argparse.Namespace) -> None:
+    _dagster_home()
+    from dagster import DagsterInstance
+
+    from orchestration.audit import audit
+    from orchestration.resources import MlflowResource
+
+    resource = MlflowResource(tracking_uri=args.tracking_uri, ui_url=args.mlflow_ui)
+    report = audit(args.ref, resource.client(), resource.registered_model, args.mlflow_ui, DagsterInstance.get())
+    print(report.to_text())
+    if not report.ok:
+        raise SystemExit("some links of the chain did not resolve")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline.add_argument("--summarizer-backend", choices=["llamacpp", "vllm", "transformers"], default="llamacpp")
     pipeline.add_argument("--summarizer-model", default=None, help="GGUF path / HF model dir / vLLM model name")
     pipeline.set_defaults(handler=_pipeline)
+    audit = commands.add_parser("audit", help="print the chain behind a model version, alias or index id")
+    audit.add_argument("ref", help="model version number, alias (champion) or index id (v3-dvc-...)")
+    audit.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow/mlflow.db"))
+    audit.add_argument("--mlflow-ui", default="http://127.0.0.1:5000")
+    audit.set_defaults(handler=_audit)
     return parser
 
 

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from dagster import (
-    AssetSelection,
-    Definitions,
-    FilesystemIOManager,
-    ScheduleDefinition,
-    define_asset_job,
-)
+from dagster import Definitions, FilesystemIOManager
 
 from orchestration.assets import PIPELINE_ASSETS
 from orchestration.checks import PIPELINE_CHECKS
+from orchestration.jobs import pipeline_job, weekly_retrain
 from orchestration.resources import (
     DatasetResource,
     DvcResource,
@@ -19,13 +14,7 @@ from orchestration.resources import (
     SummarizerResource,
     WorkspaceResource,
 )
-from orchestration.sensors import dvc_data_sensor
-
-PIPELINE_JOB = "ampere_pipeline"
-
-pipeline_job = define_asset_job(PIPELINE_JOB, selection=AssetSelection.assets(*PIPELINE_ASSETS), description="Raw data to evaluated, registered encoder and FAISS index.")
-
-weekly_retrain = ScheduleDefinition(name="weekly_retrain", job=pipeline_job, cron_schedule="0 3 * * 1", execution_timezone="UTC")
+from orchestration.sensors import dvc_data_sensor, pipeline_failure_sensor
 
 
 def build_defs(
@@ -43,7 +32,7 @@ def build_defs(
         asset_checks=PIPELINE_CHECKS,
         jobs=[pipeline_job],
         schedules=[weekly_retrain],
-        sensors=[dvc_data_sensor],
+        sensors=[dvc_data_sensor, pipeline_failure_sensor],
         resources={
             "workspace": WorkspaceResource(root=workspace),
             "dataset": DatasetResource(path=dataset),

@@ -10,12 +10,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import mlflow  # noqa: E402
-from mlflow.entities import Metric, Param, RunInfo, RunTag  # noqa: E402
+from mlflow.entities import Metric, Param, RunInfo  # noqa: E402
 
+import mlflow  # noqa: E402
 from ampere.encoder_io import load_tower, save_tower  # noqa: E402
-from ampere.serving import EncoderModel  # noqa: E402
 from ampere.models.tower import AmpereTower, TowerConfig  # noqa: E402
+from ampere.serving import EncoderModel  # noqa: E402
 from orchestration.resources import MlflowResource  # noqa: E402
 
 MODEL_REQUIREMENTS = ["torch", "numpy"]

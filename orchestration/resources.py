@@ -11,13 +11,13 @@ from typing import Any
 
 import yaml
 from dagster import ConfigurableResource
-from mlflow import MlflowClient
 from mlflow.entities import Experiment
 
 from ampere.asr.cache import SummaryCache
 from ampere.asr.prompts import Prompt, load_prompt
 from ampere.asr.summarizer import Summarizer, build_summarizer
 from ampere.lineage import folder_fingerprint, git_commit
+from mlflow import MlflowClient
 
 
 class WorkspaceResource(ConfigurableResource):
@@ -89,7 +89,7 @@ class MlflowResource(ConfigurableResource):
         """sqlite paths made absolute, so runs land in one store whatever the working directory."""
         prefix = "sqlite:///"
         if self.tracking_uri.startswith(prefix) and not self.tracking_uri.startswith(prefix + "/"):
-            db = Path(self.tracking_uri[len(prefix):]).resolve()
+            db = Path(self.tracking_uri[len(prefix) :]).resolve()
             db.parent.mkdir(parents=True, exist_ok=True)
             return prefix + str(db)
         return self.tracking_uri

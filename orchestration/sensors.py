@@ -1,10 +1,20 @@
-"""Sensors: retrain when the DVC data version of the raw dataset changes."""
+"""Sensors: retrain when the DVC data version of the raw dataset changes; record failed runs."""
 
-
+import json
 from pathlib import Path
 
 import yaml
-from dagster import RunRequest, SensorEvaluationContext, SkipReason, sensor
+from dagster import (
+    RunFailureSensorContext,
+    RunRequest,
+    SensorEvaluationContext,
+    SkipReason,
+    run_failure_sensor,
+    sensor,
+)
+
+from orchestration.jobs import pipeline_job
+from orchestration.resources import WorkspaceResource
 
 DVC_FILE = Path("data.dvc")
 
@@ -16,7 +26,11 @@ def dvc_md5(dvc_file: Path = DVC_FILE) -> str | None:
     return str(yaml.safe_load(dvc_file.read_text())["outs"][0]["md5"])
 
 
-@sensor(job_name="ampere_pipeline", minimum_interval_seconds=30, description="Requests a retraining run when data.dvc records a new md5 (cursor = md5).")
+@sensor(
+    job=pipeline_job,
+    minimum_interval_seconds=30,
+    description="Requests a retraining run when data.dvc records a new md5 (cursor = md5).",
+)
 def dvc_data_sensor(context: SensorEvaluationContext):
     """Fires once per new DVC data version."""
     md5 = dvc_md5()
@@ -26,3 +40,22 @@ def dvc_data_sensor(context: SensorEvaluationContext):
         return SkipReason(f"data version {md5} already seen")
     context.update_cursor(md5)
     return RunRequest(run_key=f"data-{md5}", tags={"ampere/data_version": md5})
+
+
+@run_failure_sensor(
+    monitored_jobs=[pipeline_job],
+    description="Records every failed pipeline run (run id, failed steps, error) in the workspace's failures.jsonl.",
+)
+def pipeline_failure_sensor(context: RunFailureSensorContext, workspace: WorkspaceResource) -> None:
+    """Appends one JSON line per failed run, so failures are auditable outside the Dagster UI too."""
+    failed_steps = [event.step_key for event in context.get_step_failure_events()]
+    record = {
+        "run_id": context.dagster_run.run_id,
+        "job": context.dagster_run.job_name,
+        "failed_steps": failed_steps,
+        "error": context.failure_event.message,
+        "tags": dict(context.dagster_run.tags),
+    }
+    with workspace.path("failures.jsonl").open("a") as log:
+        log.write(json.dumps(record) + "\n")
+    context.log.warning(f"run {record['run_id']} failed in {failed_steps}")

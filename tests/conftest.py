@@ -32,9 +32,24 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
     port = _free_port()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     process = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--default-artifact-root", str(root / "artifacts")],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{root}/mlflow.db",
+            "--default-artifact-root",
+            str(root / "artifacts"),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -42,9 +57,9 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
             try:
                 urllib.request.urlopen(url + "/health", timeout=1)
                 break
-            except OSError:
+            except OSError as error:
                 if process.poll() is not None:
-                    raise RuntimeError("mlflow server exited at start-up")
+                    raise RuntimeError("mlflow server exited at start-up") from error
                 time.sleep(0.5)
         else:
             raise RuntimeError("mlflow server did not answer within 60 s")

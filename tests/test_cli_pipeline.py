@@ -42,12 +42,46 @@ def _hand_made_dataset(root: Path) -> Path:
         for f in range(3):
             Image.new("RGB", (48, 48), tuple(min(255, c + 20 * f) for c in colour)).save(frames / f"{f:03d}.jpg")
         rows += [
-            {"item_id": f"{pid}-P", "product_id": pid, "domain": "page", "title": f"Brand{p} mug ceramic", "asr": "", "media": f"media/{pid}.png", "split": split},
-            {"item_id": f"{pid}-S", "product_id": pid, "domain": "short", "title": "", "asr": f"hello everyone this is the brand{p} mug", "media": f"media/{pid}.mp4", "split": split},
-            {"item_id": f"{pid}-L", "product_id": pid, "domain": "live", "title": "", "asr": "", "media": f"media/{pid}-live", "split": split},
+            {
+                "item_id": f"{pid}-P",
+                "product_id": pid,
+                "domain": "page",
+                "title": f"Brand{p} mug ceramic",
+                "asr": "",
+                "media": f"media/{pid}.png",
+                "split": split,
+            },
+            {
+                "item_id": f"{pid}-S",
+                "product_id": pid,
+                "domain": "short",
+                "title": "",
+                "asr": f"hello everyone this is the brand{p} mug",
+                "media": f"media/{pid}.mp4",
+                "split": split,
+            },
+            {
+                "item_id": f"{pid}-L",
+                "product_id": pid,
+                "domain": "live",
+                "title": "",
+                "asr": "",
+                "media": f"media/{pid}-live",
+                "split": split,
+            },
         ]
     (root / "media" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really an image")
-    rows.append({"item_id": "bad-P", "product_id": "bad", "domain": "page", "title": "x", "asr": "", "media": "media/broken.png", "split": "test"})
+    rows.append(
+        {
+            "item_id": "bad-P",
+            "product_id": "bad",
+            "domain": "page",
+            "title": "x",
+            "asr": "",
+            "media": "media/broken.png",
+            "split": "test",
+        }
+    )
     rows.append(dict(rows[0]))  # duplicate item_id
     (root / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return root
@@ -58,9 +92,20 @@ def test_ampere_pipeline_on_a_hand_made_dataset(tmp_path: Path) -> None:
     out = tmp_path / "out"
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "dagster_home")}
     command = [
-        str(Path(sys.executable).parent / "ampere"), "pipeline", "--dataset", str(dataset), "--out", str(out),
-        "--text-source", "raw", "--epochs", "1", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
-        "--artifact-root", str(tmp_path / "artifacts"),
+        str(Path(sys.executable).parent / "ampere"),
+        "pipeline",
+        "--dataset",
+        str(dataset),
+        "--out",
+        str(out),
+        "--text-source",
+        "raw",
+        "--epochs",
+        "1",
+        "--tracking-uri",
+        f"sqlite:///{tmp_path}/mlflow.db",
+        "--artifact-root",
+        str(tmp_path / "artifacts"),
     ]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

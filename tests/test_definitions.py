@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from dagster import AssetKey, Definitions
 
-from orchestration.definitions import PIPELINE_JOB, defs
+from orchestration.definitions import defs
+from orchestration.jobs import PIPELINE_JOB
 
 EXPECTED = {
-    "raw_items", "asr_summaries", "training_set", "backbone_features", "trained_encoder",
-    "embeddings", "faiss_index", "retrieval_evaluation", "champion_promotion",
+    "raw_items",
+    "asr_summaries",
+    "training_set",
+    "backbone_features",
+    "trained_encoder",
+    "embeddings",
+    "faiss_index",
+    "retrieval_evaluation",
+    "champion_promotion",
 }
 
 

@@ -4,18 +4,18 @@ DVC repository, a real MLflow server (sqlite store) and the real packaged LLM an
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 from dagster import AssetKey, DagsterInstance
-from mlflow import MlflowClient
 
 from ampere.data.synth import generate
 from ampere.eval import DIRECTIONS
+from mlflow import MlflowClient
 from orchestration.assets import PIPELINE_ASSETS
-from orchestration.definitions import PIPELINE_JOB, build_defs
+from orchestration.definitions import build_defs
+from orchestration.jobs import PIPELINE_JOB
 
 RUN_CONFIG = {"ops": {"trained_encoder": {"config": {"epochs": 2, "batch_size": 4}}}}
 
@@ -36,8 +36,15 @@ def materialised(tmp_path_factory: pytest.TempPathFactory, mlflow_server: dict[s
     instance = DagsterInstance.ephemeral()
     job = defs.resolve_job_def(PIPELINE_JOB)
     result = job.execute_in_process(run_config=RUN_CONFIG, instance=instance)
-    yield {"root": root, "repo": repo, "defs": defs, "instance": instance, "result": result, "job": job,
-           "mlflow": mlflow_server["uri"]}
+    yield {
+        "root": root,
+        "repo": repo,
+        "defs": defs,
+        "instance": instance,
+        "result": result,
+        "job": job,
+        "mlflow": mlflow_server["uri"],
+    }
 
 
 def test_every_asset_is_materialised(materialised) -> None:
