@@ -54,7 +54,10 @@ def _write_quarantine(path: Path, records: list[dict[str, Any]]) -> None:
 
 
 @asset(
-    group_name="data", code_version="1", description="Raw items of the DVC-tracked dataset; bad records quarantined with reasons."
+    pool="dvc",
+    group_name="data",
+    code_version="1",
+    description="Raw items of the DVC-tracked dataset; bad records quarantined with reasons.",
 )
 def raw_items(
     context: AssetExecutionContext,
@@ -103,6 +106,7 @@ SUMMARY_COLUMNS = ["item_id", "status", "summary", "error", "product_name", "fea
 
 
 @asset(
+    pool="llm",
     group_name="asr",
     code_version="1",
     description="LLM summaries 'Product name: …; Features: …' of short and live transcripts, cached by content.",
@@ -282,6 +286,7 @@ class EncoderConfig(Config):
 
 
 @asset(
+    pool="accelerator",
     group_name="model",
     code_version="1",
     description="The AMPere shared tower trained with cross-domain InfoNCE; logged to MLflow and registered.",

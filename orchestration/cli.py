@@ -10,15 +10,15 @@ from pathlib import Path
 
 from ampere import cli as library_cli
 
-DAGSTER_YAML = "telemetry:\n  enabled: false\n"
+PROJECT_DAGSTER_HOME = Path(__file__).resolve().parents[1] / "dagster_home"
 
 
 def _dagster_home() -> Path:
-    """DAGSTER_HOME, defaulting to ./.dagster (persistent, so `dagster dev` shows the runs)."""
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster").resolve())))
+    """DAGSTER_HOME, defaulting to the project's dagster_home/ (so `dagster dev` shows the runs)."""
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(PROJECT_DAGSTER_HOME)))
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():
-        (home / "dagster.yaml").write_text(DAGSTER_YAML)
+        (home / "dagster.yaml").write_text((PROJECT_DAGSTER_HOME / "dagster.yaml").read_text())
     return home
 
 

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import yaml
 from dagster import (
+    AssetKey,
+    DefaultSensorStatus,
     RunFailureSensorContext,
     RunRequest,
     SensorEvaluationContext,
@@ -29,16 +31,21 @@ def dvc_md5(dvc_file: Path = DVC_FILE) -> str | None:
 @sensor(
     job=pipeline_job,
     minimum_interval_seconds=30,
-    description="Requests a retraining run when data.dvc records a new md5 (cursor = md5).",
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Requests a retraining run when data.dvc records an md5 that raw_items has not been materialised from.",
 )
 def dvc_data_sensor(context: SensorEvaluationContext):
-    """Fires once per new DVC data version."""
+    """Fires once per new DVC data version (cursor = last md5 seen)."""
     md5 = dvc_md5()
     if md5 is None:
         return SkipReason(f"{DVC_FILE} not found")
     if md5 == context.cursor:
         return SkipReason(f"data version {md5} already seen")
     context.update_cursor(md5)
+    latest = context.instance.get_latest_materialization_event(AssetKey("raw_items"))
+    seen = latest.asset_materialization.metadata.get("dvc_md5") if latest is not None else None
+    if seen is not None and seen.value == md5:
+        return SkipReason(f"raw_items is already materialised from data version {md5}")
     return RunRequest(run_key=f"data-{md5}", tags={"ampere/data_version": md5})
 
 

@@ -10,9 +10,7 @@ stage() { printf '\n== %s (%ss since start)\n' "$1" "$((SECONDS - t0))"; }
 stage "install (.venv)"
 bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH" HF_HUB_OFFLINE=1 GX_ANALYTICS_ENABLED=false
-export DAGSTER_HOME="$PWD/.dagster"
-mkdir -p "$DAGSTER_HOME"
-[ -f "$DAGSTER_HOME/dagster.yaml" ] || printf 'telemetry:\n  enabled: false\n' >"$DAGSTER_HOME/dagster.yaml"
+export DAGSTER_HOME="$PWD/dagster_home"
 t_install=$((SECONDS - t0))
 
 stage "data: dvc pull (or regenerate the seeded dataset and push it)"
@@ -36,5 +34,5 @@ ampere pipeline --dataset data --out workspace --text-source "$TEXT_SOURCE"
 t_pipe=$((SECONDS - t2))
 
 printf '\nstage times: install %ss, data %ss, pipeline %ss, total %ss\n' "$t_install" "$t_data" "$t_pipe" "$((SECONDS - t0))"
-echo "Dagster UI:  DAGSTER_HOME=$DAGSTER_HOME .venv/bin/dagster dev   (http://127.0.0.1:3000)"
+echo "Dagster UI:  DAGSTER_HOME=$PWD/dagster_home .venv/bin/dagster dev   (http://127.0.0.1:3000)"
 echo "MLflow UI:   bash mlflow/serve.sh                                 (http://127.0.0.1:5000)"

@@ -1,0 +1,78 @@
+"""The DVC data sensor and the run-failure sensor, evaluated with Dagster's test contexts."""
+
+import json
+from pathlib import Path
+
+import pytest
+from dagster import (
+    AssetMaterialization,
+    DagsterInstance,
+    RunRequest,
+    SkipReason,
+    build_run_status_sensor_context,
+    build_sensor_context,
+    job,
+    op,
+)
+
+from orchestration.resources import WorkspaceResource
+from orchestration.sensors import dvc_data_sensor, pipeline_failure_sensor
+
+
+def _write_dvc(folder: Path, md5: str) -> None:
+    (folder / "data.dvc").write_text(f"outs:\n- md5: {md5}\n  path: data\n")
+
+
+def test_dvc_sensor_fires_once_per_new_md5(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    instance = DagsterInstance.ephemeral()
+    _write_dvc(tmp_path, "aaa.dir")
+    first = dvc_data_sensor(build_sensor_context(instance=instance))
+    assert isinstance(first, RunRequest) and first.run_key == "data-aaa.dir"
+    again = dvc_data_sensor(build_sensor_context(instance=instance, cursor="aaa.dir"))
+    assert isinstance(again, SkipReason)
+    _write_dvc(tmp_path, "bbb.dir")
+    second = dvc_data_sensor(build_sensor_context(instance=instance, cursor="aaa.dir"))
+    assert isinstance(second, RunRequest) and second.tags["ampere/data_version"] == "bbb.dir"
+
+
+def test_dvc_sensor_skips_a_version_already_materialised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    instance = DagsterInstance.ephemeral()
+    instance.report_runless_asset_event(AssetMaterialization("raw_items", metadata={"dvc_md5": "ccc.dir"}))
+    _write_dvc(tmp_path, "ccc.dir")
+    assert isinstance(dvc_data_sensor(build_sensor_context(instance=instance)), SkipReason)
+    assert isinstance(dvc_data_sensor(build_sensor_context(instance=instance)), SkipReason)
+
+
+def test_dvc_sensor_skips_without_dvc_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert isinstance(dvc_data_sensor(build_sensor_context(instance=DagsterInstance.ephemeral())), SkipReason)
+
+
+@op
+def _explode() -> None:
+    raise RuntimeError("boom in a step")
+
+
+@job
+def _failing_job() -> None:
+    _explode()
+
+
+def test_failure_sensor_records_the_failed_run(tmp_path: Path) -> None:
+    instance = DagsterInstance.ephemeral()
+    result = _failing_job.execute_in_process(instance=instance, raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "PIPELINE_FAILURE")
+    context = build_run_status_sensor_context(
+        sensor_name="pipeline_failure_sensor",
+        dagster_event=failure,
+        dagster_instance=instance,
+        dagster_run=result.dagster_run,
+        resources={"workspace": WorkspaceResource(root=str(tmp_path))},
+    ).for_run_failure()
+    pipeline_failure_sensor(context)
+    records = [json.loads(line) for line in (tmp_path / "failures.jsonl").read_text().splitlines()]
+    assert records[0]["run_id"] == result.run_id
+    assert records[0]["failed_steps"] == ["_explode"]
