@@ -432,6 +432,7 @@ def retrieval_evaluation(
     workspace.path("metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     table = markdown_table(metrics)
     mlflow_logging.log_retrieval_metrics(mlflow, trained_encoder["run_id"], metrics, table)
+    mlflow.client().set_terminated(trained_encoder["run_id"])
     context.log.info("retrieval on the test split:\n" + table)
     return Output(
         metrics,

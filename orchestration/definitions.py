@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dagster import Definitions, FilesystemIOManager
 
+from orchestration.ablation import ablation_job, ablation_study
 from orchestration.assets import PIPELINE_ASSETS
 from orchestration.checks import PIPELINE_CHECKS
 from orchestration.jobs import pipeline_job, weekly_retrain
@@ -28,9 +29,9 @@ def build_defs(
 ) -> Definitions:
     """All assets, checks, jobs, schedules and sensors, with resources pointed at the given places."""
     return Definitions(
-        assets=PIPELINE_ASSETS,
+        assets=[*PIPELINE_ASSETS, ablation_study],
         asset_checks=PIPELINE_CHECKS,
-        jobs=[pipeline_job],
+        jobs=[pipeline_job, ablation_job],
         schedules=[weekly_retrain],
         sensors=[dvc_data_sensor, pipeline_failure_sensor],
         resources={
