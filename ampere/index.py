@@ -1,19 +1,59 @@
-"""FAISS retrieval indexes: one exact inner-product index per domain, with a manifest."""
+"""FAISS retrieval indexes, one per domain, with a manifest.
+
+A domain index is exact (IndexIDMap2(IndexFlatIP)) below ``IndexConfig.exact_below`` vectors and
+approximate above it (HNSW or IVF, inner product, wrapped in IndexIDMap2 so that search returns the
+stable ids). An approximate index is used only after its recall@10 against exact search passes
+``IndexConfig.min_recall_at_10``; otherwise the build falls back to exact search or raises.
+"""
 
 from __future__ import annotations
 
 import functools
 import hashlib
 import json
-from dataclasses import dataclass
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import faiss
 import numpy as np
 import pandas as pd
 
 DOMAINS = ("page", "short", "live")
-INDEX_TYPE = "IndexIDMap2(IndexFlatIP)"
+INDEX_TYPES = {
+    "flat": "IndexIDMap2(IndexFlatIP)",
+    "ivf": "IndexIDMap2(IndexIVFFlat)",
+    "hnsw": "IndexIDMap2(IndexHNSWFlat)",
+}
+RECALL_K = 10
+
+
+@dataclass
+class IndexConfig:
+    """How each domain's index is built and the recall gate an approximate index must pass."""
+
+    exact_below: int = 50_000  # galleries with fewer vectors get an exact index
+    approximate: Literal["ivf", "hnsw"] = "hnsw"
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 100
+    hnsw_ef_search: int = 128
+    ivf_nlist: int | None = None  # None: 4 * sqrt(n), at most n
+    ivf_nprobe: int = 64
+    min_recall_at_10: float = 0.95
+    fallback_to_exact: bool = True  # below the gate: exact index (recorded) instead of IndexQualityError
+    recall_queries: int = 1000  # gallery vectors sampled and perturbed when no held-out queries are given
+    recall_noise: float = 0.05  # norm of the gaussian perturbation of those samples
+    seed: int = 0
+
+
+class IndexQualityError(ValueError):
+    """An approximate index missed the recall@10 gate."""
+
+    def __init__(self, message: str, recall: float):
+        super().__init__(message)
+        self.recall = recall
 
 
 def stable_id(item_id: str) -> int:
@@ -22,7 +62,8 @@ def stable_id(item_id: str) -> int:
     return int.from_bytes(digest, "big") & ((1 << 63) - 1)
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -36,25 +77,114 @@ def _gpu_resources() -> faiss.StandardGpuResources:
     return faiss.StandardGpuResources()
 
 
-def _on_gpu(index: faiss.Index) -> faiss.Index:
-    """The index cloned to GPU 0 when faiss has GPUs, else the index itself."""
-    if faiss.get_num_gpus() > 0:
-        return faiss.index_cpu_to_gpu(_gpu_resources(), 0, index)
-    return index
+def _gpu_ok(index_type: str) -> bool:
+    """Whether an index of this type goes to GPU 0 here (faiss has no GPU HNSW)."""
+    return index_type != INDEX_TYPES["hnsw"] and faiss.get_num_gpus() > 0
 
 
-def _to_cpu(index: faiss.Index) -> faiss.Index:
-    return faiss.index_gpu_to_cpu(index) if faiss.get_num_gpus() > 0 else index
+def _on_gpu(index: faiss.Index, index_type: str) -> faiss.Index:
+    """The index cloned to GPU 0 when faiss has GPUs and supports the type, else the index itself."""
+    return faiss.index_cpu_to_gpu(_gpu_resources(), 0, index) if _gpu_ok(index_type) else index
 
 
-def build_indexes(df: pd.DataFrame, out_dir: str | Path, split: str | None = None) -> dict[str, dict]:
-    """Write one IndexIDMap2(IndexFlatIP) per domain present in ``df``.
+def _to_cpu(index: faiss.Index, index_type: str) -> faiss.Index:
+    return faiss.index_gpu_to_cpu(index) if _gpu_ok(index_type) else index
+
+
+def make_index(kind: Literal["flat", "ivf", "hnsw"], vectors: np.ndarray, ids: np.ndarray, config: IndexConfig) -> tuple[faiss.Index, dict]:
+    """Build (train and fill) an index of ``kind`` over ``vectors`` keyed by ``ids``; returns it and its params."""
+    n, dim = vectors.shape
+    if kind == "flat":
+        inner, params = faiss.IndexFlatIP(dim), {}
+    elif kind == "hnsw":
+        inner = faiss.IndexHNSWFlat(dim, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        inner.hnsw.efConstruction = config.hnsw_ef_construction
+        inner.hnsw.efSearch = config.hnsw_ef_search
+        params = {"M": config.hnsw_m, "efConstruction": config.hnsw_ef_construction, "efSearch": config.hnsw_ef_search}
+    elif kind == "ivf":
+        nlist = min(n, config.ivf_nlist or max(1, round(4 * math.sqrt(n))))
+        inner = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        inner.nprobe = min(config.ivf_nprobe, nlist)
+        params = {"nlist": nlist, "nprobe": inner.nprobe}
+    else:
+        raise ValueError(f"unknown index kind {kind!r}")
+    index = _on_gpu(faiss.IndexIDMap2(inner), INDEX_TYPES[kind])
+    if not index.is_trained:
+        index.train(vectors)
+    index.add_with_ids(vectors, ids)
+    return index, params
+
+
+def perturbed_queries(vectors: np.ndarray, config: IndexConfig) -> np.ndarray:
+    """A seeded sample of gallery vectors, each moved by gaussian noise of norm ~``config.recall_noise``."""
+    rng = np.random.default_rng(config.seed)
+    n, dim = vectors.shape
+    sample = vectors[rng.choice(n, size=min(n, config.recall_queries), replace=False)]
+    noise = rng.normal(scale=config.recall_noise / math.sqrt(dim), size=sample.shape)
+    return np.ascontiguousarray(sample + noise, dtype=np.float32)
+
+
+def recall_at_10(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray) -> float:
+    """Mean share of the exact top-10 (by inner product over ``vectors``) that ``index`` returns."""
+    k = min(RECALL_K, len(vectors))
+    _, exact = faiss.knn(queries, vectors, k, metric=faiss.METRIC_INNER_PRODUCT)
+    _, found = index.search(queries, k)
+    return float(np.mean([len(set(f) & set(e)) / k for f, e in zip(found, ids[exact], strict=True)]))
+
+
+def _exact_entry(fallback: dict | None) -> dict:
+    return {"index_type": INDEX_TYPES["flat"], "index_params": {}, "recall_at_10": None, "recall_queries": None, "fallback": fallback}
+
+
+def build_domain_index(
+    vectors: np.ndarray, ids: np.ndarray, config: IndexConfig, queries: np.ndarray | None = None
+) -> tuple[faiss.Index, dict]:
+    """The index for one gallery and its manifest entry (index_type, index_params, recall_at_10, fallback).
+
+    Approximate indexes are checked on ``queries`` (held out) or on perturbed gallery samples.
+    """
+    if len(vectors) < config.exact_below:
+        index, _ = make_index("flat", vectors, ids, config)
+        return index, _exact_entry(fallback=None)
+    index, params = make_index(config.approximate, vectors, ids, config)
+    checked_on = "held_out" if queries is not None else "perturbed_gallery"
+    if queries is None:
+        queries = perturbed_queries(vectors, config)
+    recall = recall_at_10(index, vectors, ids, np.ascontiguousarray(queries, dtype=np.float32))
+    entry = {
+        "index_type": INDEX_TYPES[config.approximate],
+        "index_params": params,
+        "recall_at_10": recall,
+        "recall_queries": {"source": checked_on, "count": len(queries)},
+        "fallback": None,
+    }
+    if recall >= config.min_recall_at_10:
+        return index, entry
+    message = f"{entry['index_type']} {params}: recall@10 {recall:.4f} < {config.min_recall_at_10}"
+    if not config.fallback_to_exact:
+        raise IndexQualityError(message, recall)
+    index, _ = make_index("flat", vectors, ids, config)
+    fallback = {"reason": message, **{k: entry[k] for k in ("index_type", "index_params", "recall_at_10", "recall_queries")}}
+    return index, _exact_entry(fallback)
+
+
+def build_indexes(
+    df: pd.DataFrame,
+    out_dir: str | Path,
+    split: str | None = None,
+    config: IndexConfig | None = None,
+    queries: Mapping[str, np.ndarray] | None = None,
+) -> dict[str, dict]:
+    """Write one index per domain present in ``df``; manifest.json is written last.
 
     ``df`` has columns item_id, product_id, domain, embedding (list of floats) and, when
-    ``split`` is given, split (only those rows are indexed). Writes <domain>.faiss,
-    <domain>.ids.parquet (id, item_id, product_id) and manifest.json (counts, dim, index
-    type, faiss version, sha256 per file). Returns per-domain info.
+    ``split`` is given, split (only those rows are indexed). ``queries`` optionally maps a
+    domain to held-out query vectors for the recall gate. Writes <domain>.faiss,
+    <domain>.ids.parquet (id, item_id, product_id) and manifest.json (config, faiss version and,
+    per domain: count, dim, index type, params, measured recall, fallback, sha256 per file).
+    Returns the per-domain manifest entries.
     """
+    config = config or IndexConfig()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if split is not None:
@@ -75,25 +205,41 @@ def build_indexes(df: pd.DataFrame, out_dir: str | Path, split: str | None = Non
         if ids["id"].duplicated().any():
             dup = ids.loc[ids["id"].duplicated(keep=False), "item_id"].tolist()
             raise ValueError(f"{domain}: duplicate item ids or id collision: {dup[:10]}")
-        index = _on_gpu(faiss.IndexIDMap2(faiss.IndexFlatIP(emb.shape[1])))
-        index.add_with_ids(emb, ids["id"].to_numpy())
+        index, entry = build_domain_index(emb, ids["id"].to_numpy(), config, (queries or {}).get(domain))
         index_file, ids_file = out_dir / f"{domain}.faiss", out_dir / f"{domain}.ids.parquet"
-        faiss.write_index(_to_cpu(index), str(index_file))
+        faiss.write_index(_to_cpu(index, entry["index_type"]), str(index_file))
         ids.to_parquet(ids_file, index=False)
         info[domain] = {
             "count": len(ids),
             "dim": int(emb.shape[1]),
-            "files": {f.name: _sha256(f) for f in (index_file, ids_file)},
+            **entry,
+            "files": {f.name: sha256_file(f) for f in (index_file, ids_file)},
         }
     manifest = {
-        "index_type": INDEX_TYPE,
         "metric": "inner_product",
         "faiss_version": faiss.__version__,
         "split": split or "all",
+        "config": asdict(config),
         "domains": info,
     }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
     return info
+
+
+def verify_manifest(index_dir: str | Path, domains: list[str] | None = None) -> dict:
+    """manifest.json of ``index_dir`` after checking the sha256 of every file it lists (or of ``domains``')."""
+    index_dir = Path(index_dir)
+    manifest_file = index_dir / "manifest.json"
+    if not manifest_file.is_file():
+        raise FileNotFoundError(f"{manifest_file} missing: not a complete index folder")
+    manifest = json.loads(manifest_file.read_text())
+    for domain in domains if domains is not None else list(manifest["domains"]):
+        if domain not in manifest["domains"]:
+            raise KeyError(f"no {domain!r} index in {index_dir} (has {sorted(manifest['domains'])})")
+        for name, sha in manifest["domains"][domain]["files"].items():
+            if sha256_file(index_dir / name) != sha:
+                raise ValueError(f"{index_dir / name}: sha256 differs from manifest.json")
+    return manifest
 
 
 @dataclass
@@ -126,15 +272,10 @@ class DomainIndex:
 def load_index(index_dir: str | Path, domain: str) -> DomainIndex:
     """Load <domain>.faiss and its ids, checking both files against manifest.json's sha256."""
     index_dir = Path(index_dir)
-    manifest = json.loads((index_dir / "manifest.json").read_text())
-    if domain not in manifest["domains"]:
-        raise KeyError(f"no {domain!r} index in {index_dir} (has {sorted(manifest['domains'])})")
-    for name, sha in manifest["domains"][domain]["files"].items():
-        if _sha256(index_dir / name) != sha:
-            raise ValueError(f"{index_dir / name}: sha256 differs from manifest.json")
+    manifest = verify_manifest(index_dir, [domain])
     index = faiss.read_index(str(index_dir / f"{domain}.faiss"))
     ids = pd.read_parquet(index_dir / f"{domain}.ids.parquet").set_index("id")
-    return DomainIndex(_on_gpu(index), ids)
+    return DomainIndex(_on_gpu(index, manifest["domains"][domain]["index_type"]), ids)
 
 
 def search(index_dir: str | Path, domain: str, queries: np.ndarray, k: int) -> list[list[tuple[str, str, float]]]:

@@ -38,7 +38,8 @@ def test_build_and_search_match_brute_force(tmp_path):
     info = build_indexes(df, tmp_path)
     assert {d: v["count"] for d, v in info.items()} == {"page": 30, "short": 40, "live": 25}
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert manifest["index_type"] == "IndexIDMap2(IndexFlatIP)" and manifest["domains"]["short"]["dim"] == 16
+    assert manifest["domains"]["short"]["index_type"] == "IndexIDMap2(IndexFlatIP)" and manifest["domains"]["short"]["dim"] == 16
+    assert manifest["domains"]["short"]["fallback"] is None and manifest["config"]["exact_below"] == 50_000
     assert set(manifest["domains"]["live"]["files"]) == {"live.faiss", "live.ids.parquet"}
 
     ids = pd.read_parquet(tmp_path / "short.ids.parquet")

@@ -30,7 +30,27 @@ def tower():
 def test_config_roundtrip():
     assert TowerConfig.from_dict(SMALL.to_dict()) == SMALL
     with pytest.raises(ValueError, match="unknown"):
-        TowerConfig.from_dict({"width": 8, "bogus": 1})
+        TowerConfig.from_dict({**SMALL.to_dict(), "bogus": 1})
+    partial = SMALL.to_dict()
+    del partial["dropout"]
+    with pytest.raises(ValueError, match="missing TowerConfig keys: \\['dropout'\\]"):
+        TowerConfig.from_dict(partial)
+
+
+def test_encode_parts(tower):
+    frames, text, mask = _inputs()
+    parts = tower.encode_parts(frames, text, mask)
+    torch.testing.assert_close(parts.fused, tower(frames, text, mask), rtol=0, atol=0)
+    assert parts.has_text.tolist() == [True, True, False, True]
+    for emb in parts[:3]:
+        assert emb.shape == (4, SMALL.out_dim)
+        torch.testing.assert_close(emb.norm(dim=-1), torch.ones(4))
+    # The first visual output token has attended to the text tokens in the fusion transformer;
+    # the fused output of an item without text is its visual output.
+    changed = text.clone()
+    changed[0, 0] = 3.0
+    assert not torch.allclose(tower.encode_parts(frames, changed, mask).visual[0], parts.visual[0])
+    torch.testing.assert_close(parts.fused[2], parts.visual[2])
 
 
 def test_output_shape_and_unit_norm(tower):

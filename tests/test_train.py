@@ -1,9 +1,11 @@
 import numpy as np
 import pytest
+import torch
+from torch import nn
 
 from ampere.features import ItemFeatures
 from ampere.models import TowerConfig
-from ampere.train import TrainConfig, _lr_factor, embed, product_items, train_tower
+from ampere.train import TrainConfig, _lr_factor, embed, param_groups, product_items, train_tower
 
 TOWER = TowerConfig(
     visual_dim=16,
@@ -16,6 +18,15 @@ TOWER = TowerConfig(
     out_dim=16,
     dropout=0.0,
 )
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models train far faster on one intra-op thread, above all on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def synthetic(products: int = 16, seed: int = 0) -> ItemFeatures:
@@ -66,7 +77,13 @@ def test_training_reduces_loss_and_is_deterministic():
     seen = []
     tower, history = train_tower(feats, TOWER, CFG, on_epoch=lambda e, row: seen.append(e))
     assert seen == list(range(CFG.epochs))
-    assert set(history[0]) == {"epoch", "loss", "loss_ps", "loss_pl", "loss_sl", "lr"}
+    parts = {"loss_ps", "loss_pl", "loss_sl", "loss_tv", "loss_vv", "loss_tt"}
+    assert set(history[0]) == {"epoch", "loss", "temperature", "lr"} | parts
+    weights = {"loss_tv": CFG.align_tv, "loss_vv": CFG.align_vv, "loss_tt": CFG.align_tt}
+    for row in history:
+        total = sum(row[k] * weights.get(k, 1.0) for k in parts)
+        assert row["loss"] == pytest.approx(total, rel=1e-5)
+        assert row["temperature"] == CFG.temperature
     first, last = history[0]["loss"], history[-1]["loss"]
     assert last < 0.5 * first, (first, last)
     assert history[-1]["lr"] < CFG.lr
@@ -106,3 +123,53 @@ def test_lr_schedule_warmup_then_cosine():
     assert _lr_factor(4, 4, 20) == pytest.approx(1.0)
     assert _lr_factor(12, 4, 20) == pytest.approx(0.5)
     assert _lr_factor(19, 4, 20) < 0.01
+
+
+def test_param_groups_factors_by_prefix():
+    model = nn.Sequential()
+    model.add_module("backbone", nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2)))
+    model.add_module("backbone_head", nn.Linear(2, 2))  # "backbone" must not match it
+    model.add_module("head", nn.Linear(2, 1))
+    model.add_module("frozen", nn.Linear(2, 2).requires_grad_(False))
+    groups = param_groups(model, 0.1, {"backbone": 0.01, "backbone.1": 0.5})
+    by_name = {g["name"]: g for g in groups}
+    assert set(by_name) == {"", "backbone", "backbone.1"}
+    assert by_name["backbone"]["lr"] == pytest.approx(1e-3) and by_name["backbone.1"]["lr"] == pytest.approx(0.05)
+    assert by_name[""]["lr"] == 0.1 and by_name[""]["lr_factor"] == 1.0
+    ids = lambda mod: {id(p) for p in mod.parameters()}  # noqa: E731
+    assert {id(p) for p in by_name["backbone"]["params"]} == ids(model.backbone[0])
+    assert {id(p) for p in by_name["backbone.1"]["params"]} == ids(model.backbone[1])
+    assert {id(p) for p in by_name[""]["params"]} == ids(model.backbone_head) | ids(model.head)
+    assert [g["name"] for g in param_groups(model, 0.1)] == [""]
+    with pytest.raises(ValueError, match="match no trainable"):
+        param_groups(model, 0.1, {"frozen": 0.1})
+    optimizer = torch.optim.AdamW(groups, lr=0.1)
+    torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5)  # scales every group's own lr
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.05, 5e-4, 0.025])
+
+
+def test_objective_options_learnable_temperature_cosface_and_lr_factors():
+    feats = synthetic(products=8)
+    cfg = TrainConfig(
+        epochs=2,
+        batch_size=4,
+        lr=1e-2,
+        steps_per_epoch=2,
+        seed=2,
+        align_tv=0.0,
+        learnable_temperature=True,
+        cosface_weight=0.1,
+        lr_factors={"visual_proj": 0.1},
+    )
+    tower, history = train_tower(feats, TOWER, cfg)
+    assert {"loss_cosface", "loss_tv"} <= set(history[0])  # a disabled term is still reported
+    for row in history:
+        total = sum(row[k] for k in ("loss_ps", "loss_pl", "loss_sl"))
+        total += 0.1 * (row["loss_vv"] + row["loss_tt"] + row["loss_cosface"])
+        assert row["loss"] == pytest.approx(total, rel=1e-5)
+        assert np.isfinite(row["loss_cosface"]) and row["loss_cosface"] > 0
+    assert history[-1]["temperature"] != cfg.temperature  # it learned
+    assert 0.01 <= history[-1]["temperature"] <= 1.0
+    assert embed(tower, feats).shape == (len(feats), TOWER.out_dim)
+    with pytest.raises(ValueError, match="match no trainable"):
+        train_tower(feats, TOWER, TrainConfig(epochs=1, lr_factors={"no_such_layer": 0.1}))

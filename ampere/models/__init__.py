@@ -8,7 +8,7 @@ from ampere.models.backbones import (
     build_frame_encoder,
     build_text_encoder,
 )
-from ampere.models.tower import AmpereTower, TowerConfig
+from ampere.models.tower import AmpereTower, TowerConfig, TowerOutput
 
 __all__ = [
     "AmpereTower",
@@ -17,6 +17,7 @@ __all__ = [
     "ImageEncoder",
     "TextEncoder",
     "TowerConfig",
+    "TowerOutput",
     "build_frame_encoder",
     "build_text_encoder",
 ]

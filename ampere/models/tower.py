@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -29,12 +30,27 @@ class TowerConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TowerConfig:
-        """Build from a dict; unknown keys are an error."""
+        """Build from a complete dict (as written by ``to_dict``): unknown or missing keys are an error,
+        so a saved tower never silently takes a default that changed in the code."""
         known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
+        unknown, missing = set(d) - known, known - set(d)
         if unknown:
             raise ValueError(f"unknown TowerConfig keys: {sorted(unknown)}")
+        if missing:
+            raise ValueError(f"missing TowerConfig keys: {sorted(missing)}")
         return cls(**d)
+
+
+class TowerOutput(NamedTuple):
+    """Embeddings [B, out_dim] (L2-normalised) of an item: fused, visual-only and text-only.
+
+    ``text`` is meaningful only where ``has_text`` [B] (bool) is True.
+    """
+
+    fused: torch.Tensor
+    visual: torch.Tensor
+    text: torch.Tensor
+    has_text: torch.Tensor
 
 
 def _encoder(cfg: TowerConfig, layers: int) -> nn.TransformerEncoder:
@@ -57,7 +73,8 @@ class AmpereTower(nn.Module):
     transformer -> 9 tokens (pooled first). Text: LayerNorm + Linear + type embedding. Fusion
     transformer over [9 visual | T text] tokens with text padding masked (visual never masked).
     Output: first visual token + first text token (zeroed when the item has no text), Linear
-    to ``out_dim``, L2-normalised.
+    to ``out_dim``, L2-normalised. ``encode_parts`` also gives the first visual and the first
+    text token alone through the same Linear (for the alignment losses).
     """
 
     def __init__(self, cfg: TowerConfig):
@@ -74,8 +91,8 @@ class AmpereTower(nn.Module):
         self.fusion = _encoder(cfg, cfg.fusion_layers)
         self.head = nn.Linear(w, cfg.out_dim)
 
-    def forward(self, frames: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
-        """frames [B, F, Dv], text [B, T, Dt], text_mask [B, T] bool (True = valid) -> [B, out_dim]."""
+    def encode_parts(self, frames: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor) -> TowerOutput:
+        """frames [B, F, Dv], text [B, T, Dt], text_mask [B, T] bool (True = valid) -> TowerOutput."""
         b = frames.shape[0]
         v = self.visual_proj(frames) + self.frame_pos
         v = self.temporal(torch.cat([self.pooled_token.expand(b, -1, -1), v], dim=1))
@@ -84,7 +101,17 @@ class AmpereTower(nn.Module):
         visual_valid = torch.ones(b, v.shape[1], dtype=torch.bool, device=frames.device)
         padding = ~torch.cat([visual_valid, text_mask.bool()], dim=1)
         fused = self.fusion(tokens, src_key_padding_mask=padding)
-        has_text = text_mask.any(dim=1, keepdim=True)
+        has_text = text_mask.any(dim=1)
+        first_visual, first_text = fused[:, 0], fused[:, v.shape[1]]
         # An item without text keeps its (masked) text slot; its output term is zeroed.
-        out = fused[:, 0] + torch.where(has_text, fused[:, v.shape[1]], 0.0)
-        return F.normalize(self.head(out), dim=-1)
+        out = first_visual + torch.where(has_text[:, None], first_text, 0.0)
+        return TowerOutput(
+            fused=F.normalize(self.head(out), dim=-1),
+            visual=F.normalize(self.head(first_visual), dim=-1),
+            text=F.normalize(self.head(first_text), dim=-1),
+            has_text=has_text,
+        )
+
+    def forward(self, frames: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """frames [B, F, Dv], text [B, T, Dt], text_mask [B, T] bool (True = valid) -> fused [B, out_dim]."""
+        return self.encode_parts(frames, text, text_mask).fused
