@@ -24,6 +24,7 @@ from ampere.data.format import read_items
 from ampere.eval import evaluate, markdown_table
 from ampere.features import ItemFeatures, text_features, text_inputs, visual_features
 from ampere.index import build_indexes
+from ampere.index_store import index_key
 from ampere.lineage import git_commit
 from ampere.models.backbones import build_frame_encoder, build_text_encoder
 from ampere.models.tower import TowerConfig
@@ -32,6 +33,7 @@ from orchestration import mlflow_logging
 from orchestration.resources import (
     DatasetResource,
     DvcResource,
+    IndexStoreResource,
     MlflowResource,
     SummarizerResource,
     WorkspaceResource,
@@ -379,34 +381,34 @@ def embeddings(
 
 @asset(
     group_name="serving",
-    code_version="1",
-    description="One FAISS index per gallery domain, keyed by model version and data version.",
+    code_version="2",
+    description="One FAISS index per gallery domain, published immutably under the id (model version, data version).",
 )
 def faiss_index(
     context: AssetExecutionContext,
     embeddings: str,
     trained_encoder: dict[str, Any],
-    workspace: WorkspaceResource,
+    index_store: IndexStoreResource,
     mlflow: MlflowResource,
 ) -> Output[dict[str, Any]]:
-    """Builds and saves the indexes, and logs them as artifacts of the training run."""
+    """Builds the indexes in a staging folder and publishes them; serving switches only on promotion."""
     df = pd.read_parquet(embeddings)
-    data_version = trained_encoder["lineage"]["data_version"].replace(":", "-")
-    index_id = f"v{trained_encoder['version']}-{data_version}"
-    out_dir = workspace.path("indexes", index_id, "x").parent
-    info = build_indexes(df, out_dir)
+    index_id = index_key(trained_encoder["version"], trained_encoder["lineage"]["data_version"])
+    info: dict[str, Any] = {}
+    path = index_store.store().publish(lambda folder: info.update(build_indexes(df, folder)), index_id)
     client = mlflow.client()
-    client.log_artifacts(trained_encoder["run_id"], str(out_dir), artifact_path=f"indexes/{index_id}")
+    client.log_artifacts(trained_encoder["run_id"], str(path), artifact_path=f"indexes/{index_id}")
     client.set_model_version_tag(mlflow.registered_model, trained_encoder["version"], "index_id", index_id)
-    client.set_model_version_tag(mlflow.registered_model, trained_encoder["version"], "index_path", str(out_dir))
+    client.set_model_version_tag(mlflow.registered_model, trained_encoder["version"], "index_path", str(path))
     table = pd.DataFrame(
-        [{"domain": d, **{k: v for k, v in i.items() if not isinstance(v, (dict, list))}} for d, i in info.items()]
+        [{"domain": d, **{k: v for k, v in i.items() if not isinstance(v, dict | list)}} for d, i in info.items()]
     )
     return Output(
-        {"index_id": index_id, "path": str(out_dir), "domains": list(info)},
+        {"index_id": index_id, "path": str(path)},
         metadata={
             "index_id": index_id,
-            "path": MetadataValue.path(str(out_dir)),
+            "path": MetadataValue.path(str(path)),
+            "served_index": str(index_store.store().current()),
             "indexes": MetadataValue.md(table.to_markdown(index=False)),
         },
     )
@@ -449,14 +451,23 @@ def retrieval_evaluation(
 @asset(
     group_name="serving",
     code_version="1",
-    description="Moves the MLflow alias `champion` to the new version only if it beats the champion on the same test set.",
+    description="Moves alias `champion` and the served index to the new version only if it beats the champion on the same test.",
 )
+class PromotionConfig(Config):
+    """`force=True` promotes the challenger whatever its figures (recorded as the reason)."""
+
+    force: bool = False
+
+
 def champion_promotion(
     context: AssetExecutionContext,
+    config: PromotionConfig,
     backbone_features: str,
     trained_encoder: dict[str, Any],
     retrieval_evaluation: dict[str, float],
+    faiss_index: dict[str, Any],
     mlflow: MlflowResource,
+    index_store: IndexStoreResource,
 ) -> Output[dict[str, Any]]:
     """Re-evaluates the current champion on this run's test items and promotes the challenger if its mR1 is higher."""
     client = mlflow.client()
@@ -470,12 +481,16 @@ def champion_promotion(
         tower = mlflow_logging.load_registered_tower(mlflow, f"models:/{mlflow.registered_model}/{champion}")
         champion_metrics = evaluate(embed(tower, features), features.product_ids, features.domains, features.splits)
         champion_mr1 = champion_metrics["mR1"]
-        promote = retrieval_evaluation["mR1"] > champion_mr1
+        better = retrieval_evaluation["mR1"] > champion_mr1
+        promote = better or config.force
         reason = (
             f"challenger mR1 {retrieval_evaluation['mR1']:.2f} vs champion v{champion} {champion_mr1:.2f} on the same test items"
+            + (" (forced)" if config.force and not better else "")
         )
+    store = index_store.store()
     if promote:
         client.set_registered_model_alias(mlflow.registered_model, "champion", challenger)
+        store.swap(faiss_index["index_id"])
     client.set_model_version_tag(
         mlflow.registered_model, challenger, "promotion.reason", f"{'promoted' if promote else 'not promoted'}: {reason}"
     )
@@ -487,6 +502,7 @@ def champion_promotion(
         "challenger_mR1": retrieval_evaluation["mR1"],
         "champion_mR1": champion_mr1,
         "reason": reason,
+        "served_index": store.current(),
     }
     context.log.info(f"promotion: {decision}")
     return Output(

@@ -54,7 +54,7 @@ def resolve_model_version(client: MlflowClient, model_name: str, ref: str) -> st
     """A version number from a number, an alias (`champion`) or an index id (tag `index_id`)."""
     if ref.isdigit():
         return ref
-    if ref.startswith("v") and "-" in ref:
+    if "--" in ref:
         for version in client.search_model_versions(f"name='{model_name}'"):
             if version.tags.get("index_id") == ref:
                 return str(version.version)

@@ -87,6 +87,56 @@ def _audit(args: argparse.Namespace) -> None:
         raise SystemExit("some links of the chain did not resolve")
 
 
+def _index(args: argparse.Namespace) -> None:
+    from ampere.index_store import IndexStore
+
+    store = IndexStore(args.store)
+    if args.index_command == "rollback":
+        print(f"serving {store.rollback()} (rolled back)")
+    elif args.index_command == "history":
+        for event in store.history():
+            print(json.dumps(event))
+    else:
+        print(store.current() or "no index is being served yet")
+
+
+def _status(args: argparse.Namespace) -> None:
+    from ampere.index_store import IndexStore
+    from orchestration.mlflow_logging import alias_version
+    from orchestration.resources import MlflowResource
+
+    resource = MlflowResource(tracking_uri=args.tracking_uri)
+    champion = alias_version(resource, "champion")
+    line = f"champion: {resource.registered_model} v{champion}" if champion else "champion: none"
+    if champion:
+        version = resource.client().get_model_version(resource.registered_model, champion)
+        mr1 = resource.client().get_run(version.run_id).data.metrics.get("mR1")
+        line += f" (mR1 {mr1:.2f}, index {version.tags.get('index_id', 'none')})"
+    print(f"{line}; served index: {IndexStore(args.store).current() or 'none'}")
+
+
+def _wait_run(args: argparse.Namespace) -> None:
+    _dagster_home()
+    from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+
+    key, _, value = args.tag.partition("=")
+    instance = DagsterInstance.get()
+    deadline = time.monotonic() + args.timeout
+    finished = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+    reported = None
+    while time.monotonic() < deadline:
+        runs = instance.get_runs(filters=RunsFilter(tags={key: value}), limit=1)
+        if runs and runs[0].status != reported:
+            reported = runs[0].status
+            print(f"run {runs[0].run_id}: {reported.value}", flush=True)
+        if runs and runs[0].status in finished:
+            if runs[0].status != DagsterRunStatus.SUCCESS:
+                raise SystemExit(f"run {runs[0].run_id} ended {runs[0].status.value}")
+            return
+        time.sleep(5)
+    raise SystemExit(f"no finished run tagged {args.tag} within {args.timeout} s")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Library commands plus `pipeline`."""
     parser = library_cli.build_parser()
@@ -103,10 +153,22 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline.add_argument("--summarizer-model", default=None, help="GGUF path / HF model dir / vLLM model name")
     pipeline.set_defaults(handler=_pipeline)
     audit = commands.add_parser("audit", help="print the chain behind a model version, alias or index id")
-    audit.add_argument("ref", help="model version number, alias (champion) or index id (v3-dvc-...)")
+    audit.add_argument("ref", help="model version number, alias (champion) or index id")
     audit.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow/mlflow.db"))
     audit.add_argument("--mlflow-ui", default="http://127.0.0.1:5000")
     audit.set_defaults(handler=_audit)
+    index = commands.add_parser("index", help="the served FAISS index: current, rollback, history")
+    index.add_argument("index_command", choices=["current", "rollback", "history"])
+    index.add_argument("--store", type=Path, default=Path("workspace/index_store"))
+    index.set_defaults(handler=_index)
+    status = commands.add_parser("status", help="the champion model and the served index")
+    status.add_argument("--store", type=Path, default=Path("workspace/index_store"))
+    status.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow/mlflow.db"))
+    status.set_defaults(handler=_status)
+    wait = commands.add_parser("wait-run", help="wait for the Dagster run carrying a tag to finish")
+    wait.add_argument("--tag", required=True, help="KEY=VALUE, e.g. ampere/data_version=<md5>")
+    wait.add_argument("--timeout", type=int, default=1800)
+    wait.set_defaults(handler=_wait_run)
     return parser
 
 

@@ -11,6 +11,7 @@ from orchestration.jobs import pipeline_job, weekly_retrain
 from orchestration.resources import (
     DatasetResource,
     DvcResource,
+    IndexStoreResource,
     MlflowResource,
     SummarizerResource,
     WorkspaceResource,
@@ -42,6 +43,7 @@ def build_defs(
             "summarizer": SummarizerResource(
                 backend=summarizer_backend, model=summarizer_model, cache_path=f"{workspace}/summary_cache.sqlite"
             ),
+            "index_store": IndexStoreResource(root=f"{workspace}/index_store"),
             "io_manager": FilesystemIOManager(base_dir=f"{workspace}/dagster_storage"),
         },
     )

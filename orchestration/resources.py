@@ -16,6 +16,7 @@ from mlflow.entities import Experiment
 from ampere.asr.cache import SummaryCache
 from ampere.asr.prompts import Prompt, load_prompt
 from ampere.asr.summarizer import Summarizer, build_summarizer
+from ampere.index_store import IndexStore
 from ampere.lineage import folder_fingerprint, git_commit
 from mlflow import MlflowClient
 
@@ -30,6 +31,16 @@ class WorkspaceResource(ConfigurableResource):
         target = Path(self.root).resolve().joinpath(*parts)
         target.parent.mkdir(parents=True, exist_ok=True)
         return target
+
+
+class IndexStoreResource(ConfigurableResource):
+    """Where published (immutable) FAISS indexes and the atomically swapped CURRENT pointer live."""
+
+    root: str = "workspace/index_store"
+
+    def store(self) -> IndexStore:
+        """The index store over `root`."""
+        return IndexStore(Path(self.root))
 
 
 class DatasetResource(ConfigurableResource):

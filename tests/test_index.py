@@ -1,10 +1,11 @@
 import json
 
+import faiss
 import numpy as np
 import pandas as pd
 import pytest
 
-from ampere.index import build_indexes, load_index, search, stable_id
+from ampere.index import IndexConfig, build_indexes, load_index, search, stable_id
 
 
 def _frame(seed: int = 0) -> pd.DataFrame:
@@ -83,3 +84,16 @@ def test_duplicate_item_ids_rejected(tmp_path):
     df = pd.concat([df, df.iloc[[0]]])
     with pytest.raises(ValueError, match="duplicate"):
         build_indexes(df, tmp_path)
+
+
+def test_approximate_search_params_survive_write_and_load(tmp_path):
+    df = _frame()
+    build_indexes(df[df["domain"] == "short"], tmp_path / "hnsw", config=IndexConfig(exact_below=10, hnsw_ef_search=77))
+    loaded = load_index(tmp_path / "hnsw", "short")  # holds the IDMap2 that owns the inner index
+    inner = faiss.downcast_index(loaded.index.index)
+    assert isinstance(inner, faiss.IndexHNSW) and inner.hnsw.efSearch == 77
+    config = IndexConfig(exact_below=10, approximate="ivf", ivf_nlist=4, ivf_nprobe=3, min_recall_at_10=0.0)
+    build_indexes(df[df["domain"] == "short"], tmp_path / "ivf", config=config)
+    loaded = load_index(tmp_path / "ivf", "short")
+    inner = faiss.downcast_index(loaded.index.index)
+    assert isinstance(inner, faiss.IndexIVFFlat) and (inner.nlist, inner.nprobe) == (4, 3)

@@ -12,6 +12,7 @@ from dagster import AssetKey, DagsterInstance
 
 from ampere.data.synth import generate
 from ampere.eval import DIRECTIONS
+from ampere.index_store import IndexStore
 from mlflow import MlflowClient
 from orchestration.assets import PIPELINE_ASSETS
 from orchestration.definitions import build_defs
@@ -66,8 +67,8 @@ def test_raw_items_data_version_is_the_dvc_md5(materialised) -> None:
 
 def test_blocking_check_ran_and_passed(materialised) -> None:
     checks = materialised["result"].get_asset_check_evaluations()
-    assert [c.check_name for c in checks] == ["training_set_expectations_pass"]
-    assert checks[0].passed
+    assert sorted(c.check_name for c in checks) == ["retrieval_metrics_valid", "training_set_expectations_pass"]
+    assert all(c.passed for c in checks)
 
 
 def test_metrics_json_mlflow_run_and_registered_champion(materialised) -> None:
@@ -104,3 +105,22 @@ def test_rematerialising_summaries_calls_the_llm_zero_times(materialised) -> Non
     metadata = event.asset_materialization.metadata
     assert metadata["llm_calls"].value == 0
     assert metadata["cache_hits"].value + metadata["empty"].value == metadata["transcripts"].value
+
+
+def test_a_worse_challenger_is_not_promoted_and_the_served_index_stays(materialised) -> None:
+    client = MlflowClient(tracking_uri=materialised["mlflow"], registry_uri=materialised["mlflow"])
+    champion = client.get_model_version_by_alias("ampere-encoder", "champion").version
+    store = IndexStore(materialised["root"] / "workspace" / "index_store")
+    served = store.current()
+    assert served is not None and served.startswith(f"m{champion}--")
+    untrained = {"ops": {"trained_encoder": {"config": {"epochs": 0}}}}
+    result = materialised["job"].execute_in_process(run_config=untrained, instance=materialised["instance"])
+    assert result.success
+    decision = result.output_for_node("champion_promotion")
+    assert decision["challenger_mR1"] < decision["champion_mR1"]
+    assert decision["promoted"] is False
+    assert client.get_model_version_by_alias("ampere-encoder", "champion").version == champion
+    assert store.current() == served
+    challenger = client.get_model_version("ampere-encoder", decision["challenger_version"])
+    assert challenger.tags["promotion.reason"].startswith("not promoted")
+    assert store.path(challenger.tags["index_id"]).is_dir()  # published, immutable, but not served
