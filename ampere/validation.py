@@ -17,7 +17,7 @@ import great_expectations as gx  # noqa: E402  (analytics must be off before imp
 import great_expectations.expectations as gxe  # noqa: E402
 from great_expectations.data_context.types.base import ProgressBarsConfig  # noqa: E402
 
-from ampere.data.format import DOMAINS  # noqa: E402
+from ampere.data.format import DOMAINS, MAX_ASR_CHARS  # noqa: E402
 
 MAX_TEXT_CHARS = 2_000
 
@@ -30,6 +30,34 @@ class ExpectationOutcome:
     column: str
     success: bool
     unexpected_count: int
+
+
+SUMMARY_PATTERN = r"^Product name: [^;]+; Features: .*$"
+
+
+def raw_items_expectations() -> list[gxe.Expectation]:
+    """Expectations on the accepted raw items (after record-level quarantine)."""
+    return [
+        gxe.ExpectTableRowCountToBeBetween(min_value=1),
+        gxe.ExpectColumnValuesToBeUnique(column="item_id"),
+        gxe.ExpectColumnValuesToNotBeNull(column="product_id"),
+        gxe.ExpectColumnValuesToBeInSet(column="domain", value_set=list(DOMAINS)),
+        gxe.ExpectColumnValuesToBeInSet(column="split", value_set=["train", "test"]),
+        gxe.ExpectColumnValueLengthsToBeBetween(column="asr", min_value=0, max_value=MAX_ASR_CHARS),
+        gxe.ExpectColumnValuesToNotBeNull(column="media_path"),
+    ]
+
+
+def summaries_expectations() -> list[gxe.Expectation]:
+    """Expectations on LLM summaries: known statuses; every `ok` summary in the rendered format."""
+    return [
+        gxe.ExpectColumnValuesToBeUnique(column="item_id"),
+        gxe.ExpectColumnValuesToBeInSet(column="status", value_set=["ok", "empty", "failed", "skipped"]),
+        gxe.ExpectColumnValuesToMatchRegex(
+            column="summary", regex=SUMMARY_PATTERN, row_condition='status=="ok"', condition_parser="pandas"
+        ),
+        gxe.ExpectColumnValueLengthsToBeBetween(column="summary", min_value=0, max_value=MAX_TEXT_CHARS),
+    ]
 
 
 def training_set_expectations() -> list[gxe.Expectation]:

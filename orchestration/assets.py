@@ -448,17 +448,17 @@ def retrieval_evaluation(
     )
 
 
-@asset(
-    group_name="serving",
-    code_version="1",
-    description="Moves alias `champion` and the served index to the new version only if it beats the champion on the same test.",
-)
 class PromotionConfig(Config):
     """`force=True` promotes the challenger whatever its figures (recorded as the reason)."""
 
     force: bool = False
 
 
+@asset(
+    group_name="serving",
+    code_version="1",
+    description="Moves alias `champion` and the served index to the new version only if it beats the champion on the same test.",
+)
 def champion_promotion(
     context: AssetExecutionContext,
     config: PromotionConfig,
@@ -512,6 +512,40 @@ def champion_promotion(
     )
 
 
+@asset(
+    group_name="data",
+    code_version="1",
+    description="Every record rejected on the way to the model, with the stage and the reason; counts add up.",
+)
+def quarantined_items(
+    context: AssetExecutionContext,
+    raw_items: pd.DataFrame,
+    backbone_features: str,
+    workspace: WorkspaceResource,
+) -> Output[pd.DataFrame]:
+    """Collects the quarantine of this run's raw_items (record checks) and backbone_features (media decoding)."""
+    frames = []
+    for stage in ("raw_items", "backbone_features"):
+        path = workspace.path("quarantine", f"{stage}.jsonl")
+        records = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        frames.append(pd.DataFrame(records, columns=["item_id", "line", "reason"]).assign(stage=stage))
+    quarantine = pd.concat(frames, ignore_index=True)[["stage", "item_id", "line", "reason"]]
+    received = len(raw_items) + int((quarantine["stage"] == "raw_items").sum())
+    accepted = len(ItemFeatures.load(Path(backbone_features)).item_ids)
+    if received != accepted + len(quarantine):
+        raise ValueError(f"counts do not add up: received {received} != accepted {accepted} + quarantined {len(quarantine)}")
+    return Output(
+        quarantine,
+        metadata={
+            "received": received,
+            "accepted": accepted,
+            "quarantined": len(quarantine),
+            "per_stage": MetadataValue.json(quarantine["stage"].value_counts().to_dict()),
+            "records": MetadataValue.md(quarantine.head(50).to_markdown(index=False) if len(quarantine) else "none"),
+        },
+    )
+
+
 PIPELINE_ASSETS = [
     raw_items,
     asr_summaries,
@@ -522,4 +556,5 @@ PIPELINE_ASSETS = [
     faiss_index,
     retrieval_evaluation,
     champion_promotion,
+    quarantined_items,
 ]

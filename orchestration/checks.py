@@ -6,17 +6,13 @@ import pandas as pd
 from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
 
 from ampere.eval import DIRECTIONS
-from ampere.validation import training_set_expectations, validate
-from orchestration.assets import retrieval_evaluation, training_set
+from ampere.validation import raw_items_expectations, summaries_expectations, training_set_expectations, validate
+from orchestration.assets import asr_summaries, raw_items, retrieval_evaluation, training_set
 
 
-@asset_check(
-    asset=training_set, blocking=True, description="Great Expectations suite on the training set; a failure stops training."
-)
-def training_set_expectations_pass(training_set: pd.DataFrame) -> AssetCheckResult:
-    """Runs the training-set suite and lists every expectation's result."""
-    outcomes = validate(training_set, "training_set", training_set_expectations())
-    table = pd.DataFrame([o.__dict__ for o in outcomes])
+def _suite_result(df: pd.DataFrame, name: str, expectations: list) -> AssetCheckResult:
+    """Runs a GX suite and reports every expectation's result in the check's metadata."""
+    outcomes = validate(df, name, expectations)
     failed = [o for o in outcomes if not o.success]
     return AssetCheckResult(
         passed=not failed,
@@ -24,9 +20,31 @@ def training_set_expectations_pass(training_set: pd.DataFrame) -> AssetCheckResu
         metadata={
             "expectations": len(outcomes),
             "failed": len(failed),
-            "results": MetadataValue.md(table.to_markdown(index=False)),
+            "results": MetadataValue.md(pd.DataFrame([o.__dict__ for o in outcomes]).to_markdown(index=False)),
         },
     )
+
+
+@asset_check(asset=raw_items, blocking=True, description="Great Expectations suite on the accepted raw items.")
+def raw_items_expectations_pass(raw_items: pd.DataFrame) -> AssetCheckResult:
+    """Blocks summarisation when the accepted items break the raw-items suite."""
+    return _suite_result(raw_items, "raw_items", raw_items_expectations())
+
+
+@asset_check(
+    asset=asr_summaries, blocking=True, description="Great Expectations suite on summaries: statuses, rendered format, length."
+)
+def asr_summaries_expectations_pass(asr_summaries: pd.DataFrame) -> AssetCheckResult:
+    """Blocks training when an `ok` summary is not in the `Product name: …; Features: …` format."""
+    return _suite_result(asr_summaries, "asr_summaries", summaries_expectations())
+
+
+@asset_check(
+    asset=training_set, blocking=True, description="Great Expectations suite on the training set; a failure stops training."
+)
+def training_set_expectations_pass(training_set: pd.DataFrame) -> AssetCheckResult:
+    """Blocks training when the training set breaks its suite."""
+    return _suite_result(training_set, "training_set", training_set_expectations())
 
 
 @asset_check(
@@ -46,4 +64,9 @@ def retrieval_metrics_valid(retrieval_evaluation: dict[str, float]) -> AssetChec
     )
 
 
-PIPELINE_CHECKS = [training_set_expectations_pass, retrieval_metrics_valid]
+PIPELINE_CHECKS = [
+    raw_items_expectations_pass,
+    asr_summaries_expectations_pass,
+    training_set_expectations_pass,
+    retrieval_metrics_valid,
+]

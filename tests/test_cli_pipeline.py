@@ -123,3 +123,34 @@ def test_ampere_pipeline_on_a_hand_made_dataset(tmp_path: Path) -> None:
     assert set(reasons) == {"bad-P", "prod-0-P"}
     assert "broken.png" in reasons["bad-P"]
     assert "duplicate" in reasons["prod-0-P"]
+
+
+def test_quarantine_asset_counts_add_up(tmp_path: Path) -> None:
+    """The same bad records reach the quarantined_items asset, and received = accepted + quarantined."""
+    from dagster import AssetKey, DagsterInstance
+
+    from orchestration.definitions import build_defs
+    from orchestration.jobs import PIPELINE_JOB
+
+    dataset = _hand_made_dataset(tmp_path / "dataset")
+    defs = build_defs(
+        workspace=str(tmp_path / "out"),
+        dataset=str(dataset),
+        tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
+        artifact_root=str(tmp_path / "artifacts"),
+    )
+    instance = DagsterInstance.ephemeral()
+    run_config = {
+        "ops": {
+            "asr_summaries": {"config": {"run_llm": False}},
+            "training_set": {"config": {"text_source": "none"}},
+            "trained_encoder": {"config": {"epochs": 1}},
+        }
+    }
+    result = defs.resolve_job_def(PIPELINE_JOB).execute_in_process(run_config=run_config, instance=instance)
+    quarantine = result.output_for_node("quarantined_items")
+    assert sorted(quarantine["item_id"]) == ["bad-P", "prod-0-P"]
+    metadata = instance.get_latest_materialization_event(AssetKey("quarantined_items")).asset_materialization.metadata
+    assert metadata["received"].value == 14
+    assert metadata["accepted"].value == 12
+    assert metadata["quarantined"].value == 2

@@ -17,6 +17,7 @@ EXPECTED = {
     "faiss_index",
     "retrieval_evaluation",
     "champion_promotion",
+    "quarantined_items",
 }
 
 

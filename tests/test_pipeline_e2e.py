@@ -67,7 +67,12 @@ def test_raw_items_data_version_is_the_dvc_md5(materialised) -> None:
 
 def test_blocking_check_ran_and_passed(materialised) -> None:
     checks = materialised["result"].get_asset_check_evaluations()
-    assert sorted(c.check_name for c in checks) == ["retrieval_metrics_valid", "training_set_expectations_pass"]
+    assert sorted(c.check_name for c in checks) == [
+        "asr_summaries_expectations_pass",
+        "raw_items_expectations_pass",
+        "retrieval_metrics_valid",
+        "training_set_expectations_pass",
+    ]
     assert all(c.passed for c in checks)
 
 
