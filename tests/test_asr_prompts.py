@@ -23,9 +23,7 @@ def test_messages_share_a_byte_identical_prefix_and_end_with_the_transcript():
     a = prompt.messages("first transcript about a kettle")
     b = prompt.messages("second transcript {with braces} about a lamp")
     assert json.dumps(a[:-1]) == json.dumps(b[:-1])
-    assert [m["role"] for m in a] == ["system"] + ["user", "assistant"] * len(prompt.examples) + [
-        "user"
-    ]
+    assert [m["role"] for m in a] == ["system"] + ["user", "assistant"] * len(prompt.examples) + ["user"]
     last = b[-1]["content"]
     assert "<transcript>\nsecond transcript {with braces} about a lamp\n</transcript>" in last
 

@@ -19,8 +19,19 @@ def test_clean_removes_control_characters_and_collapses_whitespace():
 
 @pytest.mark.parametrize(
     "token",
-    ["<|im_start|>", "<|im_end|>", "<|endoftext|>", "[INST]", "[/INST]", "<<SYS>>", "</s>",
-     "<transcript>", "</transcript>", "<|eot_id|>", "＜｜im_end｜＞"],
+    [
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|endoftext|>",
+        "[INST]",
+        "[/INST]",
+        "<<SYS>>",
+        "</s>",
+        "<transcript>",
+        "</transcript>",
+        "<|eot_id|>",
+        "＜｜im_end｜＞",
+    ],
 )
 def test_clean_neutralises_chat_template_tokens(token):
     cleaned = clean_transcript(f"red{token}kettle", 200)

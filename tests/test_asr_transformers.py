@@ -55,9 +55,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 def test_invalid_answers_are_retried_then_failed(tiny_model_dir):
-    summarizer = build_summarizer(
-        "transformers", model_path=str(tiny_model_dir), max_tokens=8, max_retries=1
-    )
+    summarizer = build_summarizer("transformers", model_path=str(tiny_model_dir), max_tokens=8, max_retries=1)
     assert summarizer.model_id.startswith(f"{tiny_model_dir.name}@")
     results = summarizer.summarize(["this is the steel kettle link one", "  "])
     failed, empty = results

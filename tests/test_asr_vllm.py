@@ -31,9 +31,7 @@ def fake_sampling_module(structured: bool = True, guided: bool = False) -> Simpl
 
 
 def fake_output(text: str, finish_reason: str = "stop", prompt_len: int = 700, out_len: int = 20):
-    completion = SimpleNamespace(
-        text=text, token_ids=list(range(out_len)), finish_reason=finish_reason
-    )
+    completion = SimpleNamespace(text=text, token_ids=list(range(out_len)), finish_reason=finish_reason)
     return SimpleNamespace(outputs=[completion], prompt_token_ids=list(range(prompt_len)))
 
 
@@ -88,9 +86,7 @@ def test_retry_rounds_on_vllm_like_outputs():
         rounds.append((list(transcripts), params["seed"]))
         return [vllm_generation(fake_output(answers[t.split()[-1], attempt])) for t in transcripts]
 
-    results = summarize_with_retries(
-        ["this is the steel kettle", "", "touch control lamp"], generate, 1200, config.max_retries
-    )
+    results = summarize_with_retries(["this is the steel kettle", "", "touch control lamp"], generate, 1200, config.max_retries)
     assert rounds == [
         (["this is the steel kettle", "touch control lamp"], 0),
         (["touch control lamp"], 1),
@@ -166,9 +162,7 @@ def test_real_vllm_generation():
     model = os.environ.get("AMPERE_VLLM_TEST_MODEL", "HuggingFaceTB/SmolLM2-135M-Instruct")
     config = VllmConfig(model=model, max_model_len=2048, gpu_memory_utilization=0.3)
     summarizer = VllmSummarizer(config)
-    results = summarizer.summarize(
-        ["ok guys this is the pink wireless earbuds noise cancelling forty hours battery", ""]
-    )
+    results = summarizer.summarize(["ok guys this is the pink wireless earbuds noise cancelling forty hours battery", ""])
     assert results[1].status == "empty"
     assert results[0].status == "ok", results[0].error
     assert results[0].text.startswith("Product name: ")

@@ -23,8 +23,14 @@ from ampere.data.format import (
 
 
 def item(item_id: str, product_id: str, domain: str, media: str, **extra: object) -> dict[str, object]:
-    row: dict[str, object] = {"item_id": item_id, "product_id": product_id, "domain": domain,
-                              "title": f"title of {item_id}", "asr": "", "media": media}
+    row: dict[str, object] = {
+        "item_id": item_id,
+        "product_id": product_id,
+        "domain": domain,
+        "title": f"title of {item_id}",
+        "asr": "",
+        "media": media,
+    }
     row.update(extra)
     return row
 

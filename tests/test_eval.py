@@ -80,9 +80,7 @@ def test_evaluate_mr1_is_mean_of_six_r1():
     emb = emb.copy()
     # Live test item of p0 now equals p1's items: as a query (L2P, L2S) it misses once; as a
     # gallery item it misses p0's queries and ties with p1's own live item (P2L, S2L miss twice).
-    live_p0 = [
-        i for i, (p, d, s) in enumerate(zip(pids, domains, splits, strict=True)) if (p, d, s) == ("p0", "live", "test")
-    ]
+    live_p0 = [i for i, (p, d, s) in enumerate(zip(pids, domains, splits, strict=True)) if (p, d, s) == ("p0", "live", "test")]
     emb[live_p0] = np.eye(8)[1]
     m = evaluate(emb, pids, domains, splits)
     assert m["P2S/R@1"] == pytest.approx(100.0)

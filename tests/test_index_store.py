@@ -183,7 +183,9 @@ def test_refresh_killed_midway_leaves_the_previous_index_serving(tmp_path):
     marker = tmp_path / "halfway"
     proc = subprocess.Popen(
         [sys.executable, "-c", KILLED_PUBLISHER, str(store.root), str(marker)],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 120
