@@ -1,7 +1,7 @@
 """Saving and loading a trained tower as a self-describing folder (config + weights + lineage).
 
-The folder reloads without the code's defaults: `config.json` holds the full `TowerConfig`, and the
-weights are read with `torch.load(weights_only=True)`.
+The folder reloads without the code's defaults: `config.json` holds the full `TowerConfig` (a missing or
+unknown key is an error on load), and the weights are read with `torch.load(weights_only=True)`.
 """
 
 from __future__ import annotations

@@ -13,13 +13,15 @@ from ampere.encoder_io import load_tower
 
 
 class EncoderModel(mlflow.pyfunc.PythonModel):
-    """Input: a dict with `frames` [N,8,Dv], `text` [N,T,Dt], `text_mask` [N,T]; output: [N,128] float32."""
+    """Input: a dict with `frames` [N,8,Dv], `text` [N,T,Dt], `text_mask` [N,T]; output: [N, out_dim] float32."""
 
     def load_context(self, context: Any) -> None:
         self.tower = load_tower(Path(context.artifacts["encoder"]))
 
-    def predict(self, context: Any, model_input: Any, params: dict | None = None) -> np.ndarray:
-        """`model_input`: dict of arrays `frames`, `text`, `text_mask`; returns float32 [N,128]."""
+    # `model_input` carries no type hint: MLflow reads predict's hints as an input schema and
+    # supports only list[...] ones there.
+    def predict(self, context: Any, model_input, params: dict | None = None) -> np.ndarray:
+        """`model_input`: dict of arrays `frames`, `text`, `text_mask`; returns float32 [N, out_dim]."""
         with torch.inference_mode():
             out = self.tower(
                 torch.as_tensor(np.asarray(model_input["frames"], dtype=np.float32)),

@@ -24,7 +24,7 @@ from ampere.alignment import alignment_losses
 from ampere.cosface import CosFace
 from ampere.features import ItemFeatures
 from ampere.losses import Temperature, cross_domain_loss
-from ampere.models.tower import AmpereTower, TowerConfig
+from ampere.models.tower import AmpereTower, TowerConfig, TowerOutput
 
 TRAIN_DOMAINS = ("page", "short", "live")
 CHECKPOINT_FORMAT = 1
@@ -174,6 +174,26 @@ def _check_resumable(state: dict[str, Any], tower_cfg: TowerConfig, cfg: TrainCo
         raise ValueError(f"checkpoint was written with another TrainConfig (differs in {changed})")
 
 
+def _batch_loss(
+    out: TowerOutput,
+    products: torch.Tensor,
+    temperature: float | torch.Tensor,
+    objective: nn.ModuleDict,
+    cfg: TrainConfig,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Total loss and its parts for tower outputs of [P; S; L] rows of the products ``products`` [B]."""
+    fused, visual, text = (x.float().split(len(products)) for x in out[:3])
+    loss, parts = cross_domain_loss(*fused, temperature)
+    parts.update(alignment_losses(visual, text, out.has_text.split(len(products)), temperature))
+    for key, weight in (("loss_tv", cfg.align_tv), ("loss_vv", cfg.align_vv), ("loss_tt", cfg.align_tt)):
+        if weight:
+            loss = loss + weight * parts[key]
+    if cfg.cosface_weight > 0:
+        parts["loss_cosface"] = objective["cosface"](torch.cat(fused), products.repeat(3))
+        loss = loss + cfg.cosface_weight * parts["loss_cosface"]
+    return loss, parts
+
+
 def train_tower(
     features: ItemFeatures,
     tower_cfg: TowerConfig,
@@ -253,18 +273,8 @@ def train_tower(
             frames, text, mask = _tensors(train, rows, device)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
                 out = tower.encode_parts(frames, text, mask)
-            fused, visual, text_emb = (x.float().split(len(chosen)) for x in out[:3])
-            has_text = out.has_text.split(len(chosen))
             temperature = objective["temperature"]() if cfg.learnable_temperature else cfg.temperature
-            loss, parts = cross_domain_loss(*fused, temperature)
-            parts.update(alignment_losses(visual, text_emb, has_text, temperature))
-            for key, weight in (("loss_tv", cfg.align_tv), ("loss_vv", cfg.align_vv), ("loss_tt", cfg.align_tt)):
-                if weight:
-                    loss = loss + weight * parts[key]
-            if cfg.cosface_weight > 0:
-                labels = torch.from_numpy(np.tile(chosen, 3)).to(device)
-                parts["loss_cosface"] = objective["cosface"](torch.cat(fused), labels)
-                loss = loss + cfg.cosface_weight * parts["loss_cosface"]
+            loss, parts = _batch_loss(out, torch.from_numpy(chosen).to(device), temperature, objective, cfg)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)

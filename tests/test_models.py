@@ -5,9 +5,7 @@ from PIL import Image
 
 from ampere.models import AmpereTower, TowerConfig, build_frame_encoder, build_text_encoder
 
-SMALL = TowerConfig(
-    visual_dim=24, text_dim=16, width=32, text_tokens=6, temporal_layers=1, fusion_layers=2, heads=4, out_dim=8
-)
+SMALL = TowerConfig(visual_dim=24, text_dim=16, width=32, text_tokens=6, temporal_layers=1, fusion_layers=2, heads=4, out_dim=8)
 
 
 def _inputs(b: int = 4, seed: int = 0):
@@ -124,9 +122,7 @@ def test_local_hf_directories(tmp_path):
     from transformers import AutoTokenizer, BertConfig, BertModel, CLIPConfig, CLIPImageProcessor, CLIPModel
 
     clip_dir, bert_dir = tmp_path / "clip", tmp_path / "bert"
-    vision = dict(
-        hidden_size=24, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=16
-    )
+    vision = dict(hidden_size=24, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=16)
     text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
     CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(clip_dir)
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(clip_dir)

@@ -133,9 +133,7 @@ class TextEncoder:
         self.dim = int(getattr(config, "text_config", config).hidden_size)
         self._pooled_first = isinstance(self.model, CLIPTextModel)
         # A tokenizer may return inputs the text tower does not take (token_type_ids for CLIP).
-        self._inputs = {"input_ids", "attention_mask", "token_type_ids"} & set(
-            inspect.signature(self.model.forward).parameters
-        )
+        self._inputs = {"input_ids", "attention_mask", "token_type_ids"} & set(inspect.signature(self.model.forward).parameters)
 
     @property
     def length(self) -> int:

@@ -42,9 +42,11 @@ class TowerConfig:
 
 
 class TowerOutput(NamedTuple):
-    """Embeddings [B, out_dim] (L2-normalised) of an item: fused, visual-only and text-only.
+    """L2-normalised [B, out_dim] embeddings from the fusion transformer's output tokens.
 
-    ``text`` is meaningful only where ``has_text`` [B] (bool) is True.
+    fused: first visual + first text token (the item embedding); visual: first visual token
+    alone; text: first text token alone, meaningful only where ``has_text`` [B] (bool) is True.
+    Both tokens have attended to the whole (unmasked) sequence.
     """
 
     fused: torch.Tensor
