@@ -38,11 +38,10 @@ def log_epoch(resource: MlflowResource, run_id: str, epoch: int, row: dict[str, 
 def _loss_curve(history: list[dict[str, float]], path: Path) -> Path:
     figure, axis = plt.subplots(figsize=(6, 4))
     epochs = [row["epoch"] for row in history]
-    for key in ("loss", "loss_ps", "loss_pl", "loss_sl"):
-        if history and key in history[0]:
-            axis.plot(epochs, [row[key] for row in history], label=key)
+    for key in [k for k in (history[0] if history else {}) if k.startswith("loss")]:
+        axis.plot(epochs, [row[key] for row in history], label=key)
     axis.set_xlabel("epoch")
-    axis.set_ylabel("InfoNCE")
+    axis.set_ylabel("loss")
     axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=100)
