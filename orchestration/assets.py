@@ -94,6 +94,7 @@ def raw_items(
         dvc_md5=str(version["dvc_md5"]),
         data_git_rev=version["git_rev"],
         dataset=str(Path(dataset.path).resolve()),
+        dvc_repo=str(Path(dvc.repo_dir).resolve()),
     )
     return Output(items, data_version=DataVersion(version["data_version"]), metadata=metadata)
 

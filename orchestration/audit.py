@@ -71,7 +71,11 @@ def audit(
     repo: Path = Path("."),
     dagster_ui: str = DAGSTER_UI,
 ) -> AuditReport:
-    """Builds the chain for a model version / alias / index id and resolves every link."""
+    """Builds the chain for a model version / alias / index id and resolves every link.
+
+    `repo` is the code repository (for the commit); the data repository is the one recorded in
+    the version's `lineage.dvc_repo` tag.
+    """
     version_number = resolve_model_version(client, model_name, ref)
     version = client.get_model_version(model_name, version_number)
     tags = version.tags
@@ -82,13 +86,14 @@ def audit(
     add = report.lines.append
 
     md5 = tags.get("lineage.dvc_md5", "None")
+    data_repo = Path(tags.get("lineage.dvc_repo", str(repo)))
     add(AuditLine("data version", tags.get("lineage.data_version", "unknown")))
-    add(AuditLine("DVC md5", md5, resolved=_dvc_object_exists(repo, md5) if md5 != "None" else None))
+    add(AuditLine("DVC md5", md5, str(data_repo / "data.dvc"), _dvc_object_exists(data_repo, md5) if md5 != "None" else None))
     add(
         AuditLine(
             "data git revision",
             tags.get("lineage.data_git_rev", "unknown"),
-            resolved=_git_has(repo, tags.get("lineage.data_git_rev", "")),
+            resolved=_git_has(data_repo, tags.get("lineage.data_git_rev", "")),
         )
     )
     add(AuditLine("dataset", tags.get("lineage.dataset", "unknown")))

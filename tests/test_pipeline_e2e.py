@@ -15,6 +15,7 @@ from ampere.eval import DIRECTIONS
 from ampere.index_store import IndexStore
 from mlflow import MlflowClient
 from orchestration.assets import PIPELINE_ASSETS
+from orchestration.audit import audit
 from orchestration.definitions import build_defs
 from orchestration.jobs import PIPELINE_JOB
 
@@ -129,3 +130,17 @@ def test_a_worse_challenger_is_not_promoted_and_the_served_index_stays(materiali
     challenger = client.get_model_version("ampere-encoder", decision["challenger_version"])
     assert challenger.tags["promotion.reason"].startswith("not promoted")
     assert store.path(challenger.tags["index_id"]).is_dir()  # published, immutable, but not served
+
+
+def test_audit_prints_the_whole_chain_and_every_link_resolves(materialised) -> None:
+    client = MlflowClient(tracking_uri=materialised["mlflow"], registry_uri=materialised["mlflow"])
+    report = audit("champion", client, "ampere-encoder", materialised["mlflow"], materialised["instance"])
+    text = report.to_text()
+    md5 = yaml.safe_load((materialised["repo"] / "data.dvc").read_text())["outs"][0]["md5"]
+    champion = client.get_model_version_by_alias("ampere-encoder", "champion")
+    run = client.get_run(champion.run_id)
+    assert report.ok, text
+    for fact in (md5, "summary-v1", run.data.tags["dagster.run_id"], champion.run_id, champion.tags["index_id"], "SmolLM2"):
+        assert fact in text, f"{fact} missing from:\n{text}"
+    by_index = audit(champion.tags["index_id"], client, "ampere-encoder", materialised["mlflow"], materialised["instance"])
+    assert by_index.model_version == champion.version
