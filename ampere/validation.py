@@ -32,7 +32,7 @@ class ExpectationOutcome:
     unexpected_count: int
 
 
-SUMMARY_PATTERN = r"^Product name: [^;]+; Features: .*$"
+SUMMARY_PATTERN = r"^Product name: [^;]+; Features:( .+)?$"
 
 
 def raw_items_expectations() -> list[gxe.Expectation]:
