@@ -150,3 +150,30 @@ def test_database_uses_wal_mode(cache):
     conn = sqlite3.connect(cache.path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
+
+
+class Interrupted(RuntimeError):
+    pass
+
+
+class CrashingSummarizer(CountingSummarizer):
+    """Raises on its `crash_on`-th batch, like a run killed halfway."""
+
+    def __init__(self, crash_on: int):
+        super().__init__()
+        self.crash_on = crash_on
+
+    def summarize(self, transcripts):
+        if len(self.batches) + 1 == self.crash_on:
+            raise Interrupted("killed")
+        return super().summarize(transcripts)
+
+
+def test_an_interrupted_run_keeps_the_chunks_it_finished(cache):
+    with pytest.raises(Interrupted):
+        summarize_cached(TRANSCRIPTS, CrashingSummarizer(crash_on=3), load_prompt(), cache, chunk_size=4)
+    assert len(cache) == 8
+    resumed = CountingSummarizer()
+    _, stats = summarize_cached(TRANSCRIPTS, resumed, load_prompt(), cache, chunk_size=4)
+    assert resumed.seen == TRANSCRIPTS[8:]
+    assert (stats.calls, stats.cache_hits) == (2, 8)

@@ -129,9 +129,13 @@ class SummaryStats:
 
 
 def summarize_cached(
-    transcripts: list[str], summarizer: Summarizer, prompt: Prompt, cache: SummaryCache
+    transcripts: list[str], summarizer: Summarizer, prompt: Prompt, cache: SummaryCache, chunk_size: int = 32
 ) -> tuple[list[SummaryResult], SummaryStats]:
-    """Summaries of ``transcripts`` (input order), calling the LLM once, for the misses only."""
+    """Summaries of ``transcripts`` (input order); only cache misses reach the LLM.
+
+    Misses are sent in chunks of ``chunk_size`` and each chunk is written to the cache as soon as
+    it is done, so an interrupted run keeps what it paid for (use large chunks for vLLM batching).
+    """
     if (summarizer.prompt.id, summarizer.prompt.hash) != (prompt.id, prompt.hash):
         raise ValueError(
             f"summarizer uses prompt {summarizer.prompt.id}@{summarizer.prompt.hash}, "
@@ -155,16 +159,19 @@ def summarize_cached(
         elif key not in misses:
             misses[key] = transcripts[i]
     fresh: dict[str, SummaryResult] = {}
-    if misses:
-        new = summarizer.summarize(list(misses.values()))
-        if len(new) != len(misses):
-            raise RuntimeError(f"summarizer returned {len(new)} results for {len(misses)}")
-        fresh = dict(zip(misses, new))
+    pending = list(misses)
+    for start_at in range(0, len(pending), chunk_size):
+        chunk = pending[start_at : start_at + chunk_size]
+        new = summarizer.summarize([misses[k] for k in chunk])
+        if len(new) != len(chunk):
+            raise RuntimeError(f"summarizer returned {len(new)} results for {len(chunk)}")
+        done = dict(zip(chunk, new, strict=True))
         cache.put_many(
-            [(k, r) for k, r in fresh.items() if r.status != "failed"],
+            [(k, r) for k, r in done.items() if r.status != "failed"],
             prompt_hash=prompt.hash,
             model_id=summarizer.model_id,
         )
+        fresh.update(done)
     for i, key in keys.items():
         if results[i] is None:
             results[i] = fresh[key]
