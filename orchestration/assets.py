@@ -28,6 +28,7 @@ from ampere.index_store import index_key
 from ampere.lineage import git_commit
 from ampere.models.backbones import build_frame_encoder, build_text_encoder
 from ampere.models.tower import TowerConfig
+from ampere.promotion import decide_promotion
 from ampere.train import TrainConfig, embed, train_tower
 from orchestration import mlflow_logging
 from orchestration.resources import (
@@ -475,19 +476,12 @@ def champion_promotion(
     challenger = trained_encoder["version"]
     champion = mlflow_logging.alias_version(mlflow, "champion")
     champion_mr1 = None
-    if champion is None:
-        promote, reason = True, "no champion yet"
-    else:
+    if champion is not None:
         features = ItemFeatures.load(Path(backbone_features))
         tower = mlflow_logging.load_registered_tower(mlflow, f"models:/{mlflow.registered_model}/{champion}")
-        champion_metrics = evaluate(embed(tower, features), features.product_ids, features.domains, features.splits)
-        champion_mr1 = champion_metrics["mR1"]
-        better = retrieval_evaluation["mR1"] > champion_mr1
-        promote = better or config.force
-        reason = (
-            f"challenger mR1 {retrieval_evaluation['mR1']:.2f} vs champion v{champion} {champion_mr1:.2f} on the same test items"
-            + (" (forced)" if config.force and not better else "")
-        )
+        champion_mr1 = evaluate(embed(tower, features), features.product_ids, features.domains, features.splits)["mR1"]
+    promote, reason = decide_promotion(retrieval_evaluation["mR1"], champion_mr1, config.force)
+    reason = reason.replace("vs champion", f"vs champion v{champion}")
     store = index_store.store()
     if promote:
         client.set_registered_model_alias(mlflow.registered_model, "champion", challenger)
