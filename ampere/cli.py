@@ -3,9 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import time
 from pathlib import Path
+from typing import Any
 
+import pandas as pd
+
+from ampere.asr.cache import SummaryCache, summarize_cached
+from ampere.asr.prompts import Prompt, load_prompt
+from ampere.asr.quality import CLIP_DOMAINS, load_attributes, quality_table, summary_quality
+from ampere.asr.summarizer import SummaryResult, build_summarizer
+from ampere.data.format import load_items
 from ampere.data.synth import add_products, generate
+
+QUALITY_EXPERIMENT = "ampere-summary-quality"
+QUALITY_METRICS = ("attribute_recall", "attribute_precision", "raw32_recall", "raw_recall")
+EXAMPLE_WORDS = 24
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,7 +34,31 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--out", type=Path, required=True, help="dataset folder")
     synth.add_argument("--add", action="store_true", help="append new products to an existing dataset")
     synth.set_defaults(handler=_synth)
+
+    summaries = commands.add_parser("summaries", help="LLM summaries of ASR transcripts").add_subparsers(
+        dest="summaries_command", required=True
+    )
+    quality = summaries.add_parser("quality", help="attribute recall/precision of one prompt's summaries, logged to MLflow")
+    _add_summary_arguments(quality)
+    quality.add_argument("--prompt", default="summary-v1", help="packaged prompt id")
+    quality.add_argument("--tracking-uri", default="sqlite:///mlflow/mlflow.db")
+    quality.set_defaults(handler=_summaries_quality)
+    compare = summaries.add_parser("compare", help="two prompts' summary quality side by side, with examples")
+    _add_summary_arguments(compare)
+    compare.add_argument("--prompt-a", default="summary-v1")
+    compare.add_argument("--prompt-b", default="summary-v2")
+    compare.add_argument("--examples", type=int, default=3, help="example rows to print")
+    compare.set_defaults(handler=_summaries_compare)
     return parser
+
+
+def _add_summary_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", type=Path, required=True, help="dataset folder with attributes.jsonl")
+    parser.add_argument("--sample", type=int, help="summarise a random sample of N short/live items (default all)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sample")
+    parser.add_argument("--cache", type=Path, default=Path("workspace/summary_cache.sqlite"))
+    parser.add_argument("--model", help="GGUF model path (default: the packaged SmolLM2)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="llama.cpp threads (default: all cores)")
 
 
 def _synth(args: argparse.Namespace) -> None:
@@ -29,6 +68,96 @@ def _synth(args: argparse.Namespace) -> None:
     else:
         generate(args.out, products=args.products, seed=args.seed)
         print(f"wrote {args.products} products to {args.out}")
+
+
+def _clips(args: argparse.Namespace) -> pd.DataFrame:
+    """The short/live items of the dataset, or a seeded sample of them."""
+    items = load_items(args.dataset, check_media=False)
+    clips = items[items["domain"].isin(CLIP_DOMAINS)]
+    if args.sample is not None and args.sample < len(clips):
+        clips = clips.sample(n=args.sample, random_state=args.seed).sort_index()
+    return clips
+
+
+def _summarise(clips: pd.DataFrame, prompt: Prompt, args: argparse.Namespace) -> tuple[dict[str, SummaryResult], str]:
+    """Summaries of the clips by item id (llama.cpp through the cache), and the model id."""
+    summarizer = build_summarizer("llamacpp", prompt=prompt, model_path=args.model, n_threads=args.threads)
+    cache = SummaryCache(args.cache)
+    results, stats = summarize_cached(list(clips["asr"]), summarizer, prompt, cache)
+    cache.close()
+    summarizer.close()
+    print(f"{prompt.id}@{prompt.hash}: {stats.calls} LLM calls, {stats.cache_hits} cache hits, "
+          f"{stats.failed} failed, {stats.seconds:.1f} s")
+    return dict(zip(clips["item_id"], results)), summarizer.model_id
+
+
+def _quality_metrics(quality: dict[str, Any]) -> dict[str, float]:
+    """MLflow metrics: overall and per-domain figures and status counts (NaN figures left out)."""
+    metrics = {key: quality[key] for key in (*QUALITY_METRICS, "ok", "empty", "failed")}
+    for domain, figures in quality["per_domain"].items():
+        metrics.update({f"{domain}_{key}": figures[key] for key in QUALITY_METRICS})
+    return {key: float(value) for key, value in metrics.items() if not math.isnan(value)}
+
+
+def _summaries_quality(args: argparse.Namespace) -> None:
+    prompt = load_prompt(args.prompt)
+    clips = _clips(args)
+    summaries, model_id = _summarise(clips, prompt, args)
+    quality = summary_quality(clips, summaries, load_attributes(args.dataset))
+    print(f"\nprompt {prompt.id}@{prompt.hash}, model {model_id}\n")
+    print(quality_table(quality))
+    params = {"prompt_id": prompt.id, "prompt_hash": prompt.hash, "model_id": model_id, "backend": "llamacpp",
+              "dataset": str(args.dataset), "sample": len(clips), "seed": args.seed}
+    run_id = _log_quality(args.tracking_uri, params, _quality_metrics(quality))
+    print(f"\nlogged MLflow run {run_id} to experiment {QUALITY_EXPERIMENT!r} at {args.tracking_uri}")
+
+
+def _log_quality(tracking_uri: str, params: dict[str, Any], metrics: dict[str, float]) -> str:
+    """One finished run in the quality experiment (created if missing); returns its id."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(QUALITY_EXPERIMENT)
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(QUALITY_EXPERIMENT)
+    run_id = client.create_run(experiment_id, run_name=f"{params['prompt_id']}@{params['prompt_hash']}").info.run_id
+    now = int(time.time() * 1000)
+    client.log_batch(
+        run_id,
+        metrics=[Metric(key, value, now, 0) for key, value in metrics.items()],
+        params=[Param(key, str(value)) for key, value in params.items()],
+    )
+    client.set_terminated(run_id)
+    return run_id
+
+
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:.3f}"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _summaries_compare(args: argparse.Namespace) -> None:
+    clips = _clips(args)
+    attributes = load_attributes(args.dataset)
+    prompts = [load_prompt(args.prompt_a), load_prompt(args.prompt_b)]
+    runs = [_summarise(clips, prompt, args) for prompt in prompts]
+    qualities = [summary_quality(clips, summaries, attributes) for summaries, _ in runs]
+    print(f"\n{len(clips)} short/live items, model {runs[0][1]}\n")
+    print("| figure | " + " | ".join(f"{p.id}@{p.hash}" for p in prompts) + " |")
+    print("|---|---|---|")
+    for scope in ("all", *CLIP_DOMAINS):
+        for key in ("attribute_recall", "attribute_precision", "raw32_recall", "raw_recall", "failed"):
+            figures = [q if scope == "all" else q["per_domain"][scope] for q in qualities]
+            print(f"| {scope} {key} | " + " | ".join(_number(f[key]) for f in figures) + " |")
+    print(f"\n| transcript (first {EXAMPLE_WORDS} words) | {prompts[0].id} | {prompts[1].id} |")
+    print("|---|---|---|")
+    for item in clips[clips["asr"].str.strip() != ""].head(args.examples).itertuples():
+        head = " ".join(item.asr.split()[:EXAMPLE_WORDS])
+        row = [head, *(summaries[item.item_id].text or summaries[item.item_id].status for summaries, _ in runs)]
+        print("| " + " | ".join(_cell(cell) for cell in row) + " |")
 
 
 def main(argv: list[str] | None = None) -> None:
