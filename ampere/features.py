@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -138,6 +140,56 @@ class _Pending:
     cache_file: Path | None
 
 
+@dataclass
+class _Prepared:
+    """One item made ready for encoding: cached features, frames to encode, or a failure."""
+
+    cached: np.ndarray | None = None
+    images: list[Image.Image] | None = None
+    inverse: np.ndarray | None = None
+    cache_file: Path | None = None
+    failure: str | None = None
+
+
+def _prepare(path: str | Path, cache_dir: Path | None, encoder_id: str) -> _Prepared:
+    """Cache look-up, decoding and frame de-duplication of one item (runs in a worker thread)."""
+    from ampere.data.frames import MediaError, load_frames
+
+    try:
+        cache_file = None
+        if cache_dir is not None:
+            cache_file = _cache_file(Path(cache_dir), encoder_id, media_digest(path))
+            if cache_file.exists():
+                return _Prepared(cached=np.load(cache_file, allow_pickle=False))
+        frames = load_frames(path)
+    except (MediaError, OSError) as e:
+        return _Prepared(failure=f"{type(e).__name__}: {e}")
+    if len(frames) != NUM_FRAMES:
+        return _Prepared(failure=f"expected {NUM_FRAMES} frames, got {len(frames)}")
+    images, inverse = _unique_frames(frames)
+    return _Prepared(images=images, inverse=inverse, cache_file=cache_file)
+
+
+def _prefetched(fn, args: Sequence, ahead: int) -> Iterator:
+    """``fn(a)`` for each ``a`` in order, computed up to ``ahead`` items in advance by one worker
+    thread (decoding overlaps the encoder, which releases the GIL); ``ahead`` 0: inline."""
+    if ahead <= 0:
+        yield from map(fn, args)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-decode") as pool:
+        window: deque = deque()
+        try:
+            for a in args:
+                window.append(pool.submit(fn, a))
+                if len(window) > ahead:
+                    yield window.popleft().result()
+            while window:
+                yield window.popleft().result()
+        finally:
+            for future in window:
+                future.cancel()
+
+
 def _encode_pending(pending: list[_Pending], encoder: ImageEncoder, out: np.ndarray) -> None:
     feats = encoder.encode([im for p in pending for im in p.images])
     start = 0
@@ -158,37 +210,29 @@ def visual_features(
     encoder: ImageEncoder,
     cache_dir: Path | None = None,
     flush_images: int = 64,
+    prefetch: int = 8,
 ) -> tuple[np.ndarray, list[tuple[int, str]]]:
     """Frame features [N, 8, encoder.dim] float32 and failures [(row, reason)].
 
     Frames come from ``ampere.data.frames.load_frames``; identical frames of an item (a page
     image repeated 8 times, padding) are encoded once. With ``cache_dir``, features are cached
     per (media content sha256, encoder.id) as .npy. A media error leaves a zero row and is
-    reported, not raised: the caller quarantines the item.
+    reported, not raised: the caller quarantines the item. Items are decoded by a worker thread
+    up to ``prefetch`` items ahead of the encoder (0: no thread), in batches of about
+    ``flush_images`` distinct frames.
     """
-    # Imported here so that ItemFeatures users need no video decoding stack.
-    from ampere.data.frames import MediaError, load_frames
-
     out = np.zeros((len(media_paths), NUM_FRAMES, encoder.dim), dtype=np.float32)
     failures: list[tuple[int, str]] = []
     pending: list[_Pending] = []
-    for row, path in enumerate(tqdm(media_paths, desc="frame features", unit="item")):
-        try:
-            cache_file = None
-            if cache_dir is not None:
-                cache_file = _cache_file(Path(cache_dir), encoder.id, media_digest(path))
-                if cache_file.exists():
-                    out[row] = np.load(cache_file, allow_pickle=False)
-                    continue
-            frames = load_frames(path)
-        except (MediaError, OSError) as e:
-            failures.append((row, f"{type(e).__name__}: {e}"))
+    prepared = _prefetched(lambda path: _prepare(path, cache_dir, encoder.id), media_paths, prefetch)
+    for row, item in enumerate(tqdm(prepared, total=len(media_paths), desc="frame features", unit="item")):
+        if item.failure is not None:
+            failures.append((row, item.failure))
             continue
-        if len(frames) != NUM_FRAMES:
-            failures.append((row, f"expected {NUM_FRAMES} frames, got {len(frames)}"))
+        if item.cached is not None:
+            out[row] = item.cached
             continue
-        images, inverse = _unique_frames(frames)
-        pending.append(_Pending(row, images, inverse, cache_file))
+        pending.append(_Pending(row, item.images, item.inverse, item.cache_file))
         if sum(len(p.images) for p in pending) >= flush_images:
             _encode_pending(pending, encoder, out)
             pending = []

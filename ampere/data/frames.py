@@ -118,21 +118,43 @@ def _count_frames(path: Path) -> int:
 
 
 def _video_frames(path: Path, num_segments: int) -> list[Image.Image]:
-    """Two decoding passes: count the frames, then convert only the selected ones (bounded memory)."""
+    """Frames at the segment midpoints of a video, converting only the selected ones (bounded memory).
+
+    One decoding pass when the stream's frame count (container metadata) is right, which is checked
+    against the frames really decoded; otherwise two passes: count the frames, then convert.
+    """
     try:
+        with av.open(str(path)) as container:
+            stream = _video_stream(path, container)
+            hint = stream.frames
+            if hint > 0:
+                wanted = segment_midpoints(hint, num_segments)
+                selected, count = _decode_selected(container.decode(stream), set(wanted))
+                if count == hint:
+                    return [selected[i] for i in wanted]
         count = _count_frames(path)
         if count == 0:
             raise MediaError(path, "no video frames")
         wanted = segment_midpoints(count, num_segments)
-        selected: dict[int, Image.Image] = {}
         with av.open(str(path)) as container:
-            for index, frame in enumerate(container.decode(_video_stream(path, container))):
-                if index in wanted:
-                    selected[index] = frame.to_image().convert("RGB")
-                if index >= wanted[-1]:
-                    break
+            selected, _ = _decode_selected(container.decode(_video_stream(path, container)), set(wanted), stop=wanted[-1])
     except (av.FFmpegError, OSError, EOFError) as error:
         raise MediaError(path, f"cannot decode video: {error}") from error
     if len(selected) != len(set(wanted)):
         raise MediaError(path, "video decoded differently on the second pass")
     return [selected[i] for i in wanted]
+
+
+def _decode_selected(frames, wanted: set[int], stop: int | None = None) -> tuple[dict[int, Image.Image], int]:
+    """RGB images of the ``wanted`` frame indices and the number of frames decoded (all of them, or
+    up to index ``stop`` included)."""
+    selected: dict[int, Image.Image] = {}
+    count = 0
+    for index, frame in enumerate(frames):
+        count = index + 1
+        if index in wanted:
+            image = frame.to_image()  # a fresh RGB copy, independent of the decoder's buffers
+            selected[index] = image if image.mode == "RGB" else image.convert("RGB")
+        if stop is not None and index >= stop:
+            break
+    return selected, count

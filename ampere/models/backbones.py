@@ -9,6 +9,7 @@ Chinese-CLIP model (frames) or any ``AutoModel`` text model (text) can be used i
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -175,7 +176,35 @@ class TextEncoder:
         return hidden.numpy(), keep.numpy()
 
 
-_FRAME_ENCODERS: dict[str, Callable[..., ImageEncoder]] = {"efficientnet-lite0": FrameEncoder}
+def efficientnet_lite0(runtime: str = "auto", device: str = "cpu", **kw) -> ImageEncoder:
+    """Frozen EfficientNet-Lite0: ONNX Runtime for CPU inference by default, torch for GPU or when asked.
+
+    runtime "auto": ``OnnxFrameEncoder`` when ``device`` is CPU and onnxruntime is importable
+    (falls back to torch, with a warning, if the export fails), else ``FrameEncoder``; "onnx"
+    or "torch" force one. Both give the same features and the same ``id`` (see onnx_backbone).
+    ``kw`` goes to the chosen class (image_size, batch_size; ONNX: cache_dir, intra_op_threads).
+    """
+    if runtime not in ("auto", "onnx", "torch"):
+        raise ValueError(f"unknown runtime {runtime!r}: expected 'auto', 'onnx' or 'torch'")
+    on_cpu = torch.device(device).type == "cpu"
+    if runtime == "onnx" and not on_cpu:
+        raise ValueError(f"runtime 'onnx' runs on CPU only, not on device {device!r}")
+    if runtime == "torch" or not on_cpu:
+        return FrameEncoder(device=device, **kw)
+    from ampere.models import onnx_backbone
+
+    if runtime == "onnx":
+        return onnx_backbone.OnnxFrameEncoder(**kw)
+    if onnx_backbone.onnxruntime_available():
+        try:
+            return onnx_backbone.OnnxFrameEncoder(**kw)
+        except (ImportError, RuntimeError, OSError) as error:
+            warnings.warn(f"ONNX Runtime frame encoder unavailable ({error}); using torch", stacklevel=2)
+    kw = {k: v for k, v in kw.items() if k not in ("cache_dir", "intra_op_threads")}
+    return FrameEncoder(device=device, **kw)
+
+
+_FRAME_ENCODERS: dict[str, Callable[..., ImageEncoder]] = {"efficientnet-lite0": efficientnet_lite0}
 _TEXT_ENCODERS: dict[str, Callable[..., TextEncoder]] = {"all-MiniLM-L6-v2": TextEncoder}
 
 
