@@ -450,6 +450,10 @@ def retrieval_evaluation(
     )
 
 
+# A champion is re-evaluated on the challenger's inputs, so both must read the same kind of inputs.
+COMPARABLE_LINEAGE = ("text_source", "frame_encoder", "text_encoder")
+
+
 class PromotionConfig(Config):
     """`force=True` promotes the challenger whatever its figures (recorded as the reason)."""
 
@@ -476,11 +480,19 @@ def champion_promotion(
     challenger = trained_encoder["version"]
     champion = mlflow_logging.alias_version(mlflow, "champion")
     champion_mr1 = None
+    incomparable = ""
     if champion is not None:
+        champion_tags = client.get_model_version(mlflow.registered_model, champion).tags
+        incomparable = ", ".join(
+            f"{key}: {champion_tags.get(f'lineage.{key}')} vs {trained_encoder['lineage'].get(key)}"
+            for key in COMPARABLE_LINEAGE
+            if champion_tags.get(f"lineage.{key}") != str(trained_encoder["lineage"].get(key))
+        )
+    if champion is not None and not incomparable:
         features = ItemFeatures.load(Path(backbone_features))
         tower = mlflow_logging.load_registered_tower(mlflow, f"models:/{mlflow.registered_model}/{champion}")
         champion_mr1 = evaluate(embed(tower, features), features.product_ids, features.domains, features.splits)["mR1"]
-    promote, reason = decide_promotion(retrieval_evaluation["mR1"], champion_mr1, config.force)
+    promote, reason = decide_promotion(retrieval_evaluation["mR1"], champion_mr1, config.force, incomparable)
     reason = reason.replace("vs champion", f"vs champion v{champion}")
     store = index_store.store()
     if promote:
