@@ -21,6 +21,15 @@ from orchestration.resources import MlflowResource  # noqa: E402
 MODEL_REQUIREMENTS = ["torch", "numpy"]
 
 
+def _use_store(resource: MlflowResource) -> None:
+    """Points MLflow's fluent API (model logging, `models:/` URIs) at the resource's store.
+
+    Needed in every process: with Dagster's multiprocess executor each step runs in its own.
+    """
+    mlflow.set_tracking_uri(resource.resolved_tracking_uri())
+    mlflow.set_registry_uri(resource.resolved_tracking_uri())
+
+
 def start_run(resource: MlflowResource, tags: dict[str, str], params: dict[str, Any]) -> RunInfo:
     """Creates a run in the resource's experiment with tags and params; it stays open until evaluation."""
     client = resource.client()
@@ -62,8 +71,7 @@ def log_encoder(
     with tempfile.TemporaryDirectory() as tmp:
         client.log_artifact(run_id, str(_loss_curve(history, Path(tmp) / "loss_curve.png")), artifact_path="plots")
         folder = save_tower(Path(tmp) / "encoder", tower, config, extra=lineage)
-        mlflow.set_tracking_uri(resource.resolved_tracking_uri())
-        mlflow.set_registry_uri(resource.resolved_tracking_uri())
+        _use_store(resource)
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
                 name="encoder",
@@ -101,6 +109,7 @@ def alias_version(resource: MlflowResource, alias: str) -> str | None:
 
 def load_registered_tower(resource: MlflowResource, model_uri: str) -> AmpereTower:
     """Downloads a registered model's encoder folder and rebuilds the tower."""
+    _use_store(resource)
     with tempfile.TemporaryDirectory() as tmp:
         local = mlflow.artifacts.download_artifacts(
             artifact_uri=model_uri, dst_path=tmp, tracking_uri=resource.resolved_tracking_uri()
