@@ -88,7 +88,7 @@ def _summarise(clips: pd.DataFrame, prompt: Prompt, args: argparse.Namespace) ->
     summarizer.close()
     print(f"{prompt.id}@{prompt.hash}: {stats.calls} LLM calls, {stats.cache_hits} cache hits, "
           f"{stats.failed} failed, {stats.seconds:.1f} s")
-    return dict(zip(clips["item_id"], results)), summarizer.model_id
+    return dict(zip(clips["item_id"], results, strict=True)), summarizer.model_id
 
 
 def _quality_metrics(quality: dict[str, Any]) -> dict[str, float]:
@@ -114,8 +114,9 @@ def _summaries_quality(args: argparse.Namespace) -> None:
 
 def _log_quality(tracking_uri: str, params: dict[str, Any], metrics: dict[str, float]) -> str:
     """One finished run in the quality experiment (created if missing); returns its id."""
-    from mlflow import MlflowClient
     from mlflow.entities import Metric, Param
+
+    from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
     experiment = client.get_experiment_by_name(QUALITY_EXPERIMENT)

@@ -91,7 +91,9 @@ def _to_cpu(index: faiss.Index, index_type: str) -> faiss.Index:
     return faiss.index_gpu_to_cpu(index) if _gpu_ok(index_type) else index
 
 
-def make_index(kind: Literal["flat", "ivf", "hnsw"], vectors: np.ndarray, ids: np.ndarray, config: IndexConfig) -> tuple[faiss.Index, dict]:
+def make_index(
+    kind: Literal["flat", "ivf", "hnsw"], vectors: np.ndarray, ids: np.ndarray, config: IndexConfig
+) -> tuple[faiss.Index, dict]:
     """Build (train and fill) an index of ``kind`` over ``vectors`` keyed by ``ids``; returns it and its params."""
     n, dim = vectors.shape
     if kind == "flat":
@@ -133,7 +135,13 @@ def recall_at_10(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, queri
 
 
 def _exact_entry(fallback: dict | None) -> dict:
-    return {"index_type": INDEX_TYPES["flat"], "index_params": {}, "recall_at_10": None, "recall_queries": None, "fallback": fallback}
+    return {
+        "index_type": INDEX_TYPES["flat"],
+        "index_params": {},
+        "recall_at_10": None,
+        "recall_queries": None,
+        "fallback": fallback,
+    }
 
 
 def build_domain_index(
@@ -261,10 +269,7 @@ class DomainIndex:
             valid = row_ids >= 0
             hits = self.ids.loc[row_ids[valid]]
             results.append(
-                [
-                    (i, p, float(s))
-                    for i, p, s in zip(hits["item_id"], hits["product_id"], row_scores[valid], strict=True)
-                ]
+                [(i, p, float(s)) for i, p, s in zip(hits["item_id"], hits["product_id"], row_scores[valid], strict=True)]
             )
         return results
 

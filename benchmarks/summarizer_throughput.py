@@ -24,9 +24,10 @@ import argparse
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ampere.asr.cache import SummaryCache, summarize_cached
 from ampere.asr.prompts import SUMMARY_SCHEMA, Prompt, load_prompt

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from ampere.asr.quality import attribute_scores, load_attributes, summary_quality, summary_phrases
+from ampere.asr.quality import attribute_scores, load_attributes, summary_phrases, summary_quality
 from ampere.asr.summarizer import SummaryResult
 
 TRUTH = {
@@ -134,10 +134,9 @@ def test_load_attributes_reads_the_sidecar(tmp_path):
 
 @pytest.mark.timeout(90)
 def test_cli_quality_summarises_caches_and_logs_to_mlflow(tmp_path, capsys):
-    from mlflow import MlflowClient
-
     from ampere.cli import QUALITY_EXPERIMENT, main
     from ampere.data.synth import generate
+    from mlflow import MlflowClient
 
     dataset = generate(tmp_path / "data", products=3, seed=1, clip_frames=4)
     uri = f"sqlite:///{tmp_path}/mlflow.db"

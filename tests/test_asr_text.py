@@ -58,7 +58,7 @@ def test_clean_long_transcript_keeps_head_and_tail_windows():
 
 def test_clean_accepts_non_utf8_bytes():
     assert clean_transcript(b"caf\xe9 \xff mug", 200) == "caf\ufffd \ufffd mug"
-    assert clean_transcript("mug".encode("utf-8"), 200) == "mug"
+    assert clean_transcript(b"mug", 200) == "mug"
 
 
 def test_clean_blank_and_template_only_become_empty():

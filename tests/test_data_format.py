@@ -128,7 +128,7 @@ def test_every_bad_record_is_reported(messy: Path) -> None:
     frame, problems = read_items(messy)
     assert all(isinstance(p, RecordProblem) for p in problems)
     assert [(p.item_id, p.line) for p in problems] == [(i, line) for i, line, _ in EXPECTED]
-    for problem, (_, _, reason) in zip(problems, EXPECTED):
+    for problem, (_, _, reason) in zip(problems, EXPECTED, strict=True):
         assert reason in problem.reason, (problem, reason)
     assert "broken.png" in problems[9].reason
     non_blank = sum(1 for raw in (messy / "items.jsonl").read_bytes().split(b"\n") if raw.strip())
@@ -141,7 +141,7 @@ def test_accepted_rows(messy: Path) -> None:
     assert list(frame["item_id"]) == [r["item_id"] for r in valid_rows()]
     assert frame.loc[1, "asr"] == "follow the anchor \x07 link three"  # control characters kept
     assert frame.loc[2, "title"] == "ctrl\x00chars\tkept"
-    for media, path in zip(frame["media"], frame["media_path"]):
+    for media, path in zip(frame["media"], frame["media_path"], strict=True):
         assert Path(path).is_absolute() and Path(path).exists()
         assert Path(path) == (messy / media).resolve()
     assert set(frame.loc[frame.product_id == "p2", "split"]) == {"train"}

@@ -281,7 +281,7 @@ def test_hnsw_index_above_threshold_passes_recall_gate_and_is_served(tmp_path):
     queries = vectors[:50]
     found = [[h[0] for h in hits] for hits in IndexReader(tmp_path).search("page", queries, k=10)]
     expected = _top(vectors, 0, queries, 10)
-    assert np.mean([len(set(f) & set(e)) / 10 for f, e in zip(found, expected)]) >= 0.95
+    assert np.mean([len(set(f) & set(e)) / 10 for f, e in zip(found, expected, strict=True)]) >= 0.95
 
 
 def test_bad_ivf_config_fails_the_recall_gate(tmp_path):

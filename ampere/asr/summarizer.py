@@ -22,10 +22,11 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Any, Callable, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from tqdm.auto import tqdm
 
@@ -140,7 +141,7 @@ def summarize_with_retries(
             raise RuntimeError(f"backend returned {len(generations)} answers for {len(pending)}")
         attempts += 1
         failed = []
-        for i, gen in zip(pending, generations):
+        for i, gen in zip(pending, generations, strict=True):
             tokens_in[i] += gen.tokens_in
             tokens_out[i] += gen.tokens_out
             error = gen.error
@@ -166,7 +167,7 @@ def summarize_with_retries(
     return results  # type: ignore[return-value]
 
 
-@lru_cache(maxsize=None)
+@cache
 def path_sha256(path: str) -> str:
     """sha256 of a file, or of a directory's files (relative names and contents, sorted)."""
     root = Path(path)

@@ -10,9 +10,9 @@ then blur, colour cast and low resolution (downscale, upscale).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
 
 import av
 import numpy as np
