@@ -1,6 +1,7 @@
 """The DVC data sensor and the run-failure sensor, evaluated with Dagster's test contexts."""
 
 import json
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,17 @@ def test_failure_sensor_records_the_failed_run(tmp_path: Path) -> None:
     records = [json.loads(line) for line in (tmp_path / "failures.jsonl").read_text().splitlines()]
     assert records[0]["run_id"] == result.run_id
     assert records[0]["failed_steps"] == ["_explode"]
+
+
+def test_weekly_retrain_schedule_requests_the_pipeline() -> None:
+    from datetime import datetime
+
+    from dagster import build_schedule_context
+
+    from orchestration.jobs import PIPELINE_JOB, weekly_retrain
+
+    context = build_schedule_context(scheduled_execution_time=datetime(2026, 11, 30, 3, 0, tzinfo=UTC))
+    requests = list(weekly_retrain.evaluate_tick(context).run_requests)
+    assert len(requests) == 1
+    assert weekly_retrain.job_name == PIPELINE_JOB
+    assert weekly_retrain.cron_schedule == "0 3 * * 1"
