@@ -12,7 +12,7 @@ import os
 import time
 from pathlib import Path
 
-from orchestration.cli import _dagster_home
+from orchestration.cli import use_dagster_home
 
 
 def main() -> None:
@@ -24,7 +24,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow/mlflow.db"))
     args = parser.parse_args()
-    _dagster_home()
+    use_dagster_home()
     from dagster import DagsterInstance
 
     from orchestration.ablation import ABLATION_JOB

@@ -238,7 +238,7 @@ def backbone_features(
     started = time.perf_counter()
     frame_encoder = build_frame_encoder(config.frame_encoder)
     frames, failures = visual_features(
-        list(training_set["media_path"]), frame_encoder, workspace.path("feature_cache", "x").parent
+        list(training_set["media_path"]), frame_encoder, workspace.folder("feature_cache")
     )
     visual_seconds = time.perf_counter() - started
     text_encoder = build_text_encoder(config.text_encoder)

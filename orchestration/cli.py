@@ -13,7 +13,7 @@ from ampere import cli as library_cli
 PROJECT_DAGSTER_HOME = Path(__file__).resolve().parents[1] / "dagster_home"
 
 
-def _dagster_home() -> Path:
+def use_dagster_home() -> Path:
     """DAGSTER_HOME, defaulting to the project's dagster_home/ (so `dagster dev` shows the runs)."""
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(PROJECT_DAGSTER_HOME)))
     home.mkdir(parents=True, exist_ok=True)
@@ -23,7 +23,7 @@ def _dagster_home() -> Path:
 
 
 def _pipeline(args: argparse.Namespace) -> None:
-    _dagster_home()
+    use_dagster_home()
     from dagster import DagsterEventType, DagsterInstance
 
     from ampere.eval import markdown_table
@@ -74,7 +74,7 @@ def _pipeline(args: argparse.Namespace) -> None:
 
 
 def _audit(args: argparse.Namespace) -> None:
-    _dagster_home()
+    use_dagster_home()
     from dagster import DagsterInstance
 
     from orchestration.audit import audit
@@ -116,7 +116,7 @@ def _status(args: argparse.Namespace) -> None:
 
 
 def _wait_run(args: argparse.Namespace) -> None:
-    _dagster_home()
+    use_dagster_home()
     from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
     key, _, value = args.tag.partition("=")

@@ -32,6 +32,12 @@ class WorkspaceResource(ConfigurableResource):
         target.parent.mkdir(parents=True, exist_ok=True)
         return target
 
+    def folder(self, *parts: str) -> Path:
+        """A folder inside the workspace, created if missing."""
+        target = Path(self.root).resolve().joinpath(*parts)
+        target.mkdir(parents=True, exist_ok=True)
+        return target
+
 
 class IndexStoreResource(ConfigurableResource):
     """Where published (immutable) FAISS indexes and the atomically swapped CURRENT pointer live."""
