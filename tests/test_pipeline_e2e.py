@@ -151,3 +151,22 @@ def test_audit_prints_the_whole_chain_and_every_link_resolves(materialised) -> N
         assert fact in text, f"{fact} missing from:\n{text}"
     by_index = audit(champion.tags["index_id"], client, "ampere-encoder", materialised["mlflow"], materialised["instance"])
     assert by_index.model_version == champion.version
+
+
+def test_changing_k_transcripts_costs_exactly_k_llm_calls(materialised) -> None:
+    """Runs last: it edits the dataset. Two transcripts change; re-materialising the summaries makes two LLM calls."""
+    items_path = materialised["repo"] / "data" / "items.jsonl"
+    rows = [json.loads(line) for line in items_path.read_text().splitlines()]
+    changed = [row for row in rows if row["asr"].strip()][:2]
+    for row in changed:
+        row["asr"] = f"hello family this is new stock of the same item {row['item_id']} " + row["asr"]
+    items_path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    selection = [AssetKey("raw_items"), AssetKey("asr_summaries")]
+    result = materialised["job"].execute_in_process(
+        run_config=RUN_CONFIG, instance=materialised["instance"], asset_selection=selection
+    )
+    assert result.success
+    metadata = materialised["instance"].get_latest_materialization_event(AssetKey("asr_summaries")).asset_materialization.metadata
+    assert metadata["llm_calls"].value == 2
+    raw = materialised["instance"].get_latest_materialization_event(AssetKey("raw_items")).asset_materialization.metadata
+    assert raw["data_version"].value.startswith("content:")  # the workspace copy no longer matches data.dvc
