@@ -76,7 +76,7 @@ def ablation_study(
     experiment_id = mlflow.experiment_id()
     parent = client.create_run(
         experiment_id,
-        tags={MLFLOW_RUN_NAME: "text-source-ablation", "dagster.run_id": context.run_id, "git_commit": git_commit()},
+        tags={MLFLOW_RUN_NAME: "text-source-ablation", "dagster.run_id": context.run.run_id, "git_commit": git_commit()},
     )
     parent_id = parent.info.run_id
     train = TrainConfig(epochs=config.epochs, batch_size=config.batch_size)

@@ -317,7 +317,7 @@ def trained_encoder(
         seed=config.seed,
     )
     tags = {
-        "dagster.run_id": context.run_id,
+        "dagster.run_id": context.run.run_id,
         "dagster.asset_key": context.asset_key.to_user_string(),
         "git_commit": git_commit(),
         **{f"lineage.{k}": str(v) for k, v in lineage.items()},
