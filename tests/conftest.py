@@ -19,6 +19,17 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 BIN = Path(sys.executable).parent
 
 
+@pytest.fixture()
+def one_thread():
+    """Tiny models train far faster on one intra-op thread, above all on a busy machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
