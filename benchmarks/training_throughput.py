@@ -53,6 +53,7 @@ def main() -> None:
     parser.add_argument("--random-products", type=int, default=100, help="products when the features file is missing")
     parser.add_argument("--steps", type=int, default=3, help="steps per timed epoch")
     parser.add_argument("--rounds", type=int, default=3, help="timed epochs (after one warm-up epoch)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (cuda trains with AMP)")
     args = parser.parse_args()
 
     tower_cfg = TowerConfig()
@@ -63,10 +64,16 @@ def main() -> None:
     defaults = TrainConfig()
     train_products = len(product_items(features.subset([i for i, s in enumerate(features.splits) if s == "train"])))
     batch = min(defaults.batch_size, train_products)
-    cfg = TrainConfig(epochs=1 + args.rounds, steps_per_epoch=args.steps)
+    cfg = TrainConfig(epochs=1 + args.rounds, steps_per_epoch=args.steps, device=args.device)
 
     stamps = [time.perf_counter()]
-    train_tower(features, tower_cfg, cfg, on_epoch=lambda epoch, row: stamps.append(time.perf_counter()))
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+
+    def stamp(epoch: int, row: dict) -> None:
+        sync()
+        stamps.append(time.perf_counter())
+
+    _, history = train_tower(features, tower_cfg, cfg, on_epoch=stamp)
     per_epoch = np.diff(stamps)[1:]  # drop the warm-up epoch
     samples = args.steps * batch * 3
     rates = [samples / s for s in per_epoch]
@@ -77,6 +84,8 @@ def main() -> None:
     print("per epoch: " + ", ".join(f"{r:.1f}" for r in rates) + " samples/s")
     rate = statistics.median(rates)
     step_ms = 1000 * statistics.median(per_epoch) / args.steps
+    losses = [row["loss"] for row in history]
+    print("loss per epoch: " + ", ".join(f"{value:.4f}" for value in losses))
     print(f"training throughput: {rate:.1f} samples/s (median), {rate / 3:.1f} products/s, {step_ms:.0f} ms/step")
 
 

@@ -146,6 +146,7 @@ class SummarizerResource(ConfigurableResource):
     cache_path: str = "workspace/summary_cache.sqlite"
     max_tokens: int = 64
     tensor_parallel_size: int = 1
+    batch_size: int | None = None  # transcripts per engine call; None: the backend's default
 
     def prompt(self) -> Prompt:
         """The versioned prompt file."""
@@ -160,6 +161,8 @@ class SummarizerResource(ConfigurableResource):
     def summarizer(self) -> Summarizer:
         """Builds the configured backend (vLLM is only imported when chosen)."""
         options: dict[str, Any] = {"max_tokens": self.max_tokens}
+        if self.batch_size is not None:
+            options["batch_size"] = self.batch_size
         if self.backend == "vllm":
             options["tensor_parallel_size"] = self.tensor_parallel_size
             options["model"] = self.model

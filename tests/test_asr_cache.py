@@ -14,8 +14,9 @@ from ampere.asr.text import render_summary
 class CountingSummarizer:
     """Implements the Summarizer protocol and records every transcript it is asked for."""
 
-    def __init__(self, model_id="counting@000000000001", prompt=None, fail=(), temperature=0.0):
+    def __init__(self, model_id="counting@000000000001", prompt=None, fail=(), temperature=0.0, batch_size=32):
         self.model_id = model_id
+        self.batch_size = batch_size
         self.decoding = {"backend": "counting", "temperature": temperature}
         self.prompt = prompt or load_prompt()
         self.fail = set(fail)
@@ -159,8 +160,8 @@ class Interrupted(RuntimeError):
 class CrashingSummarizer(CountingSummarizer):
     """Raises on its `crash_on`-th batch, like a run killed halfway."""
 
-    def __init__(self, crash_on: int):
-        super().__init__()
+    def __init__(self, crash_on: int, batch_size: int):
+        super().__init__(batch_size=batch_size)
         self.crash_on = crash_on
 
     def summarize(self, transcripts):
@@ -171,9 +172,9 @@ class CrashingSummarizer(CountingSummarizer):
 
 def test_an_interrupted_run_keeps_the_chunks_it_finished(cache):
     with pytest.raises(Interrupted):
-        summarize_cached(TRANSCRIPTS, CrashingSummarizer(crash_on=3), load_prompt(), cache, chunk_size=4)
+        summarize_cached(TRANSCRIPTS, CrashingSummarizer(crash_on=3, batch_size=4), load_prompt(), cache)
     assert len(cache) == 8
-    resumed = CountingSummarizer()
-    _, stats = summarize_cached(TRANSCRIPTS, resumed, load_prompt(), cache, chunk_size=4)
+    resumed = CountingSummarizer(batch_size=4)
+    _, stats = summarize_cached(TRANSCRIPTS, resumed, load_prompt(), cache)
     assert resumed.seen == TRANSCRIPTS[8:]
     assert (stats.calls, stats.cache_hits) == (2, 8)

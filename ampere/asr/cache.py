@@ -129,12 +129,12 @@ class SummaryStats:
 
 
 def summarize_cached(
-    transcripts: list[str], summarizer: Summarizer, prompt: Prompt, cache: SummaryCache, chunk_size: int = 32
+    transcripts: list[str], summarizer: Summarizer, prompt: Prompt, cache: SummaryCache
 ) -> tuple[list[SummaryResult], SummaryStats]:
     """Summaries of ``transcripts`` (input order); only cache misses reach the LLM.
 
-    Misses are sent in chunks of ``chunk_size`` and each chunk is written to the cache as soon as
-    it is done, so an interrupted run keeps what it paid for (use large chunks for vLLM batching).
+    Misses are sent in chunks of the summarizer's ``batch_size`` and each chunk is written to the
+    cache as soon as it is done, so an interrupted run keeps what it paid for.
     """
     if (summarizer.prompt.id, summarizer.prompt.hash) != (prompt.id, prompt.hash):
         raise ValueError(
@@ -160,8 +160,8 @@ def summarize_cached(
             misses[key] = transcripts[i]
     fresh: dict[str, SummaryResult] = {}
     pending = list(misses)
-    for start_at in range(0, len(pending), chunk_size):
-        chunk = pending[start_at : start_at + chunk_size]
+    for start_at in range(0, len(pending), summarizer.batch_size):
+        chunk = pending[start_at : start_at + summarizer.batch_size]
         new = summarizer.summarize([misses[k] for k in chunk])
         if len(new) != len(chunk):
             raise RuntimeError(f"summarizer returned {len(new)} results for {len(chunk)}")

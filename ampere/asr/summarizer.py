@@ -61,6 +61,7 @@ class Summarizer(Protocol):
     model_id: str
     decoding: dict
     prompt: Prompt
+    batch_size: int
 
     def summarize(self, transcripts: list[str]) -> list[SummaryResult]:
         """One result per transcript, in input order."""
@@ -84,7 +85,11 @@ GenerateFn = Callable[[list[str], int], list[Generation]]
 
 @dataclass(kw_only=True)
 class GenerationConfig:
-    """Decoding settings shared by all backends (all of them are part of the cache key)."""
+    """Decoding settings shared by all backends (all but ``batch_size`` are part of the cache key).
+
+    ``batch_size`` is how many transcripts go to the engine per call (and per cache write); it
+    does not change any record's answer, only throughput and how much an interruption loses.
+    """
 
     max_tokens: int = 64
     temperature: float = 0.0
@@ -92,8 +97,11 @@ class GenerationConfig:
     max_retries: int = 2
     retry_temperature: float = 0.7
     max_transcript_chars: int = 1200
+    batch_size: int = 32
 
     def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
         if self.temperature < 0 or self.retry_temperature < 0:
@@ -111,7 +119,7 @@ class GenerationConfig:
 
     def decoding(self, backend: str, constraint: str) -> dict:
         """Canonical description of everything that shapes the output."""
-        shared = {f.name: getattr(self, f.name) for f in fields(GenerationConfig)}
+        shared = {f.name: getattr(self, f.name) for f in fields(GenerationConfig) if f.name != "batch_size"}
         return {
             "backend": backend,
             "constraint": constraint,
@@ -235,6 +243,7 @@ class LlamaCppSummarizer:
             raise FileNotFoundError(f"GGUF model not found: {self.model_path}")
         self.model_id = versioned_model_id(self.model_path)
         self.decoding = self.config.decoding("llamacpp", "json_schema")
+        self.batch_size = self.config.batch_size
         self._server: Any = None
 
     def _start(self) -> None:
@@ -310,6 +319,7 @@ class VllmConfig(GenerationConfig):
     model: str
     model_id: str | None = None
     tensor_parallel_size: int = 1
+    batch_size: int = 1024  # vLLM schedules a whole call's requests together: large calls keep the GPU busy
     gpu_memory_utilization: float = 0.85
     max_model_len: int = 4096
     dtype: str = "auto"
@@ -381,6 +391,7 @@ class VllmSummarizer:
         else:
             self.model_id = config.model
         self.decoding = config.decoding("vllm", "json_schema")
+        self.batch_size = config.batch_size
         self._llm: Any = None
 
     def _generate(self, transcripts: list[str], attempt: int) -> list[Generation]:
@@ -438,6 +449,7 @@ class TransformersSummarizer:
         self.prompt = prompt or load_prompt()
         self.model_id = config.model_id or versioned_model_id(config.model_path)
         self.decoding = config.decoding("transformers", "none")
+        self.batch_size = config.batch_size
         self._model: Any = None
         self._tokenizer: Any = None
 
