@@ -20,6 +20,7 @@ from ampere.features import ItemFeatures  # noqa: E402
 from ampere.lineage import git_commit  # noqa: E402
 from ampere.models.backbones import build_text_encoder  # noqa: E402
 from ampere.train import TrainConfig  # noqa: E402
+from orchestration.assets import current_summaries  # noqa: E402
 from orchestration.resources import MlflowResource, WorkspaceResource  # noqa: E402
 
 ABLATION_JOB = "ampere_ablation"
@@ -60,11 +61,12 @@ def ablation_study(
     mlflow: MlflowResource,
 ) -> Output[pd.DataFrame]:
     """Runs the ablation on the current data and features and logs parent + child MLflow runs."""
-    if (asr_summaries["status"] == "skipped").any():
+    summaries, _ = current_summaries(raw_items, asr_summaries)
+    if (summaries["status"] == "skipped").any():
         raise ValueError("the ablation needs LLM summaries: materialise asr_summaries with run_llm=true first")
     features = ItemFeatures.load(Path(backbone_features))
     items = pd.DataFrame({"item_id": features.item_ids}).merge(raw_items, on="item_id", how="left")
-    items = items.merge(asr_summaries[["item_id", "summary"]], on="item_id", how="left").fillna({"summary": ""})
+    items = items.merge(summaries[["item_id", "summary"]], on="item_id", how="left").fillna({"summary": ""})
     text_encoder = build_text_encoder()
     if "keywords" in config.sources:
         extractor = KeywordExtractor(text_encoder)

@@ -2,6 +2,7 @@
 embeddings -> FAISS index -> retrieval evaluation. Assets hold wiring, metadata and lineage; the
 ML work is done by `ampere`."""
 
+import hashlib
 import json
 import time
 from dataclasses import asdict
@@ -12,6 +13,7 @@ import numpy as np
 import pandas as pd
 from dagster import (
     AssetExecutionContext,
+    BackfillPolicy,
     Config,
     DataVersion,
     MetadataValue,
@@ -29,6 +31,7 @@ from ampere.lineage import git_commit
 from ampere.models.backbones import build_frame_encoder, build_text_encoder
 from ampere.models.tower import TowerConfig
 from ampere.promotion import decide_promotion
+from ampere.shards import shard_of
 from ampere.train import TrainConfig, embed, train_tower
 from orchestration import mlflow_logging
 from orchestration.resources import (
@@ -39,6 +42,7 @@ from orchestration.resources import (
     SummarizerResource,
     WorkspaceResource,
 )
+from orchestration.summary_shards import SUMMARY_SHARDS
 
 PREVIEW_ROWS = 5
 
@@ -106,14 +110,45 @@ class SummariesConfig(Config):
     run_llm: bool = True
 
 
-SUMMARY_COLUMNS = ["item_id", "status", "summary", "error", "product_name", "features"]
+SUMMARY_COLUMNS = [
+    "item_id",
+    "shard",
+    "asr_sha256",
+    "status",
+    "summary",
+    "error",
+    "product_name",
+    "features",
+    "prompt_id",
+    "prompt_hash",
+    "llm",
+    "backend",
+]
+LINEAGE_COLUMNS = ["prompt_id", "prompt_hash", "llm", "backend"]
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _shard_table(frame: pd.DataFrame, shards: list[str]) -> MetadataValue:
+    """Markdown table: per shard of the run, transcripts and how many are ok / empty / failed / skipped."""
+    counts = pd.crosstab(frame["shard"], frame["status"]).reindex(index=shards, fill_value=0)
+    counts.insert(0, "transcripts", counts.sum(axis=1))
+    return MetadataValue.md(counts.rename_axis("shard").reset_index().to_markdown(index=False))
 
 
 @asset(
     pool="llm",
     group_name="asr",
-    code_version="1",
-    description="LLM summaries 'Product name: …; Features: …' of short and live transcripts, cached by content.",
+    code_version="2",
+    partitions_def=SUMMARY_SHARDS,
+    backfill_policy=BackfillPolicy.single_run(),
+    io_manager_key="summaries_io_manager",
+    description=(
+        "LLM summaries 'Product name: …; Features: …' of short and live transcripts, cached by content; "
+        "partitioned into 16 shards by item id, so a backfill or re-run touches only its shards."
+    ),
 )
 def asr_summaries(
     context: AssetExecutionContext,
@@ -121,43 +156,43 @@ def asr_summaries(
     raw_items: pd.DataFrame,
     summarizer: SummarizerResource,
 ) -> Output[pd.DataFrame]:
-    """Summarises every short/live transcript; only transcripts missing from the cache cost an LLM call."""
+    """Summarises the short/live transcripts of the run's shards; only transcripts missing from the cache cost an LLM call."""
+    shards = sorted(context.partition_keys)
     clips = raw_items[raw_items["domain"] != "page"]
+    clips = clips.assign(shard=[shard_of(item_id) for item_id in clips["item_id"]])
+    clips = clips[clips["shard"].isin(shards)]
     prompt = summarizer.prompt()
     lineage = {"prompt_id": prompt.id, "prompt_hash": prompt.hash, "llm": "none", "backend": summarizer.backend}
-    if not config.run_llm:
-        frame = pd.DataFrame(
-            {
-                "item_id": clips["item_id"],
-                "status": "skipped",
-                "summary": "",
-                "error": None,
-                "product_name": "",
-                "features": [[] for _ in range(len(clips))],
-            }
-        )
-        frame.attrs.update(lineage)
-        return Output(frame[SUMMARY_COLUMNS], metadata={"skipped": len(frame), **lineage})
-    engine = summarizer.summarizer()
-    results, stats = summarize_cached(list(clips["asr"]), engine, prompt, summarizer.cache())
-    frame = pd.DataFrame(
+    base = pd.DataFrame(
         {
             "item_id": list(clips["item_id"]),
-            "status": [r.status for r in results],
-            "summary": [r.text for r in results],
-            "error": [r.error for r in results],
-            "product_name": [r.product_name for r in results],
-            "features": [list(r.features) for r in results],
+            "shard": list(clips["shard"]),
+            "asr_sha256": [_sha256(text) for text in clips["asr"]],
         }
     )
+    if not config.run_llm:
+        frame = base.assign(status="skipped", summary="", error=None, product_name="", features=[[] for _ in range(len(base))])
+        frame = frame.assign(**lineage)[SUMMARY_COLUMNS]
+        return Output(frame, metadata={"skipped": len(frame), "shards": ", ".join(shards), **lineage})
+    engine = summarizer.summarizer()
+    results, stats = summarize_cached(list(clips["asr"]), engine, prompt, summarizer.cache())
     lineage["llm"] = engine.model_id
-    frame.attrs.update(lineage)
+    frame = base.assign(
+        status=[r.status for r in results],
+        summary=[r.text for r in results],
+        error=[r.error for r in results],
+        product_name=[r.product_name for r in results],
+        features=[list(r.features) for r in results],
+        **lineage,
+    )[SUMMARY_COLUMNS]
     failed = frame[frame["status"] == "failed"]
     for row in failed.head(20).itertuples():
         context.log.warning(f"summary failed for {row.item_id}: {row.error}")
     preview = clips[["item_id", "asr"]].merge(frame[["item_id", "status", "summary"]], on="item_id")
     metadata: dict[str, Any] = {
         **lineage,
+        "shards": ", ".join(shards),
+        "per_shard": _shard_table(frame, shards),
         "transcripts": len(frame),
         "llm_calls": stats.calls,
         "cache_hits": stats.cache_hits,
@@ -172,6 +207,35 @@ def asr_summaries(
     if len(failed):
         metadata["failures"] = MetadataValue.md(failed[["item_id", "error"]].head(20).to_markdown(index=False))
     return Output(frame, metadata=metadata)
+
+
+def current_summaries(raw_items: pd.DataFrame, asr_summaries: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The summaries of the items in ``raw_items`` and their lineage; raises when shards are out of date.
+
+    Every short/live item needs a summary of its current transcript, and all of them must come
+    from one prompt and LLM. The error names the shards to re-materialise.
+    """
+    clips = raw_items.loc[raw_items["domain"] != "page", ["item_id", "asr"]]
+    merged = clips.merge(asr_summaries, on="item_id", how="left")
+    missing = merged["status"].isna()
+    stale = ~missing & (merged["asr_sha256"] != [_sha256(text) for text in merged["asr"]])
+    problems, shards = [], set()
+    for label, rows in (("without a summary", missing), ("whose transcript changed after its summary", stale)):
+        if rows.any():
+            found = sorted({shard_of(item_id) for item_id in merged.loc[rows, "item_id"]})
+            problems.append(f"{int(rows.sum())} item(s) {label} (shards {', '.join(found)})")
+            shards.update(found)
+    if problems:
+        raise ValueError(
+            "asr_summaries is out of date: " + "; ".join(problems) + ". Materialise asr_summaries for those shards, "
+            f"e.g. `dagster asset materialize -m orchestration.definitions --select asr_summaries --partition {min(shards)}`."
+        )
+    combos = merged.groupby(LINEAGE_COLUMNS)["shard"].agg(lambda shards: ", ".join(sorted(set(shards))))
+    if len(combos) > 1:
+        described = "; ".join(f"{'/'.join(key)} in shards {shards}" for key, shards in combos.items())
+        raise ValueError(f"asr_summaries mixes prompts or LLMs across shards ({described}): re-materialise all shards")
+    lineage = dict(zip(LINEAGE_COLUMNS, combos.index[0], strict=True)) if len(combos) else {}
+    return merged.drop(columns=["asr"]), lineage
 
 
 class TrainingSetConfig(Config):
@@ -194,15 +258,16 @@ def training_set(
     """One row per item with its `text` for the chosen text source."""
     if config.text_source not in ("summary", "raw", "none"):
         raise ValueError(f"text_source must be summary, raw or none, not {config.text_source!r}")
-    if config.text_source == "summary" and (asr_summaries["status"] == "skipped").any():
+    summaries, lineage = current_summaries(raw_items, asr_summaries)
+    if config.text_source == "summary" and (summaries["status"] == "skipped").any():
         raise ValueError("text_source=summary needs summaries: materialise asr_summaries with run_llm=true")
-    df = raw_items.merge(asr_summaries[["item_id", "status", "summary"]], on="item_id", how="left")
+    df = raw_items.merge(summaries[["item_id", "status", "summary"]], on="item_id", how="left")
     df["summary_status"] = df["status"].fillna("n/a")
     df["text"] = text_inputs(
         list(df["domain"]), list(df["title"]), list(df["asr"]), list(df["summary"].fillna("")), config.text_source
     )
     df = df.drop(columns=["status"])
-    df.attrs = {**raw_items.attrs, **asr_summaries.attrs, "text_source": config.text_source}
+    df.attrs = {**raw_items.attrs, **lineage, "text_source": config.text_source}
     return Output(
         df,
         metadata={

@@ -29,6 +29,7 @@ def _pipeline(args: argparse.Namespace) -> None:
     from ampere.eval import markdown_table
     from orchestration.definitions import build_defs
     from orchestration.jobs import PIPELINE_JOB
+    from orchestration.summary_shards import ALL_SHARDS_TAGS
 
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -51,7 +52,10 @@ def _pipeline(args: argparse.Namespace) -> None:
     instance = DagsterInstance.get()
     started = time.perf_counter()
     result = defs.resolve_job_def(PIPELINE_JOB).execute_in_process(
-        run_config=run_config, instance=instance, tags={"ampere/text_source": args.text_source}, raise_on_error=False
+        run_config=run_config,
+        instance=instance,
+        tags={"ampere/text_source": args.text_source, **ALL_SHARDS_TAGS},
+        raise_on_error=False,
     )
     total = time.perf_counter() - started
     print(f"\nDagster run {result.run_id} ({'success' if result.success else 'FAILED'}), stage times:")

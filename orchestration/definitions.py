@@ -17,6 +17,7 @@ from orchestration.resources import (
     WorkspaceResource,
 )
 from orchestration.sensors import dvc_data_sensor, pipeline_failure_sensor
+from orchestration.summary_shards import ShardedParquetIOManager
 
 
 def build_defs(
@@ -45,6 +46,7 @@ def build_defs(
             ),
             "index_store": IndexStoreResource(root=f"{workspace}/index_store"),
             "io_manager": FilesystemIOManager(base_dir=f"{workspace}/dagster_storage"),
+            "summaries_io_manager": ShardedParquetIOManager(root=f"{workspace}/summaries"),
         },
     )
 

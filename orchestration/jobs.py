@@ -1,15 +1,20 @@
 """Jobs and schedules."""
 
-from dagster import AssetSelection, ScheduleDefinition, define_asset_job
+from dagster import AssetSelection, RunRequest, ScheduleEvaluationContext, define_asset_job, schedule
 
 from orchestration.assets import PIPELINE_ASSETS
+from orchestration.summary_shards import ALL_SHARDS_TAGS
 
 PIPELINE_JOB = "ampere_pipeline"
 
 pipeline_job = define_asset_job(
     PIPELINE_JOB,
     selection=AssetSelection.assets(*PIPELINE_ASSETS),
-    description="Raw data to evaluated, registered encoder and FAISS index.",
+    description="Raw data to evaluated, registered encoder and FAISS index (a full run covers every summary shard).",
 )
 
-weekly_retrain = ScheduleDefinition(name="weekly_retrain", job=pipeline_job, cron_schedule="0 3 * * 1", execution_timezone="UTC")
+
+@schedule(job=pipeline_job, cron_schedule="0 3 * * 1", execution_timezone="UTC", name="weekly_retrain")
+def weekly_retrain(context: ScheduleEvaluationContext) -> RunRequest:
+    """Weekly full retraining run over every summary shard (cached summaries cost nothing)."""
+    return RunRequest(tags=ALL_SHARDS_TAGS)

@@ -17,6 +17,7 @@ from dagster import (
 
 from orchestration.jobs import pipeline_job
 from orchestration.resources import WorkspaceResource
+from orchestration.summary_shards import ALL_SHARDS_TAGS
 
 DVC_FILE = Path("data.dvc")
 
@@ -46,7 +47,7 @@ def dvc_data_sensor(context: SensorEvaluationContext):
     seen = latest.asset_materialization.metadata.get("dvc_md5") if latest is not None else None
     if seen is not None and seen.value == md5:
         return SkipReason(f"raw_items is already materialised from data version {md5}")
-    return RunRequest(run_key=f"data-{md5}", tags={"ampere/data_version": md5})
+    return RunRequest(run_key=f"data-{md5}", tags={"ampere/data_version": md5, **ALL_SHARDS_TAGS})
 
 
 @run_failure_sensor(

@@ -131,6 +131,7 @@ def test_quarantine_asset_counts_add_up(tmp_path: Path) -> None:
 
     from orchestration.definitions import build_defs
     from orchestration.jobs import PIPELINE_JOB
+    from orchestration.summary_shards import ALL_SHARDS_TAGS
 
     dataset = _hand_made_dataset(tmp_path / "dataset")
     defs = build_defs(
@@ -147,7 +148,7 @@ def test_quarantine_asset_counts_add_up(tmp_path: Path) -> None:
             "trained_encoder": {"config": {"epochs": 1}},
         }
     }
-    result = defs.resolve_job_def(PIPELINE_JOB).execute_in_process(run_config=run_config, instance=instance)
+    result = defs.resolve_job_def(PIPELINE_JOB).execute_in_process(run_config=run_config, instance=instance, tags=ALL_SHARDS_TAGS)
     quarantine = result.output_for_node("quarantined_items")
     assert sorted(quarantine["item_id"]) == ["bad-P", "prod-0-P"]
     metadata = instance.get_latest_materialization_event(AssetKey("quarantined_items")).asset_materialization.metadata

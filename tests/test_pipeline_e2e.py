@@ -14,11 +14,13 @@ from dagster import AssetKey, DagsterInstance
 from ampere.data.synth import generate
 from ampere.eval import DIRECTIONS
 from ampere.index_store import IndexReader, IndexStore
+from ampere.shards import shard_of
 from mlflow import MlflowClient
 from orchestration.assets import PIPELINE_ASSETS
 from orchestration.audit import audit
 from orchestration.definitions import build_defs
 from orchestration.jobs import PIPELINE_JOB
+from orchestration.summary_shards import ALL_SHARDS_TAGS
 
 RUN_CONFIG = {"ops": {"trained_encoder": {"config": {"epochs": 2, "batch_size": 4}}}}
 
@@ -38,7 +40,7 @@ def materialised(tmp_path_factory: pytest.TempPathFactory, mlflow_server: dict[s
     )
     instance = DagsterInstance.ephemeral()
     job = defs.resolve_job_def(PIPELINE_JOB)
-    result = job.execute_in_process(run_config=RUN_CONFIG, instance=instance)
+    result = job.execute_in_process(run_config=RUN_CONFIG, instance=instance, tags=ALL_SHARDS_TAGS)
     yield {
         "root": root,
         "repo": repo,
@@ -110,7 +112,10 @@ def test_embeddings_and_indexes(materialised) -> None:
 
 def test_rematerialising_summaries_calls_the_llm_zero_times(materialised) -> None:
     result = materialised["job"].execute_in_process(
-        run_config=RUN_CONFIG, instance=materialised["instance"], asset_selection=[AssetKey("asr_summaries")]
+        run_config=RUN_CONFIG,
+        instance=materialised["instance"],
+        asset_selection=[AssetKey("asr_summaries")],
+        tags=ALL_SHARDS_TAGS,
     )
     assert result.success
     event = materialised["instance"].get_latest_materialization_event(AssetKey("asr_summaries"))
@@ -126,7 +131,9 @@ def test_a_challenger_that_is_not_better_is_not_promoted_and_the_served_index_st
     store = IndexStore(materialised["root"] / "workspace" / "index_store")
     served = store.current()
     assert served is not None and served.startswith(f"m{champion}--")
-    result = materialised["job"].execute_in_process(run_config=RUN_CONFIG, instance=materialised["instance"])
+    result = materialised["job"].execute_in_process(
+        run_config=RUN_CONFIG, instance=materialised["instance"], tags=ALL_SHARDS_TAGS
+    )
     assert result.success
     decision = result.output_for_node("champion_promotion")
     assert decision["challenger_version"] != champion
@@ -163,10 +170,40 @@ def test_changing_k_transcripts_costs_exactly_k_llm_calls(materialised) -> None:
     items_path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     selection = [AssetKey("raw_items"), AssetKey("asr_summaries")]
     result = materialised["job"].execute_in_process(
-        run_config=RUN_CONFIG, instance=materialised["instance"], asset_selection=selection
+        run_config=RUN_CONFIG, instance=materialised["instance"], asset_selection=selection, tags=ALL_SHARDS_TAGS
     )
     assert result.success
     metadata = materialised["instance"].get_latest_materialization_event(AssetKey("asr_summaries")).asset_materialization.metadata
     assert metadata["llm_calls"].value == 2
     raw = materialised["instance"].get_latest_materialization_event(AssetKey("raw_items")).asset_materialization.metadata
     assert raw["data_version"].value.startswith("content:")  # the workspace copy no longer matches data.dvc
+
+
+def test_a_one_shard_rerun_calls_the_llm_for_that_shard_only(materialised) -> None:
+    """Runs after the k-transcripts test (it edits the dataset too). Two transcripts in two shards
+    change; re-running one shard makes one LLM call, and training refuses the other, stale shard."""
+    items_path = materialised["repo"] / "data" / "items.jsonl"
+    rows = [json.loads(line) for line in items_path.read_text().splitlines()]
+    clips = [row for row in rows if row["domain"] != "page" and row["asr"].strip()]
+    first = clips[0]
+    second = next(row for row in clips if shard_of(row["item_id"]) != shard_of(first["item_id"]))
+    for row in (first, second):
+        row["asr"] = f"one more new batch of {row['item_id']} " + row["asr"]
+    items_path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    instance, job = materialised["instance"], materialised["job"]
+    result = job.execute_in_process(
+        run_config=RUN_CONFIG,
+        instance=instance,
+        asset_selection=[AssetKey("raw_items"), AssetKey("asr_summaries")],
+        partition_key=shard_of(first["item_id"]),
+    )
+    assert result.success
+    metadata = instance.get_latest_materialization_event(AssetKey("asr_summaries")).asset_materialization.metadata
+    assert (metadata["llm_calls"].value, metadata["shards"].value) == (1, shard_of(first["item_id"]))
+    result = job.execute_in_process(
+        run_config=RUN_CONFIG, instance=instance, asset_selection=[AssetKey("training_set")], raise_on_error=False
+    )
+    assert not result.success
+    failure = next(event for event in result.all_events if event.is_step_failure)
+    message = failure.step_failure_data.error.to_string()
+    assert "transcript changed" in message and f"(shards {shard_of(second['item_id'])})" in message

@@ -8,6 +8,7 @@ import pytest
 from dagster import (
     AssetMaterialization,
     DagsterInstance,
+    PartitionKeyRange,
     RunRequest,
     SkipReason,
     build_run_status_sensor_context,
@@ -16,6 +17,7 @@ from dagster import (
     op,
 )
 
+from ampere.shards import shard_keys
 from orchestration.resources import WorkspaceResource
 from orchestration.sensors import dvc_data_sensor, pipeline_failure_sensor
 
@@ -35,6 +37,7 @@ def test_dvc_sensor_fires_once_per_new_md5(tmp_path: Path, monkeypatch: pytest.M
     _write_dvc(tmp_path, "bbb.dir")
     second = dvc_data_sensor(build_sensor_context(instance=instance, cursor="aaa.dir"))
     assert isinstance(second, RunRequest) and second.tags["ampere/data_version"] == "bbb.dir"
+    assert second.partition_key_range == PartitionKeyRange(shard_keys()[0], shard_keys()[-1])  # every summary shard
 
 
 def test_dvc_sensor_skips_a_version_already_materialised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -89,5 +92,6 @@ def test_weekly_retrain_schedule_requests_the_pipeline() -> None:
     context = build_schedule_context(scheduled_execution_time=datetime(2026, 11, 30, 3, 0, tzinfo=UTC))
     requests = list(weekly_retrain.evaluate_tick(context).run_requests)
     assert len(requests) == 1
+    assert requests[0].partition_key_range == PartitionKeyRange("00", "15")
     assert weekly_retrain.job_name == PIPELINE_JOB
     assert weekly_retrain.cron_schedule == "0 3 * * 1"
