@@ -99,6 +99,23 @@ def test_retry_rounds_on_vllm_like_outputs():
     assert (lamp.status, lamp.attempts, lamp.tokens_in, lamp.tokens_out) == ("ok", 2, 1400, 40)
 
 
+def test_a_name_copied_from_the_examples_is_retried_then_failed():
+    """A product name sharing no word with the transcript is an invalid answer, not a summary."""
+    transcript = "ok guys the pink wireless earbuds are back"
+    answers = [
+        '{"product_name":"stainless steel kettle","features":["1.7 L"]}',
+        '{"product_name":"pink wireless earbuds","features":["kettle 1.7 L","pink"]}',
+    ]
+    results = summarize_with_retries(
+        [transcript], lambda ts, attempt: [vllm_generation(fake_output(answers[attempt]))], 1200, 1
+    )
+    assert (results[0].status, results[0].attempts) == ("ok", 2)
+    assert results[0].text == "Product name: pink wireless earbuds; Features: pink"
+    copied = summarize_with_retries([transcript], lambda ts, attempt: [vllm_generation(fake_output(answers[0]))], 1200, 1)
+    assert (copied[0].status, copied[0].text) == ("failed", "")
+    assert "'stainless steel kettle' shares no word with the transcript" in copied[0].error
+
+
 def test_exhausted_retries_report_the_last_reason():
     results = summarize_with_retries(
         ["a transcript"],

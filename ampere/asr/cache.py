@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from ampere.asr.prompts import Prompt, canonical_json
 from ampere.asr.summarizer import EMPTY_RESULT, Summarizer, SummaryResult
 
@@ -160,18 +162,20 @@ def summarize_cached(
             misses[key] = transcripts[i]
     fresh: dict[str, SummaryResult] = {}
     pending = list(misses)
-    for start_at in range(0, len(pending), summarizer.batch_size):
-        chunk = pending[start_at : start_at + summarizer.batch_size]
-        new = summarizer.summarize([misses[k] for k in chunk])
-        if len(new) != len(chunk):
-            raise RuntimeError(f"summarizer returned {len(new)} results for {len(chunk)}")
-        done = dict(zip(chunk, new, strict=True))
-        cache.put_many(
-            [(k, r) for k, r in done.items() if r.status != "failed"],
-            prompt_hash=prompt.hash,
-            model_id=summarizer.model_id,
-        )
-        fresh.update(done)
+    with tqdm(total=len(pending), desc="LLM summaries (cache misses)", unit="transcript") as progress:
+        for start_at in range(0, len(pending), summarizer.batch_size):
+            chunk = pending[start_at : start_at + summarizer.batch_size]
+            new = summarizer.summarize([misses[k] for k in chunk])
+            if len(new) != len(chunk):
+                raise RuntimeError(f"summarizer returned {len(new)} results for {len(chunk)}")
+            done = dict(zip(chunk, new, strict=True))
+            cache.put_many(
+                [(k, r) for k, r in done.items() if r.status != "failed"],
+                prompt_hash=prompt.hash,
+                model_id=summarizer.model_id,
+            )
+            fresh.update(done)
+            progress.update(len(chunk))
     for i, key in keys.items():
         if results[i] is None:
             results[i] = fresh[key]

@@ -6,8 +6,8 @@ up to ``max_retries`` times; a retry samples at ``retry_temperature`` (greedy de
 only repeat the same answer) with seed ``seed + attempt``, so every run is reproducible and a
 record's result never depends on the other records of the batch. When all attempts fail the
 result has status "failed" and the reason; raw model text is never used as a summary.
-Features that share no word with the transcript (copied from the prompt's examples by small
-models) are dropped before rendering.
+A product name that shares no word with the transcript (copied from the prompt's examples by
+small models) makes the answer invalid; such features are dropped before rendering.
 
 Backends:
 - ``LlamaCppSummarizer``: GGUF model in-process through xllamacpp (CPU); default model is the
@@ -31,11 +31,11 @@ from typing import Any, Literal, Protocol
 from tqdm.auto import tqdm
 
 from ampere.asr.prompts import SUMMARY_SCHEMA, Prompt, canonical_json, load_prompt, short_hash
-from ampere.asr.text import clean_transcript, grounded_features, parse_summary, render_summary
+from ampere.asr.text import clean_transcript, grounded_features, is_grounded, parse_summary, render_summary
 
 Status = Literal["ok", "empty", "failed"]
 # Version of what happens to a parsed answer (part of the cache key): bump it when it changes.
-POSTPROCESS_VERSION = "grounded-features-v1"
+POSTPROCESS_VERSION = "grounded-name-features-v2"
 
 
 @dataclass(frozen=True)
@@ -129,12 +129,29 @@ class GenerationConfig:
         }
 
 
+def _read_answer(gen: Generation, transcript: str) -> tuple[str | None, str, list[str]]:
+    """(error, product name, grounded features) of one answer; error is None when it is usable.
+
+    A name that shares no word with the transcript (copied from a few-shot example) is an
+    invalid answer, retried like a parse error; ungrounded features are only dropped.
+    """
+    if gen.error is not None:
+        return gen.error, "", []
+    try:
+        name, features = parse_summary(gen.raw)
+    except ValueError as exc:
+        return (f"output truncated at max_tokens: {exc}" if gen.truncated else str(exc)), "", []
+    if not is_grounded(name, transcript):
+        return f"product name {name!r} shares no word with the transcript", "", []
+    return None, name, grounded_features(features, transcript)
+
+
 def summarize_with_retries(
     transcripts: list[str], generate: GenerateFn, max_transcript_chars: int, max_retries: int
 ) -> list[SummaryResult]:
     """Clean, generate in rounds (first try, then retries of the failures), parse strictly.
 
-    Features that share no content word with the transcript are dropped (``grounded_features``).
+    Answers are read by ``_read_answer``: ungrounded names are invalid, ungrounded features dropped.
     """
     cleaned = [clean_transcript(t, max_transcript_chars) for t in transcripts]
     results: list[SummaryResult | None] = [None if c else EMPTY_RESULT for c in cleaned]
@@ -152,19 +169,11 @@ def summarize_with_retries(
         for i, gen in zip(pending, generations, strict=True):
             tokens_in[i] += gen.tokens_in
             tokens_out[i] += gen.tokens_out
-            error = gen.error
+            error, name, features = _read_answer(gen, cleaned[i])
             if error is None:
-                try:
-                    name, features = parse_summary(gen.raw)
-                except ValueError as exc:
-                    error = f"output truncated at max_tokens: {exc}" if gen.truncated else str(exc)
-                else:
-                    features = grounded_features(features, cleaned[i])
-                    text = render_summary(name, features)
-                    results[i] = SummaryResult(
-                        text, "ok", None, name, features, tokens_in[i], tokens_out[i], attempts
-                    )
-                    continue
+                text = render_summary(name, features)
+                results[i] = SummaryResult(text, "ok", None, name, features, tokens_in[i], tokens_out[i], attempts)
+                continue
             errors[i] = error
             failed.append(i)
         pending = failed
@@ -268,7 +277,7 @@ class LlamaCppSummarizer:
         temperature, seed = self.config.attempt_params(attempt)
         generations = []
         desc = "summaries" if attempt == 0 else f"summaries (retry {attempt})"
-        for transcript in tqdm(transcripts, desc=desc, unit="transcript"):
+        for transcript in tqdm(transcripts, desc=desc, unit="transcript", leave=False):
             request = {
                 "messages": self.prompt.messages(transcript),
                 "max_tokens": self.config.max_tokens,
@@ -476,7 +485,7 @@ class TransformersSummarizer:
             pad_id = tokenizer.eos_token_id
         generations = []
         desc = "summaries" if attempt == 0 else f"summaries (retry {attempt})"
-        for transcript in tqdm(transcripts, desc=desc, unit="transcript"):
+        for transcript in tqdm(transcripts, desc=desc, unit="transcript", leave=False):
             text = tokenizer.apply_chat_template(
                 self.prompt.messages(transcript), tokenize=False, add_generation_prompt=True
             )

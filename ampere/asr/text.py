@@ -127,6 +127,11 @@ def _content_words(text: str) -> set[str]:
     return {w for w in _WORD.findall(text.casefold()) if len(w) > 1 and w not in _STOPWORDS}
 
 
+def is_grounded(text: str, transcript: str) -> bool:
+    """Whether ``text`` shares at least one content word with ``transcript``."""
+    return bool(_content_words(text) & _content_words(transcript))
+
+
 def grounded_features(features: list[str], transcript: str) -> list[str]:
     """Keep the features that share at least one content word with the transcript.
 
