@@ -4,7 +4,9 @@ Both sides get the same transcripts (the first N non-empty short/live transcript
 the same model, engine settings, prompt messages (``Prompt.messages`` of the cleaned transcript),
 response format, max_tokens, temperature and seed. The bare side calls the engine directly in a
 loop; the pipeline side calls ``summarize_cached`` with a fresh, empty cache, so every transcript
-costs one request (plus any retries of invalid answers, which the pipeline really pays).
+costs one request (plus any retries of invalid answers, which the pipeline really pays; the bare
+side keeps its invalid answers). ``--max-retries 0`` compares equal work: one request per
+transcript on both sides, so the ratio is the pipeline's own overhead.
 
 Each side is warmed up with one request first. Each round runs the transcripts in chunks (default
 8 for llama.cpp; vLLM gets the whole set as one batch), every chunk on both sides, alternating
@@ -199,6 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backend", choices=["llamacpp", "vllm"], default="llamacpp")
     parser.add_argument("--model", help="GGUF path (llamacpp; default packaged SmolLM2) or vLLM model")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="llamacpp threads")
+    parser.add_argument("--max-retries", type=int, default=2, help="pipeline retries of invalid answers (default: pipeline's)")
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.4, help="vLLM, per engine")
     args = parser.parse_args(argv)
 
@@ -206,13 +209,15 @@ def main(argv: list[str] | None = None) -> None:
     prompt = load_prompt(args.prompt)
     with tempfile.TemporaryDirectory() as workdir:
         if args.backend == "llamacpp":
-            config = LlamaCppConfig(model_path=args.model, n_threads=args.threads)
+            config = LlamaCppConfig(model_path=args.model, n_threads=args.threads, max_retries=args.max_retries)
             summarizer = LlamaCppSummarizer(config, prompt=prompt)
             bare = llamacpp_bare_runner(config, args.model or packaged_gguf_path(), prompt)
         else:
             if not args.model:
                 parser.error("--backend vllm needs --model")
-            config = VllmConfig(model=args.model, gpu_memory_utilization=args.gpu_memory_utilization)
+            config = VllmConfig(
+                model=args.model, gpu_memory_utilization=args.gpu_memory_utilization, max_retries=args.max_retries
+            )
             summarizer = VllmSummarizer(config, prompt=prompt)
             bare = vllm_bare_runner(config, prompt)
         print(f"{len(transcripts)} transcripts, {args.backend}, model {summarizer.model_id}, "
