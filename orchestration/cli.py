@@ -127,9 +127,11 @@ def _wait_run(args: argparse.Namespace) -> None:
     instance = DagsterInstance.get()
     deadline = time.monotonic() + args.timeout
     finished = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+    tagged = RunsFilter(tags={key: value})
+    already_done = {run.run_id for run in instance.get_runs(filters=tagged) if run.status in finished}
     reported = None
     while time.monotonic() < deadline:
-        runs = instance.get_runs(filters=RunsFilter(tags={key: value}), limit=1)
+        runs = [run for run in instance.get_runs(filters=tagged, limit=10) if run.run_id not in already_done][:1]
         if runs and runs[0].status != reported:
             reported = runs[0].status
             print(f"run {runs[0].run_id}: {reported.value}", flush=True)
@@ -169,7 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--store", type=Path, default=Path("workspace/index_store"))
     status.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow/mlflow.db"))
     status.set_defaults(handler=_status)
-    wait = commands.add_parser("wait-run", help="wait for the Dagster run carrying a tag to finish")
+    wait = commands.add_parser(
+        "wait-run", help="wait for a Dagster run carrying a tag to finish (runs finished before it started do not count)"
+    )
     wait.add_argument("--tag", required=True, help="KEY=VALUE, e.g. ampere/data_version=<md5>")
     wait.add_argument("--timeout", type=int, default=1800)
     wait.set_defaults(handler=_wait_run)
