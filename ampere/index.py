@@ -8,11 +8,13 @@ stable ids). An approximate index is used only after its recall@10 against exact
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -77,6 +79,20 @@ def _gpu_resources() -> faiss.StandardGpuResources:
     return faiss.StandardGpuResources()
 
 
+_GPU_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def _gpu_calls() -> Iterator[None]:
+    """Serialises faiss calls while GPUs are in use: GPU resources and GPU indexes are not thread-safe
+    (a reader thread searching while another builds aborted the process on an H100)."""
+    if faiss.get_num_gpus() == 0:
+        yield
+        return
+    with _GPU_LOCK:
+        yield
+
+
 def _gpu_ok(index_type: str) -> bool:
     """Whether an index of this type goes to GPU 0 here (faiss has no GPU HNSW)."""
     return index_type != INDEX_TYPES["hnsw"] and faiss.get_num_gpus() > 0
@@ -110,10 +126,11 @@ def make_index(
         params = {"nlist": nlist, "nprobe": inner.nprobe}
     else:
         raise ValueError(f"unknown index kind {kind!r}")
-    index = _on_gpu(faiss.IndexIDMap2(inner), INDEX_TYPES[kind])
-    if not index.is_trained:
-        index.train(vectors)
-    index.add_with_ids(vectors, ids)
+    with _gpu_calls():
+        index = _on_gpu(faiss.IndexIDMap2(inner), INDEX_TYPES[kind])
+        if not index.is_trained:
+            index.train(vectors)
+        index.add_with_ids(vectors, ids)
     return index, params
 
 
@@ -130,7 +147,8 @@ def recall_at_10(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, queri
     """Mean share of the exact top-10 (by inner product over ``vectors``) that ``index`` returns."""
     k = min(RECALL_K, len(vectors))
     _, exact = faiss.knn(queries, vectors, k, metric=faiss.METRIC_INNER_PRODUCT)
-    _, found = index.search(queries, k)
+    with _gpu_calls():
+        _, found = index.search(queries, k)
     return float(np.mean([len(set(f) & set(e)) / k for f, e in zip(found, ids[exact], strict=True)]))
 
 
@@ -215,7 +233,8 @@ def build_indexes(
             raise ValueError(f"{domain}: duplicate item ids or id collision: {dup[:10]}")
         index, entry = build_domain_index(emb, ids["id"].to_numpy(), config, (queries or {}).get(domain))
         index_file, ids_file = out_dir / f"{domain}.faiss", out_dir / f"{domain}.ids.parquet"
-        faiss.write_index(_to_cpu(index, entry["index_type"]), str(index_file))
+        with _gpu_calls():
+            faiss.write_index(_to_cpu(index, entry["index_type"]), str(index_file))
         ids.to_parquet(ids_file, index=False)
         info[domain] = {
             "count": len(ids),
@@ -263,7 +282,8 @@ class DomainIndex:
         k = min(k, self.index.ntotal)
         if k <= 0:
             return [[] for _ in queries]
-        scores, found = self.index.search(queries, k)
+        with _gpu_calls():
+            scores, found = self.index.search(queries, k)
         results = []
         for row_scores, row_ids in zip(scores, found, strict=True):
             valid = row_ids >= 0
@@ -280,7 +300,8 @@ def load_index(index_dir: str | Path, domain: str) -> DomainIndex:
     manifest = verify_manifest(index_dir, [domain])
     index = faiss.read_index(str(index_dir / f"{domain}.faiss"))
     ids = pd.read_parquet(index_dir / f"{domain}.ids.parquet").set_index("id")
-    return DomainIndex(_on_gpu(index, manifest["domains"][domain]["index_type"]), ids)
+    with _gpu_calls():
+        return DomainIndex(_on_gpu(index, manifest["domains"][domain]["index_type"]), ids)
 
 
 def search(index_dir: str | Path, domain: str, queries: np.ndarray, k: int) -> list[list[tuple[str, str, float]]]:

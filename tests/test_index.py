@@ -95,5 +95,7 @@ def test_approximate_search_params_survive_write_and_load(tmp_path):
     config = IndexConfig(exact_below=10, approximate="ivf", ivf_nlist=4, ivf_nprobe=3, min_recall_at_10=0.0)
     build_indexes(df[df["domain"] == "short"], tmp_path / "ivf", config=config)
     loaded = load_index(tmp_path / "ivf", "short")
-    inner = faiss.downcast_index(loaded.index.index)
+    # with faiss-gpu the IVF index is served from GPU 0: bring a copy back to read its settings
+    served = faiss.index_gpu_to_cpu(loaded.index) if faiss.get_num_gpus() else loaded.index
+    inner = faiss.downcast_index(served.index)
     assert isinstance(inner, faiss.IndexIVFFlat) and (inner.nlist, inner.nprobe) == (4, 3)

@@ -184,7 +184,7 @@ def test_refresh_killed_midway_leaves_the_previous_index_serving(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-c", KILLED_PUBLISHER, str(store.root), str(marker)],
         cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])},
         start_new_session=True,
     )
     try:
