@@ -14,12 +14,15 @@ from ampere.asr.text import render_summary
 class CountingSummarizer:
     """Implements the Summarizer protocol and records every transcript it is asked for."""
 
-    def __init__(self, model_id="counting@000000000001", prompt=None, fail=(), temperature=0.0, batch_size=32):
+    def __init__(
+        self, model_id="counting@000000000001", prompt=None, fail=(), temperature=0.0, batch_size=32, engine_error=()
+    ):
         self.model_id = model_id
         self.batch_size = batch_size
         self.decoding = {"backend": "counting", "temperature": temperature}
         self.prompt = prompt or load_prompt()
         self.fail = set(fail)
+        self.engine_error = set(engine_error)
         self.batches: list[list[str]] = []
 
     @property
@@ -34,6 +37,8 @@ class CountingSummarizer:
                 results.append(EMPTY_RESULT)
             elif t in self.fail:
                 results.append(SummaryResult("", "failed", "invalid JSON", "", [], 50, 10, 3))
+            elif t in self.engine_error:
+                results.append(SummaryResult("", "failed", "engine error", "", [], 0, 0, 3, retryable=True))
             else:
                 name = t.split()[0]
                 text = render_summary(name, [f"{len(t)} chars"])
@@ -107,16 +112,20 @@ def test_other_prompt_model_or_decoding_are_misses(cache, tmp_path):
         assert (stats.calls, stats.cache_hits) == (10, 0)
 
 
-def test_failures_are_not_cached_and_are_retried_next_run(cache):
+def test_invalid_answers_are_cached_as_failures_engine_errors_are_retried(cache):
     prompt = load_prompt()
-    bad = TRANSCRIPTS[2]
-    results, stats = summarize_cached(TRANSCRIPTS, CountingSummarizer(fail={bad}), prompt, cache)
-    assert results[2].status == "failed" and results[2].text == "" and results[2].error
-    assert stats.failed == 1 and len(cache) == 9
+    invalid, broken = TRANSCRIPTS[2], TRANSCRIPTS[5]
+    results, stats = summarize_cached(TRANSCRIPTS, CountingSummarizer(fail={invalid}, engine_error={broken}), prompt, cache)
+    assert (results[2].status, results[2].text, results[2].error) == ("failed", "", "invalid JSON")
+    assert results[5].status == "failed" and results[5].retryable
+    assert stats.failed == 2 and len(cache) == 9
     summarizer = CountingSummarizer()
     results, stats = summarize_cached(TRANSCRIPTS, summarizer, prompt, cache)
-    assert summarizer.seen == [bad]
-    assert results[2].status == "ok" and stats.failed == 0 and len(cache) == 10
+    assert summarizer.seen == [broken]  # the reproducible failure costs nothing again
+    assert (results[2].status, results[5].status) == ("failed", "ok")
+    assert (stats.calls, stats.failed, len(cache)) == (1, 1, 10)
+    with pytest.raises(ValueError, match="retryable"):
+        cache.put_many([("k", SummaryResult("", "failed", "boom", "", [], 0, 0, 1, retryable=True))], prompt.hash, "m")
 
 
 def test_empty_transcripts_make_no_call(cache):

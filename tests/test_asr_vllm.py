@@ -124,7 +124,11 @@ def test_exhausted_retries_report_the_last_reason():
         1,
     )
     assert (results[0].status, results[0].text, results[0].attempts) == ("failed", "", 2)
-    assert "invalid JSON" in results[0].error
+    assert "invalid JSON" in results[0].error and not results[0].retryable  # reproducible: cached as failed
+    no_answer = summarize_with_retries(
+        ["a transcript"], lambda ts, attempt: [vllm_generation(SimpleNamespace(outputs=[], prompt_token_ids=[1]))], 1200, 1
+    )
+    assert no_answer[0].status == "failed" and no_answer[0].retryable  # engine error: tried again next run
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,10 @@ The key of a transcript's summary is the sha256 of (sha256 of the transcript, pr
 prompt hash, model id, canonical JSON of the decoding parameters): changing the transcript, the
 prompt file, the model file or any decoding setting makes a miss; nothing else does.
 
-Results with status "ok" and "empty" are stored. Failures are NOT stored, so a re-run retries
-them (a failure may come from a transient error, and a retry is cheap next to a wrong cache).
+Results are stored except retryable failures (the engine raised instead of answering), which a
+re-run tries again. A failure of the answers themselves (still invalid after every retry) is
+stored: the same prompt, model and seeded decoding would fail again, so re-running it would only
+cost LLM time; a new prompt, model or decoding setting is a new key and tries again.
 """
 
 from __future__ import annotations
@@ -79,9 +81,9 @@ class SummaryCache:
     def put_many(
         self, items: list[tuple[str, SummaryResult]], prompt_hash: str, model_id: str
     ) -> None:
-        """Store results (failures are refused: they must be retried, not remembered)."""
-        if any(result.status == "failed" for _, result in items):
-            raise ValueError("failed summaries are not cached")
+        """Store results (retryable failures are refused: they must be retried, not remembered)."""
+        if any(result.retryable for _, result in items):
+            raise ValueError("retryable failures are not cached")
         rows = [
             (
                 key,
@@ -170,7 +172,7 @@ def summarize_cached(
                 raise RuntimeError(f"summarizer returned {len(new)} results for {len(chunk)}")
             done = dict(zip(chunk, new, strict=True))
             cache.put_many(
-                [(k, r) for k, r in done.items() if r.status != "failed"],
+                [(k, r) for k, r in done.items() if not r.retryable],
                 prompt_hash=prompt.hash,
                 model_id=summarizer.model_id,
             )

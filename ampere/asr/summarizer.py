@@ -40,7 +40,12 @@ POSTPROCESS_VERSION = "grounded-name-features-v2"
 
 @dataclass(frozen=True)
 class SummaryResult:
-    """The summary of one transcript (``text`` is "" unless status is "ok")."""
+    """The summary of one transcript (``text`` is "" unless status is "ok").
+
+    ``retryable`` marks a failure caused by the engine (an error instead of an answer), which a
+    later run may not repeat; a failure of the answers themselves (invalid after every retry) is
+    reproducible under the same prompt, model and decoding.
+    """
 
     text: str
     status: Status
@@ -50,6 +55,7 @@ class SummaryResult:
     tokens_in: int
     tokens_out: int
     attempts: int
+    retryable: bool = False
 
 
 EMPTY_RESULT = SummaryResult("", "empty", None, "", [], 0, 0, 0)
@@ -159,6 +165,7 @@ def summarize_with_retries(
     tokens_in = dict.fromkeys(pending, 0)
     tokens_out = dict.fromkeys(pending, 0)
     errors: dict[int, str] = {}
+    engine_failed: dict[int, bool] = {}
     attempts = 0
     while pending and attempts <= max_retries:
         generations = generate([cleaned[i] for i in pending], attempts)
@@ -169,6 +176,7 @@ def summarize_with_retries(
         for i, gen in zip(pending, generations, strict=True):
             tokens_in[i] += gen.tokens_in
             tokens_out[i] += gen.tokens_out
+            engine_failed[i] = gen.error is not None
             error, name, features = _read_answer(gen, cleaned[i])
             if error is None:
                 text = render_summary(name, features)
@@ -179,7 +187,7 @@ def summarize_with_retries(
         pending = failed
     for i in pending:
         results[i] = SummaryResult(
-            "", "failed", errors[i], "", [], tokens_in[i], tokens_out[i], attempts
+            "", "failed", errors[i], "", [], tokens_in[i], tokens_out[i], attempts, retryable=engine_failed[i]
         )
     return results  # type: ignore[return-value]
 
