@@ -82,11 +82,17 @@ def _gpu_resources() -> faiss.StandardGpuResources:
 _GPU_LOCK = threading.RLock()
 
 
+@functools.cache
+def _num_gpus() -> int:
+    """GPUs faiss can use in this process (asked once: searches check it on every call)."""
+    return faiss.get_num_gpus()
+
+
 @contextlib.contextmanager
 def _gpu_calls() -> Iterator[None]:
     """Serialises faiss calls while GPUs are in use: GPU resources and GPU indexes are not thread-safe
     (a reader thread searching while another builds aborted the process on an H100)."""
-    if faiss.get_num_gpus() == 0:
+    if _num_gpus() == 0:
         yield
         return
     with _GPU_LOCK:
@@ -95,7 +101,7 @@ def _gpu_calls() -> Iterator[None]:
 
 def _gpu_ok(index_type: str) -> bool:
     """Whether an index of this type goes to GPU 0 here (faiss has no GPU HNSW)."""
-    return index_type != INDEX_TYPES["hnsw"] and faiss.get_num_gpus() > 0
+    return index_type != INDEX_TYPES["hnsw"] and _num_gpus() > 0
 
 
 def _on_gpu(index: faiss.Index, index_type: str) -> faiss.Index:

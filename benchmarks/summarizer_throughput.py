@@ -40,6 +40,7 @@ from ampere.asr.summarizer import (
     VllmConfig,
     VllmSummarizer,
     packaged_gguf_path,
+    vllm_engine,
     vllm_sampling_params,
 )
 from ampere.asr.text import clean_transcript
@@ -124,18 +125,9 @@ def llamacpp_bare_runner(config: LlamaCppConfig, model_path: str, prompt: Prompt
 
 def vllm_bare_runner(config: VllmConfig, prompt: Prompt) -> Runner:
     """One batched ``vllm.LLM.chat`` call over all transcripts."""
-    import vllm
     from vllm import sampling_params as sampling_module
 
-    llm = vllm.LLM(
-        model=config.model,
-        tensor_parallel_size=config.tensor_parallel_size,
-        gpu_memory_utilization=config.gpu_memory_utilization,
-        max_model_len=config.max_model_len,
-        dtype=config.dtype,
-        seed=config.seed,
-        enable_prefix_caching=True,
-    )
+    llm = vllm_engine(config)
     params = vllm_sampling_params(sampling_module, config, 0, SUMMARY_SCHEMA)
 
     def run(transcripts: list[str]) -> tuple[float, int]:

@@ -2,7 +2,6 @@
 embeddings -> FAISS index -> retrieval evaluation. Assets hold wiring, metadata and lineage; the
 ML work is done by `ampere`."""
 
-import hashlib
 import json
 import time
 from dataclasses import asdict
@@ -21,7 +20,7 @@ from dagster import (
     asset,
 )
 
-from ampere.asr.cache import summarize_cached
+from ampere.asr.cache import summarize_cached, transcript_sha256
 from ampere.data.format import read_items
 from ampere.eval import evaluate, markdown_table
 from ampere.features import ItemFeatures, text_features, text_inputs, visual_features
@@ -127,10 +126,6 @@ SUMMARY_COLUMNS = [
 LINEAGE_COLUMNS = ["prompt_id", "prompt_hash", "llm", "backend"]
 
 
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 def _shard_table(frame: pd.DataFrame, shards: list[str]) -> MetadataValue:
     """Markdown table: per shard of the run, transcripts and how many are ok / empty / failed / skipped."""
     counts = pd.crosstab(frame["shard"], frame["status"]).reindex(index=shards, fill_value=0)
@@ -167,7 +162,7 @@ def asr_summaries(
         {
             "item_id": list(clips["item_id"]),
             "shard": list(clips["shard"]),
-            "asr_sha256": [_sha256(text) for text in clips["asr"]],
+            "asr_sha256": [transcript_sha256(text) for text in clips["asr"]],
         }
     )
     if not config.run_llm:
@@ -218,7 +213,7 @@ def current_summaries(raw_items: pd.DataFrame, asr_summaries: pd.DataFrame) -> t
     clips = raw_items.loc[raw_items["domain"] != "page", ["item_id", "asr"]]
     merged = clips.merge(asr_summaries, on="item_id", how="left")
     missing = merged["status"].isna()
-    stale = ~missing & (merged["asr_sha256"] != [_sha256(text) for text in merged["asr"]])
+    stale = ~missing & (merged["asr_sha256"] != [transcript_sha256(text) for text in merged["asr"]])
     problems, shards = [], set()
     for label, rows in (("without a summary", missing), ("whose transcript changed after its summary", stale)):
         if rows.any():
@@ -230,9 +225,9 @@ def current_summaries(raw_items: pd.DataFrame, asr_summaries: pd.DataFrame) -> t
             "asr_summaries is out of date: " + "; ".join(problems) + ". Materialise asr_summaries for those shards, "
             f"e.g. `dagster asset materialize -m orchestration.definitions --select asr_summaries --partition {min(shards)}`."
         )
-    combos = merged.groupby(LINEAGE_COLUMNS)["shard"].agg(lambda shards: ", ".join(sorted(set(shards))))
+    combos = merged.groupby(LINEAGE_COLUMNS)["shard"].agg(lambda keys: ", ".join(sorted(set(keys))))
     if len(combos) > 1:
-        described = "; ".join(f"{'/'.join(key)} in shards {shards}" for key, shards in combos.items())
+        described = "; ".join(f"{'/'.join(lineage)} in shards {keys}" for lineage, keys in combos.items())
         raise ValueError(f"asr_summaries mixes prompts or LLMs across shards ({described}): re-materialise all shards")
     lineage = dict(zip(LINEAGE_COLUMNS, combos.index[0], strict=True)) if len(combos) else {}
     return merged.drop(columns=["asr"]), lineage

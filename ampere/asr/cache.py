@@ -43,10 +43,14 @@ CREATE TABLE IF NOT EXISTS summaries (
 """
 
 
+def transcript_sha256(transcript: str) -> str:
+    """Hex sha256 of a transcript's UTF-8 text."""
+    return hashlib.sha256(transcript.encode("utf-8")).hexdigest()
+
+
 def cache_key(transcript: str, prompt: Prompt, model_id: str, decoding: dict) -> str:
     """sha256 identifying one transcript's summary under one prompt, model and decoding."""
-    transcript_hash = hashlib.sha256(transcript.encode("utf-8")).hexdigest()
-    parts = [transcript_hash, prompt.id, prompt.hash, model_id, canonical_json(decoding)]
+    parts = [transcript_sha256(transcript), prompt.id, prompt.hash, model_id, canonical_json(decoding)]
     return hashlib.sha256(canonical_json(parts).encode("utf-8")).hexdigest()
 
 

@@ -7,7 +7,7 @@ only repeat the same answer) with seed ``seed + attempt``, so every run is repro
 record's result never depends on the other records of the batch. When all attempts fail the
 result has status "failed" and the reason; raw model text is never used as a summary.
 A product name that shares no word with the transcript (copied from the prompt's examples by
-small models) makes the answer invalid; such features are dropped before rendering.
+small models) makes the answer invalid; features that share none are dropped before rendering.
 
 Backends:
 - ``LlamaCppSummarizer``: GGUF model in-process through xllamacpp (CPU); default model is the
@@ -395,6 +395,21 @@ def vllm_generation(output: Any) -> Generation:
     )
 
 
+def vllm_engine(config: VllmConfig) -> Any:
+    """The ``vllm.LLM`` engine for ``config`` (prefix caching on: every prompt shares the few-shot prefix)."""
+    import vllm
+
+    return vllm.LLM(
+        model=config.model,
+        tensor_parallel_size=config.tensor_parallel_size,
+        gpu_memory_utilization=config.gpu_memory_utilization,
+        max_model_len=config.max_model_len,
+        dtype=config.dtype,
+        seed=config.seed,
+        enable_prefix_caching=True,
+    )
+
+
 class VllmSummarizer:
     """Offline batched generation with vLLM; the engine is created on first use."""
 
@@ -412,19 +427,10 @@ class VllmSummarizer:
         self._llm: Any = None
 
     def _generate(self, transcripts: list[str], attempt: int) -> list[Generation]:
-        import vllm
         from vllm import sampling_params as sampling_module
 
         if self._llm is None:
-            self._llm = vllm.LLM(
-                model=self.config.model,
-                tensor_parallel_size=self.config.tensor_parallel_size,
-                gpu_memory_utilization=self.config.gpu_memory_utilization,
-                max_model_len=self.config.max_model_len,
-                dtype=self.config.dtype,
-                seed=self.config.seed,
-                enable_prefix_caching=True,
-            )
+            self._llm = vllm_engine(self.config)
         params = vllm_sampling_params(sampling_module, self.config, attempt, SUMMARY_SCHEMA)
         outputs = self._llm.chat(
             vllm_conversations(self.prompt, transcripts), sampling_params=params, use_tqdm=True
