@@ -99,6 +99,25 @@ def test_retry_rounds_on_vllm_like_outputs():
     assert (lamp.status, lamp.attempts, lamp.tokens_in, lamp.tokens_out) == ("ok", 2, 1400, 40)
 
 
+def test_group_of_one_retries_each_transcript_before_the_next():
+    """Sequential engines (group_size=1) retry a transcript at once, while its prompt is cached."""
+    answers = {
+        ("kettle", 0): "not json",
+        ("kettle", 1): '{"product_name":"steel kettle","features":[]}',
+        ("lamp", 0): '{"product_name":"touch lamp","features":["touch control"]}',
+    }
+    calls = []
+
+    def generate(transcripts, attempt):
+        calls.append((list(transcripts), attempt))
+        return [vllm_generation(fake_output(answers[t.split()[-1], attempt])) for t in transcripts]
+
+    results = summarize_with_retries(["the steel kettle", "", "touch control lamp"], generate, 1200, 2, group_size=1)
+    assert calls == [(["the steel kettle"], 0), (["the steel kettle"], 1), (["touch control lamp"], 0)]
+    assert [(r.status, r.attempts) for r in results] == [("ok", 2), ("empty", 0), ("ok", 1)]
+    assert results[0].text == "Product name: steel kettle; Features:"
+
+
 def test_a_name_copied_from_the_examples_is_retried_then_failed():
     """A product name sharing no word with the transcript is an invalid answer, not a summary."""
     transcript = "ok guys the pink wireless earbuds are back"

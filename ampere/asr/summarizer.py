@@ -2,9 +2,10 @@
 
 Every backend cleans each transcript, builds the chat from a versioned ``Prompt``, asks the
 model for JSON matching ``SUMMARY_SCHEMA``, and parses it strictly. An invalid answer is retried
-up to ``max_retries`` times; a retry samples at ``retry_temperature`` (greedy decoding would
-only repeat the same answer) with seed ``seed + attempt``, so every run is reproducible and a
-record's result never depends on the other records of the batch. When all attempts fail the
+up to ``max_retries`` times (sequential engines retry each transcript at once, batching engines
+retry the failures of a batch together); a retry samples at ``retry_temperature`` (greedy
+decoding would only repeat the same answer) with seed ``seed + attempt``, so every run is
+reproducible and a record's result never depends on the other records of the batch. When all attempts fail the
 result has status "failed" and the reason; raw model text is never used as a summary.
 A product name that shares no word with the transcript (copied from the prompt's examples by
 small models) makes the answer invalid; features that share none are dropped before rendering.
@@ -153,19 +154,41 @@ def _read_answer(gen: Generation, transcript: str) -> tuple[str | None, str, lis
 
 
 def summarize_with_retries(
-    transcripts: list[str], generate: GenerateFn, max_transcript_chars: int, max_retries: int
+    transcripts: list[str],
+    generate: GenerateFn,
+    max_transcript_chars: int,
+    max_retries: int,
+    group_size: int | None = None,
 ) -> list[SummaryResult]:
     """Clean, generate in rounds (first try, then retries of the failures), parse strictly.
 
-    Answers are read by ``_read_answer``: ungrounded names are invalid, ungrounded features dropped.
+    ``group_size`` transcripts go through their rounds together: ``None`` sends all of them at
+    once (batching engines: one engine call per attempt); ``1`` retries each transcript right
+    after its invalid answer, while a sequential engine still holds that prompt in its cache, so
+    a retry only pays for decoding. Answers are read by ``_read_answer``: ungrounded names are
+    invalid, ungrounded features dropped.
     """
     cleaned = [clean_transcript(t, max_transcript_chars) for t in transcripts]
-    results: list[SummaryResult | None] = [None if c else EMPTY_RESULT for c in cleaned]
-    pending = [i for i, c in enumerate(cleaned) if c]
-    tokens_in = dict.fromkeys(pending, 0)
-    tokens_out = dict.fromkeys(pending, 0)
+    results: list[SummaryResult] = [EMPTY_RESULT] * len(cleaned)
+    todo = [i for i, c in enumerate(cleaned) if c]
+    size = group_size or max(len(todo), 1)
+    with tqdm(total=len(todo), desc="summaries", unit="transcript", leave=False, disable=size == len(todo)) as bar:
+        for start in range(0, len(todo), size):
+            group = todo[start : start + size]
+            for i, result in zip(group, _attempt_rounds([cleaned[i] for i in group], generate, max_retries), strict=True):
+                results[i] = result
+            bar.update(len(group))
+    return results
+
+
+def _attempt_rounds(cleaned: list[str], generate: GenerateFn, max_retries: int) -> list[SummaryResult]:
+    """Results of non-empty cleaned transcripts after up to ``1 + max_retries`` generation rounds."""
+    results: list[SummaryResult | None] = [None] * len(cleaned)
+    tokens_in = [0] * len(cleaned)
+    tokens_out = [0] * len(cleaned)
     errors: dict[int, str] = {}
     engine_failed: dict[int, bool] = {}
+    pending = list(range(len(cleaned)))
     attempts = 0
     while pending and attempts <= max_retries:
         generations = generate([cleaned[i] for i in pending], attempts)
@@ -249,7 +272,8 @@ class LlamaCppSummarizer:
     """GGUF model run in-process by xllamacpp's server engine (started once, on first use).
 
     Requests are sent one at a time (one slot), so the engine's prompt cache keeps the shared
-    few-shot prefix and each request only evaluates its own transcript.
+    few-shot prefix and each request only evaluates its own transcript; an invalid answer is
+    retried at once, when the whole prompt is still cached and the retry only decodes.
     """
 
     def __init__(self, config: LlamaCppConfig | None = None, prompt: Prompt | None = None):
@@ -284,8 +308,7 @@ class LlamaCppSummarizer:
             self._start()
         temperature, seed = self.config.attempt_params(attempt)
         generations = []
-        desc = "summaries" if attempt == 0 else f"summaries (retry {attempt})"
-        for transcript in tqdm(transcripts, desc=desc, unit="transcript", leave=False):
+        for transcript in transcripts:
             request = {
                 "messages": self.prompt.messages(transcript),
                 "max_tokens": self.config.max_tokens,
@@ -317,7 +340,7 @@ class LlamaCppSummarizer:
     def summarize(self, transcripts: list[str]) -> list[SummaryResult]:
         """One result per transcript, in input order."""
         return summarize_with_retries(
-            transcripts, self._generate, self.config.max_transcript_chars, self.config.max_retries
+            transcripts, self._generate, self.config.max_transcript_chars, self.config.max_retries, group_size=1
         )
 
 
@@ -498,8 +521,7 @@ class TransformersSummarizer:
         if pad_id is None:
             pad_id = tokenizer.eos_token_id
         generations = []
-        desc = "summaries" if attempt == 0 else f"summaries (retry {attempt})"
-        for transcript in tqdm(transcripts, desc=desc, unit="transcript", leave=False):
+        for transcript in transcripts:
             text = tokenizer.apply_chat_template(
                 self.prompt.messages(transcript), tokenize=False, add_generation_prompt=True
             )
@@ -528,7 +550,7 @@ class TransformersSummarizer:
     def summarize(self, transcripts: list[str]) -> list[SummaryResult]:
         """One result per transcript, in input order."""
         return summarize_with_retries(
-            transcripts, self._generate, self.config.max_transcript_chars, self.config.max_retries
+            transcripts, self._generate, self.config.max_transcript_chars, self.config.max_retries, group_size=1
         )
 
 
