@@ -3,15 +3,16 @@
 import math
 
 import pandas as pd
-from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
+from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
 
 from ampere.eval import DIRECTIONS
 from ampere.validation import raw_items_expectations, summaries_expectations, training_set_expectations, validate
 from orchestration.assets import asr_summaries, raw_items, retrieval_evaluation, training_set
+from orchestration.summary_shards import SUMMARY_SHARDS
 
 
-def _suite_result(df: pd.DataFrame, name: str, expectations: list) -> AssetCheckResult:
-    """Runs a GX suite and reports every expectation's result in the check's metadata."""
+def _suite_result(df: pd.DataFrame, name: str, expectations: list, **metadata: str) -> AssetCheckResult:
+    """Runs a GX suite and reports every expectation's result (and ``metadata``) in the check's metadata."""
     outcomes = validate(df, name, expectations)
     failed = [o for o in outcomes if not o.success]
     return AssetCheckResult(
@@ -21,6 +22,7 @@ def _suite_result(df: pd.DataFrame, name: str, expectations: list) -> AssetCheck
             "expectations": len(outcomes),
             "failed": len(failed),
             "results": MetadataValue.md(pd.DataFrame([o.__dict__ for o in outcomes]).to_markdown(index=False)),
+            **metadata,
         },
     )
 
@@ -32,11 +34,18 @@ def raw_items_expectations_pass(raw_items: pd.DataFrame) -> AssetCheckResult:
 
 
 @asset_check(
-    asset=asr_summaries, blocking=True, description="Great Expectations suite on summaries: statuses, rendered format, length."
+    asset=asr_summaries,
+    blocking=True,
+    partitions_def=SUMMARY_SHARDS,
+    description="Great Expectations suite on the run's summary shards: statuses, rendered format, length.",
 )
-def asr_summaries_expectations_pass(asr_summaries: pd.DataFrame) -> AssetCheckResult:
-    """Blocks training when an `ok` summary is not in the `Product name: …; Features: …` format."""
-    return _suite_result(asr_summaries, "asr_summaries", summaries_expectations())
+def asr_summaries_expectations_pass(context: AssetCheckExecutionContext, asr_summaries: pd.DataFrame) -> AssetCheckResult:
+    """Blocks training when an `ok` summary of the run's shards is not in the `Product name: …; Features: …` format.
+
+    Partitioned like the asset: a one-shard run validates that shard, the pipeline run all 16.
+    """
+    shards = ", ".join(context.partition_keys)
+    return _suite_result(asr_summaries, "asr_summaries", summaries_expectations(), shards=shards)
 
 
 @asset_check(

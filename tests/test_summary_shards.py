@@ -117,3 +117,26 @@ def test_mixed_prompts_across_shards_are_refused(sharded) -> None:
     summaries.loc[summaries["shard"] == summaries["shard"].iloc[0], "prompt_id"] = "summary-v2"
     with pytest.raises(ValueError, match="mixes prompts"):
         current_summaries(_raw(_items(sharded["data"])), summaries)
+
+
+def test_summaries_check_validates_the_runs_shards_only(sharded) -> None:
+    """The blocking GX check is partitioned: a bad shard fails its own runs, not other shards' runs."""
+    instance = DagsterInstance.ephemeral()
+    _run(sharded, instance, tags=ALL_SHARDS_TAGS)
+    files = {path.stem.removeprefix("shard-"): path for path in sharded["files"].iterdir()}
+    filled = [k for k, path in sorted(files.items()) if len(pd.read_parquet(path))]
+    good, bad = filled[0], filled[1]
+    broken = pd.read_parquet(files[bad])
+    broken["status"], broken["summary"] = "ok", "not a rendered summary"
+    broken.to_parquet(files[bad], index=False)
+
+    result = _run(sharded, instance, partition_key=good)
+    (check,) = [c for c in result.get_asset_check_evaluations() if c.asset_key == AssetKey("asr_summaries")]
+    assert check.passed and check.metadata["shards"].value == good
+
+    job = sharded["defs"].resolve_job_def(PIPELINE_JOB)
+    only_check = job.get_subset(asset_selection=set(), asset_check_selection={check.asset_check_key}).execute_in_process(
+        instance=instance, partition_key=bad, raise_on_error=False
+    )
+    (failed,) = only_check.get_asset_check_evaluations()
+    assert not failed.passed and failed.metadata["shards"].value == bad
