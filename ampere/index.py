@@ -14,7 +14,7 @@ import hashlib
 import json
 import math
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -88,15 +88,10 @@ def _num_gpus() -> int:
     return faiss.get_num_gpus()
 
 
-@contextlib.contextmanager
-def _gpu_calls() -> Iterator[None]:
+def _gpu_calls() -> contextlib.AbstractContextManager:
     """Serialises faiss calls while GPUs are in use: GPU resources and GPU indexes are not thread-safe
     (a reader thread searching while another builds aborted the process on an H100)."""
-    if _num_gpus() == 0:
-        yield
-        return
-    with _GPU_LOCK:
-        yield
+    return _GPU_LOCK if _num_gpus() else contextlib.nullcontext()
 
 
 def _gpu_ok(index_type: str) -> bool:

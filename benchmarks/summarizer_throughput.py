@@ -34,11 +34,12 @@ from typing import Any
 from ampere.asr.cache import SummaryCache, summarize_cached
 from ampere.asr.prompts import SUMMARY_SCHEMA, Prompt, load_prompt
 from ampere.asr.summarizer import (
-    LLAMACPP_RESPONSE_FORMAT,
     LlamaCppConfig,
     LlamaCppSummarizer,
     VllmConfig,
     VllmSummarizer,
+    llamacpp_request,
+    llamacpp_server,
     packaged_gguf_path,
     vllm_engine,
     vllm_sampling_params,
@@ -90,29 +91,12 @@ def pipeline_runner(summarizer: Any, prompt: Prompt, workdir: Path) -> Runner:
 
 
 def llamacpp_bare_runner(config: LlamaCppConfig, model_path: str, prompt: Prompt) -> Runner:
-    """xllamacpp's server engine called directly, one request at a time."""
-    import xllamacpp
-
-    params = xllamacpp.CommonParams()
-    params.model.path = model_path
-    params.n_ctx = config.n_ctx
-    params.n_parallel = 1
-    params.cpuparams.n_threads = config.n_threads
-    params.cpuparams_batch.n_threads = config.n_threads
-    params.verbosity = -1
-    server = xllamacpp.Server(params)
+    """xllamacpp's server engine called directly, one request at a time (first attempts only)."""
+    server = llamacpp_server(config, model_path)
 
     def run(transcripts: list[str]) -> tuple[float, int]:
         requests = [
-            {
-                "messages": prompt.messages(clean_transcript(t, config.max_transcript_chars)),
-                "max_tokens": config.max_tokens,
-                "temperature": config.temperature,
-                "seed": config.seed,
-                "response_format": LLAMACPP_RESPONSE_FORMAT,
-                "cache_prompt": True,
-            }
-            for t in transcripts
+            llamacpp_request(prompt, clean_transcript(t, config.max_transcript_chars), config, 0) for t in transcripts
         ]
         tokens = 0
         start = time.perf_counter()

@@ -5,8 +5,9 @@ model for JSON matching ``SUMMARY_SCHEMA``, and parses it strictly. An invalid a
 up to ``max_retries`` times (sequential engines retry each transcript at once, batching engines
 retry the failures of a batch together); a retry samples at ``retry_temperature`` (greedy
 decoding would only repeat the same answer) with seed ``seed + attempt``, so every run is
-reproducible and a record's result never depends on the other records of the batch. When all attempts fail the
-result has status "failed" and the reason; raw model text is never used as a summary.
+reproducible and a record's result never depends on the other records of the batch. When all
+attempts fail the result has status "failed" and the reason; raw model text is never used as a
+summary.
 A product name that shares no word with the transcript (copied from the prompt's examples by
 small models) makes the answer invalid; features that share none are dropped before rendering.
 
@@ -268,6 +269,33 @@ class LlamaCppConfig(GenerationConfig):
 LLAMACPP_RESPONSE_FORMAT = {"type": "json_schema", "json_schema": {"schema": SUMMARY_SCHEMA}}
 
 
+def llamacpp_server(config: LlamaCppConfig, model_path: str) -> Any:
+    """xllamacpp's in-process server engine for ``config``: one slot, quiet."""
+    import xllamacpp
+
+    params = xllamacpp.CommonParams()
+    params.model.path = model_path
+    params.n_ctx = config.n_ctx
+    params.n_parallel = 1
+    params.cpuparams.n_threads = config.n_threads
+    params.cpuparams_batch.n_threads = config.n_threads
+    params.verbosity = -1  # silence llama.cpp's load and request logs
+    return xllamacpp.Server(params)
+
+
+def llamacpp_request(prompt: Prompt, transcript: str, config: GenerationConfig, attempt: int) -> dict:
+    """Chat-completion request for one cleaned transcript and attempt (schema-constrained, prompt cached)."""
+    temperature, seed = config.attempt_params(attempt)
+    return {
+        "messages": prompt.messages(transcript),
+        "max_tokens": config.max_tokens,
+        "temperature": temperature,
+        "seed": seed,
+        "response_format": LLAMACPP_RESPONSE_FORMAT,
+        "cache_prompt": True,
+    }
+
+
 class LlamaCppSummarizer:
     """GGUF model run in-process by xllamacpp's server engine (started once, on first use).
 
@@ -287,36 +315,16 @@ class LlamaCppSummarizer:
         self.batch_size = self.config.batch_size
         self._server: Any = None
 
-    def _start(self) -> None:
-        import xllamacpp
-
-        params = xllamacpp.CommonParams()
-        params.model.path = self.model_path
-        params.n_ctx = self.config.n_ctx
-        params.n_parallel = 1
-        params.cpuparams.n_threads = self.config.n_threads
-        params.cpuparams_batch.n_threads = self.config.n_threads
-        params.verbosity = -1  # silence llama.cpp's load and request logs
-        self._server = xllamacpp.Server(params)
-
     def close(self) -> None:
         """Release the engine (a later call starts it again)."""
         self._server = None
 
     def _generate(self, transcripts: list[str], attempt: int) -> list[Generation]:
         if self._server is None:
-            self._start()
-        temperature, seed = self.config.attempt_params(attempt)
+            self._server = llamacpp_server(self.config, self.model_path)
         generations = []
         for transcript in transcripts:
-            request = {
-                "messages": self.prompt.messages(transcript),
-                "max_tokens": self.config.max_tokens,
-                "temperature": temperature,
-                "seed": seed,
-                "response_format": LLAMACPP_RESPONSE_FORMAT,
-                "cache_prompt": True,
-            }
+            request = llamacpp_request(self.prompt, transcript, self.config, attempt)
             try:
                 response = self._server.handle_chat_completions(request)
             except (ValueError, RuntimeError) as exc:
