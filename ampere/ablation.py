@@ -1,7 +1,8 @@
 """The text-source ablation: what summarised ASR buys over no text, raw ASR and keywords.
 
-On the same items, split and frozen-backbone frame features, the tower is trained and evaluated
-once per (text source, seed):
+On the same items, split and frozen-backbone frame features, the tower is trained on the train
+split, its checkpoint chosen on the validation split, and reported on the test split, once per
+(text source, seed):
 
 - `none`: visual-only (every text empty and masked);
 - `raw`: page title, raw ASR transcript for short/live;
@@ -18,10 +19,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ampere.eval import DIRECTIONS, evaluate
+from ampere.eval import DIRECTIONS, bootstrap_r1, direction_hits, evaluate
 from ampere.features import ItemFeatures, text_features, text_inputs
 from ampere.models.tower import TowerConfig
-from ampere.train import TrainConfig, embed, train_tower
+from ampere.train import TRAINING_SPLITS, TrainConfig, embed, train_tower
 
 SOURCES = ("none", "raw", "keywords", "summary", "text-only")
 R1_KEYS = [f"{d}/R@1" for d in DIRECTIONS]
@@ -52,9 +53,14 @@ def run_ablation(
     text_encoder,  # noqa: ANN001 (any TextEncoder)
     config: AblationConfig,
     on_result: Callable[[dict], None] | None = None,
-) -> pd.DataFrame:
-    """One row per (source, seed): mR1 and the six R@1 on the test split."""
-    rows = []
+) -> tuple[pd.DataFrame, dict[str, list[dict[str, pd.DataFrame]]]]:
+    """Per (source, seed): train on train items, choose on val items, report on test items.
+
+    Returns one row per cell (validation mR1 of the chosen checkpoint, test mR1 and the six
+    test R@1, steps) and, per source, each seed's ``direction_hits`` on the test items (for
+    ``summarize``'s bootstrap intervals).
+    """
+    rows, hits = [], {}
     for source in config.sources:
         states, mask = text_features(source_texts(items, source), text_encoder)
         features = ItemFeatures(
@@ -69,34 +75,51 @@ def run_ablation(
         tower_cfg = TowerConfig(visual_dim=frames.shape[-1], text_dim=states.shape[-1], text_tokens=states.shape[1])
         for seed in config.seeds:
             train_cfg = TrainConfig(**{**config.train.to_dict(), "seed": seed})
-            tower, history = train_tower(features, tower_cfg, train_cfg)
-            metrics = evaluate(embed(tower, features), features.product_ids, features.domains, features.splits)
-            row = {"source": source, "seed": seed, "mR1": metrics["mR1"], **{k: metrics[k] for k in R1_KEYS}}
-            row["final_loss"] = history[-1]["loss"] if history else float("nan")
+            result = train_tower(features.only(TRAINING_SPLITS), tower_cfg, train_cfg)
+            vectors = embed(result.tower, features)  # reporting: the first read of a test item
+            metrics = evaluate(vectors, features.product_ids, features.domains, features.splits, split="test")
+            hits.setdefault(source, []).append(direction_hits(vectors, features.product_ids, features.domains, features.splits))
+            row = {"source": source, "seed": seed, "val_mR1": result.best_val_mR1, "mR1": metrics["mR1"]}
+            row.update({k: metrics[k] for k in R1_KEYS})
+            row.update(best_step=result.best_step, steps_done=result.steps_done)
             rows.append(row)
             if on_result is not None:
                 on_result(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), hits
 
 
-def summarize(results: pd.DataFrame) -> pd.DataFrame:
-    """Mean and standard deviation (over seeds, ddof=1) of mR1 and the six R@1 per source."""
-    grouped = results.groupby("source", sort=False)[["mR1", *R1_KEYS]]
+def summarize(results: pd.DataFrame, hits: dict[str, list[dict[str, pd.DataFrame]]] | None = None) -> pd.DataFrame:
+    """Per source: mean and standard deviation (over seeds, ddof=1) of validation mR1, test mR1 and
+    the six test R@1, and with ``hits`` the 95% bootstrap interval over test products of each."""
+    grouped = results.groupby("source", sort=False)[["val_mR1", "mR1", *R1_KEYS]]
     mean, std = grouped.mean(), grouped.std(ddof=1).fillna(0.0)
     table = pd.DataFrame(index=mean.index)
-    for column in ["mR1", *R1_KEYS]:
+    for column in ["val_mR1", "mR1", *R1_KEYS]:
         table[f"{column} mean"] = mean[column]
         table[f"{column} std"] = std[column]
+    if hits is not None:
+        for source in table.index:
+            interval = bootstrap_r1(hits[source])
+            for column in ["mR1", *R1_KEYS]:
+                low, high = interval[column.removesuffix("/R@1")]
+                table.loc[source, f"{column} low"], table.loc[source, f"{column} high"] = low, high
     table["seeds"] = grouped.size()
     return table.reset_index()
 
 
 def markdown(summary: pd.DataFrame) -> str:
-    """`mean ± std` Markdown table, one row per source."""
-    header = "| source | mR1 | " + " | ".join(d for d in DIRECTIONS) + " | seeds |"
-    lines = [header, "|---|" + "---:|" * (len(DIRECTIONS) + 2)]
+    """`mean ± std [95% interval]` Markdown table of test figures, one row per source, validation mR1 first."""
+    header = "| source | val mR1 | test mR1 | " + " | ".join(d for d in DIRECTIONS) + " | seeds |"
+    lines = [header, "|---|" + "---:|" * (len(DIRECTIONS) + 3)]
+
+    def cell(values: dict, column: str) -> str:
+        text = f"{values[f'{column} mean']:.1f} ± {values[f'{column} std']:.1f}"
+        if f"{column} low" in values:
+            text += f" [{values[f'{column} low']:.1f}, {values[f'{column} high']:.1f}]"
+        return text
+
     for values in summary.to_dict("records"):
-        cells = [f"{values['mR1 mean']:.1f} ± {values['mR1 std']:.1f}"]
-        cells += [f"{values[f'{d}/R@1 mean']:.1f} ± {values[f'{d}/R@1 std']:.1f}" for d in DIRECTIONS]
+        cells = [f"{values['val_mR1 mean']:.1f} ± {values['val_mR1 std']:.1f}", cell(values, "mR1")]
+        cells += [cell(values, f"{d}/R@1") for d in DIRECTIONS]
         lines.append(f"| {values['source']} | " + " | ".join(cells) + f" | {values['seeds']} |")
     return "\n".join(lines)

@@ -70,6 +70,10 @@ class ItemFeatures:
             text_mask=self.text_mask[index],
         )
 
+    def only(self, splits: Sequence[str]) -> ItemFeatures:
+        """The rows whose split is one of ``splits`` (in order)."""
+        return self.subset([i for i, split in enumerate(self.splits) if split in splits])
+
     def save(self, path: str | Path) -> None:
         """Write an uncompressed .npz (no pickled objects)."""
         with open(path, "wb") as f:

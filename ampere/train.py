@@ -2,15 +2,22 @@
 
 Objective per batch (P, S, L items of the same products, in-batch negatives): InfoNCE between
 the fused embeddings of P-S, P-L and S-L, plus weighted alignment terms (``ampere.alignment``)
-and, optionally, a CosFace product-id classifier (``ampere.cosface``). Training can checkpoint
-every few epochs and resume from the latest checkpoint, bit-identically on CPU.
+and, optionally, a CosFace product-id classifier (``ampere.cosface``).
+
+The budget is counted in optimizer steps (warm-up then cosine over ``steps``). Every
+``eval_every`` steps the tower is evaluated on the validation split (mR1, ``ampere.eval``);
+the best validation checkpoint is the one returned, and training stops early after
+``patience`` evaluations without improvement. Training reads train and validation items only:
+test items are refused. It can checkpoint at every evaluation and resume from the latest
+checkpoint, bit-identically on CPU.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,50 +29,84 @@ from tqdm.auto import tqdm
 
 from ampere.alignment import alignment_losses
 from ampere.cosface import CosFace
+from ampere.eval import evaluate
 from ampere.features import ItemFeatures
 from ampere.losses import Temperature, cross_domain_loss
 from ampere.models.tower import AmpereTower, TowerConfig, TowerOutput
 
 TRAIN_DOMAINS = ("page", "short", "live")
-CHECKPOINT_FORMAT = 1
+TRAINING_SPLITS = ("train", "val")
+ALIGNMENTS = ("fusion", "branch")
+CHECKPOINT_FORMAT = 2
 # TrainConfig fields that may differ between a checkpointed run and its resumption.
-_RESUME_MAY_CHANGE = ("device", "checkpoint_dir", "checkpoint_every")
+_RESUME_MAY_CHANGE = ("device", "checkpoint_dir")
 
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings. steps_per_epoch None: train products // batch_size (at least 1).
+    """Optimisation settings of the tower; every field is settable from Dagster run config."""
 
-    Loss = fused InfoNCE (P-S + P-L + S-L) + align_tv * text<->visual + align_vv *
-    visual<->visual + align_tt * text<->text + cosface_weight * CosFace (0 disables the
-    classifier). lr_factors: learning-rate factor per tower parameter-name prefix (see
-    ``param_groups``). checkpoint_dir: where to write a checkpoint every ``checkpoint_every``
-    epochs and after the last one (only the latest is kept).
-    """
+    steps: int = field(default=150, metadata={"doc": "optimizer step budget (warm-up then cosine to 0 over it)"})
+    batch_size: int = field(default=32, metadata={"doc": "distinct products per step (in-batch negatives)"})
+    lr: float = field(default=3e-4, metadata={"doc": "base learning rate (AdamW)"})
+    weight_decay: float = field(default=0.05, metadata={"doc": "AdamW weight decay of the tower"})
+    warmup_steps: int = field(default=10, metadata={"doc": "linear warm-up steps"})
+    temperature: float = field(default=0.05, metadata={"doc": "InfoNCE temperature (initial value if learnable)"})
+    grad_clip: float = field(default=1.0, metadata={"doc": "gradient norm clip"})
+    seed: int = field(default=0, metadata={"doc": "seed of initialisation, sampling and dropout"})
+    device: str = field(default="auto", metadata={"doc": "auto (CUDA with bf16 autocast when present, else CPU), cpu, cuda, cuda:N"})
+    eval_every: int = field(default=10, metadata={"doc": "steps between validation evaluations (and checkpoints)"})
+    patience: int = field(default=6, metadata={"doc": "evaluations without a better validation mR1 before stopping; 0 never stops early"})
+    alignment: str = field(default="fusion", metadata={"doc": "where alignment terms act: fusion (output tokens) or branch (before fusion)"})
+    align_tv: float = field(default=0.1, metadata={"doc": "weight of text<->visual alignment within a domain"})
+    align_vv: float = field(default=0.1, metadata={"doc": "weight of visual<->visual alignment across domains"})
+    align_tt: float = field(default=0.1, metadata={"doc": "weight of text<->text alignment across domains"})
+    learnable_temperature: bool = field(default=False, metadata={"doc": "learn the temperature (log-parameterised, clamped)"})
+    cosface_weight: float = field(default=0.0, metadata={"doc": "weight of the CosFace product-id classifier; 0 disables it"})
+    cosface_scale: float = field(default=64.0, metadata={"doc": "CosFace scale s"})
+    cosface_margin: float = field(default=0.4, metadata={"doc": "CosFace margin m"})
+    lr_factors: dict[str, float] = field(
+        default_factory=dict, metadata={"doc": "learning-rate factor per tower parameter-name prefix"}
+    )
+    checkpoint_dir: str | None = field(
+        default=None, metadata={"doc": "folder of the resumable checkpoint written at every evaluation; none: no checkpoints"}
+    )
 
-    epochs: int = 20
-    batch_size: int = 32
-    lr: float = 3e-4
-    weight_decay: float = 0.05
-    warmup_epochs: int = 1
-    temperature: float = 0.05
-    grad_clip: float = 1.0
-    seed: int = 0
-    device: str = "cpu"
-    steps_per_epoch: int | None = None
-    align_tv: float = 0.1
-    align_vv: float = 0.1
-    align_tt: float = 0.1
-    learnable_temperature: bool = False
-    cosface_weight: float = 0.0
-    cosface_scale: float = 64.0
-    cosface_margin: float = 0.4
-    lr_factors: dict[str, float] = field(default_factory=dict)
-    checkpoint_dir: str | None = None
-    checkpoint_every: int = 1
+    def __post_init__(self) -> None:
+        if self.alignment not in ALIGNMENTS:
+            raise ValueError(f"alignment must be one of {ALIGNMENTS}, got {self.alignment!r}")
+        for name in ("steps", "batch_size", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.warmup_steps < 0 or self.patience < 0:
+            raise ValueError("warmup_steps and patience must be >= 0")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    """The tower at its best validation evaluation (eval mode) and the record of the run.
+
+    history: one row per evaluation (step, mean losses since the previous one, lr, temperature,
+    val_mR1, val_loss). best_step: the step of the returned weights; stopped_early: the
+    patience ran out before the budget.
+    """
+
+    tower: AmpereTower
+    history: list[dict]
+    best_step: int
+    best_val_mR1: float
+    steps_done: int
+    stopped_early: bool
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``: the first CUDA device when present, else the CPU; otherwise the named device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 def product_items(features: ItemFeatures) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -80,14 +121,19 @@ def product_items(features: ItemFeatures) -> list[tuple[np.ndarray, np.ndarray, 
     ]
 
 
-def _product_batches(rng: np.random.Generator, n: int, batch_size: int) -> Iterator[np.ndarray]:
-    """Endless batches of distinct product indices, walking through fresh permutations."""
-    order = rng.permutation(n)
-    while True:
-        if len(order) < batch_size:
-            order = rng.permutation(n)
-        yield order[:batch_size]
-        order = order[batch_size:]
+def batch_rows(products: list[tuple[np.ndarray, ...]], batch_size: int, seed: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """(product indices [B], item rows [3B] as P then S then L) of one step, a pure function of its arguments.
+
+    Steps walk through permutations of the products (one permutation per pass), so every
+    product is seen once per pass; each product's item in a domain is drawn at random.
+    """
+    per_pass = max(1, len(products) // batch_size)
+    pass_index, position = divmod(step, per_pass)
+    order = np.random.default_rng([seed, pass_index]).permutation(len(products))
+    chosen = order[position * batch_size : (position + 1) * batch_size]
+    rng = np.random.default_rng([seed, pass_index, position, 1])
+    rows = np.array([[rng.choice(products[p][d]) for p in chosen] for d in range(3)]).reshape(-1)
+    return chosen, rows
 
 
 def _lr_factor(step: int, warmup: int, total: int) -> float:
@@ -124,34 +170,40 @@ def param_groups(model: nn.Module, base_lr: float, factors: Mapping[str, float] 
 
 
 def _tensors(features: ItemFeatures, rows: np.ndarray, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Frames, text and mask of ``rows`` on ``device``; text columns that are padding in every row are cut.
+
+    Cutting shared padding leaves the outputs unchanged (padded keys are masked and every
+    layer acts per token), and saves work: a summary is far shorter than the token budget.
+    """
+    mask = features.text_mask[rows]
+    width = max(1, int(mask.any(axis=0).nonzero()[0].max(initial=0)) + 1)
     frames = torch.from_numpy(np.ascontiguousarray(features.frames[rows], dtype=np.float32))
-    text = torch.from_numpy(np.ascontiguousarray(features.text[rows], dtype=np.float32))
-    mask = torch.from_numpy(features.text_mask[rows])
-    return frames.to(device), text.to(device), mask.to(device)
+    text = torch.from_numpy(np.ascontiguousarray(features.text[rows, :width], dtype=np.float32))
+    return frames.to(device), text.to(device), torch.from_numpy(np.ascontiguousarray(mask[:, :width])).to(device)
 
 
-def checkpoint_path(folder: str | Path, epochs_done: int) -> Path:
-    """The checkpoint file written after ``epochs_done`` epochs."""
-    return Path(folder) / f"epoch-{epochs_done:04d}.pt"
+def checkpoint_path(folder: str | Path, steps_done: int) -> Path:
+    """The checkpoint file written after ``steps_done`` steps."""
+    return Path(folder) / f"step-{steps_done:07d}.pt"
 
 
 def latest_checkpoint(folder: str | Path) -> Path | None:
-    """The checkpoint with the most epochs done in ``folder``, or None."""
-    files = sorted(Path(folder).glob("epoch-[0-9][0-9][0-9][0-9].pt"))
+    """The checkpoint with the most steps done in ``folder``, or None."""
+    files = sorted(Path(folder).glob("step-[0-9]*.pt"))
     return files[-1] if files else None
 
 
-def _write_checkpoint(folder: Path, epochs_done: int, state: dict[str, Any]) -> Path:
+def _write_checkpoint(folder: Path, steps_done: int, state: dict[str, Any]) -> Path:
     """Write atomically (temporary file, fsync, rename), then remove older checkpoints."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = checkpoint_path(folder, epochs_done)
+    path = checkpoint_path(folder, steps_done)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
         torch.save(state, f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    for old in folder.glob("epoch-[0-9][0-9][0-9][0-9].pt"):
+    for old in folder.glob("step-[0-9]*.pt"):
         if old != path:
             old.unlink()
     return path
@@ -182,9 +234,12 @@ def _batch_loss(
     cfg: TrainConfig,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Total loss and its parts for tower outputs of [P; S; L] rows of the products ``products`` [B]."""
-    fused, visual, text = (x.float().split(len(products)) for x in out[:3])
+    n = len(products)
+    fused = out.fused.float().split(n)
+    aligned = (out.visual, out.text) if cfg.alignment == "fusion" else (out.visual_branch, out.text_branch)
+    visual, text = (x.float().split(n) for x in aligned)
     loss, parts = cross_domain_loss(*fused, temperature)
-    parts.update(alignment_losses(visual, text, out.has_text.split(len(products)), temperature))
+    parts.update(alignment_losses(visual, text, out.has_text.split(n), temperature))
     for key, weight in (("loss_tv", cfg.align_tv), ("loss_vv", cfg.align_vv), ("loss_tt", cfg.align_tt)):
         if weight:
             loss = loss + weight * parts[key]
@@ -194,40 +249,58 @@ def _batch_loss(
     return loss, parts
 
 
+def _validate(tower: AmpereTower, val: ItemFeatures, val_products: list, temperature: float) -> tuple[float, float]:
+    """(validation mR1, fused cross-domain loss on the first item of each domain of every val product)."""
+    was_training = tower.training
+    vectors = embed(tower, val)
+    mr1 = evaluate(vectors, val.product_ids, val.domains, val.splits, split="val")["mR1"]
+    rows = [int(items[d][0]) for d in range(3) for items in val_products]
+    fused = torch.from_numpy(vectors[rows]).split(len(val_products))
+    with torch.no_grad():
+        loss, _ = cross_domain_loss(*fused, float(temperature))
+    tower.train(was_training)
+    return float(mr1), float(loss)
+
+
 def train_tower(
     features: ItemFeatures,
     tower_cfg: TowerConfig,
     cfg: TrainConfig,
-    on_epoch: Callable[[int, dict], None] | None = None,
+    on_eval: Callable[[dict], None] | None = None,
     resume: bool = False,
-) -> tuple[AmpereTower, list[dict]]:
-    """Train a fresh tower on the split == "train" items; returns (tower in eval mode, history).
+) -> TrainResult:
+    """Train a fresh tower on the "train" items, choosing its weights on the "val" items.
 
-    Each step takes a batch of distinct products, each with one random page, short and live
-    item (products lacking a domain are skipped); the sampling of epoch e is drawn from
-    ``default_rng([seed, e])``, so no sampler state crosses epochs. History: one row per epoch
-    with the mean total loss and loss parts, the temperature and the last base learning rate.
+    ``features`` must hold train and val items only (a test item is an error: the test split
+    is for reporting). Each step takes a batch of distinct products, each with one random page,
+    short and live item (``batch_rows``; products lacking a domain are skipped). Every
+    ``eval_every`` steps and at the end: validation mR1, history row, ``on_eval(row)`` (only for
+    evaluations done by this call), checkpoint. The best validation weights are returned; ties
+    keep the earlier step.
 
-    With ``cfg.checkpoint_dir``, the model, optimizer, scheduler, history and torch RNG state are
-    checkpointed; ``resume=True`` continues from the latest checkpoint there (or starts afresh
-    when there is none) and ends with the same weights and history as an uninterrupted run.
-    ``on_epoch`` runs after each epoch's checkpoint, only for the epochs trained by this call.
+    With ``cfg.checkpoint_dir``, the model, best weights, optimizer, scheduler, history and torch
+    RNG state are checkpointed; ``resume=True`` continues from the latest checkpoint there (or
+    starts afresh when there is none) and ends exactly as an uninterrupted run.
     """
     if resume and cfg.checkpoint_dir is None:
         raise ValueError("resume=True needs cfg.checkpoint_dir")
-    if cfg.checkpoint_every < 1:
-        raise ValueError(f"checkpoint_every must be >= 1, got {cfg.checkpoint_every}")
-    train = features.subset([i for i, s in enumerate(features.splits) if s == "train"])
-    products = product_items(train)
+    others = sorted(set(features.splits) - set(TRAINING_SPLITS))
+    if others:
+        raise ValueError(f"train_tower reads train and val items only; got splits {others} (pass features.only(...))")
+    train = features.only(("train",))
+    val = features.only(("val",))
+    products, val_products = product_items(train), product_items(val)
     if len(products) < 2:
         raise ValueError(f"need at least 2 train products with page, short and live items, got {len(products)}")
+    if len(val_products) < 2:
+        raise ValueError(
+            f"need at least 2 validation products with page, short and live items, got {len(val_products)} "
+            "(mark split 'val' in the dataset or raise its val_fraction)"
+        )
     batch_size = min(cfg.batch_size, len(products))
-    steps = cfg.steps_per_epoch or max(1, len(products) // batch_size)
-    total_steps = cfg.epochs * steps
-    warmup_steps = cfg.warmup_epochs * steps
 
     torch.manual_seed(cfg.seed)
-    device = torch.device(cfg.device)
+    device = resolve_device(cfg.device)
     use_amp = device.type == "cuda"
     tower = AmpereTower(tower_cfg).to(device)
     # Trainable parts of the loss (no weight decay): learnable temperature, CosFace class weights.
@@ -244,10 +317,11 @@ def train_tower(
         )
     trainable = [p for g in groups for p in g["params"]]
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, warmup_steps, total_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, cfg.warmup_steps, cfg.steps))
 
     history: list[dict] = []
-    start_epoch = 0
+    step, best_step, best_mr1, stale = 0, 0, -math.inf, 0
+    best_state: dict[str, torch.Tensor] = {}
     latest = latest_checkpoint(cfg.checkpoint_dir) if resume else None
     if latest is not None:
         state = load_checkpoint(latest)
@@ -256,55 +330,86 @@ def train_tower(
         objective.load_state_dict(state["objective"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        history = state["history"]
-        start_epoch = state["epochs_done"]
+        history, step, stale = state["history"], state["steps_done"], state["stale"]
+        best_step, best_mr1, best_state = state["best_step"], state["best_val_mR1"], state["best_tower"]
         torch.set_rng_state(state["torch_rng"])
         if device.type == "cuda":
             torch.cuda.set_rng_state_all(state["cuda_rng"])
 
-    for epoch in tqdm(range(start_epoch, cfg.epochs), desc="epochs", unit="epoch", initial=start_epoch, total=cfg.epochs):
-        tower.train()
-        rng = np.random.default_rng([cfg.seed, epoch])
-        batches = _product_batches(rng, len(products), batch_size)
-        sums: dict[str, float] = {}
-        for _ in tqdm(range(steps), desc=f"epoch {epoch}", unit="step", leave=False):
-            chosen = next(batches)
-            rows = np.array([[rng.choice(products[p][d]) for p in chosen] for d in range(3)]).reshape(-1)
-            frames, text, mask = _tensors(train, rows, device)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                out = tower.encode_parts(frames, text, mask)
-            temperature = objective["temperature"]() if cfg.learnable_temperature else cfg.temperature
-            loss, parts = _batch_loss(out, torch.from_numpy(chosen).to(device), temperature, objective, cfg)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            for k, v in {"loss": loss, **parts}.items():
-                sums[k] = sums.get(k, 0.0) + v.item()
-        lr = cfg.lr * _lr_factor((epoch + 1) * steps - 1, warmup_steps, total_steps)  # at the last step
-        last_temperature = float(temperature.detach()) if cfg.learnable_temperature else cfg.temperature
-        row = {"epoch": epoch, **{k: v / steps for k, v in sums.items()}, "temperature": last_temperature, "lr": lr}
+    def temperature_now() -> float | torch.Tensor:
+        return objective["temperature"]() if cfg.learnable_temperature else cfg.temperature
+
+    stopped = bool(history) and (cfg.patience > 0 and stale >= cfg.patience)
+    sums: dict[str, torch.Tensor] = {}
+    since = 0
+    progress = tqdm(total=cfg.steps, initial=step, desc="training", unit="step")
+    tower.train()
+    while step < cfg.steps and not stopped:
+        chosen, rows = batch_rows(products, batch_size, cfg.seed, step)
+        frames, text, mask = _tensors(train, rows, device)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+            out = tower.encode_parts(frames, text, mask)
+        loss, parts = _batch_loss(out, torch.from_numpy(chosen).to(device), temperature_now(), objective, cfg)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        for k, v in {"loss": loss, **parts}.items():  # summed on the device: no host sync per step
+            sums[k] = sums.get(k, 0.0) + v.detach()
+        step, since = step + 1, since + 1
+        progress.update(1)
+        if step % cfg.eval_every and step < cfg.steps:
+            continue
+        current = temperature_now()
+        temperature = float(current.detach()) if isinstance(current, torch.Tensor) else current
+        mr1, val_loss = _validate(tower, val, val_products, temperature)
+        if mr1 > best_mr1:
+            best_step, best_mr1, stale = step, mr1, 0
+            best_state = {k: v.detach().clone() for k, v in tower.state_dict().items()}
+        else:
+            stale += 1
+        stopped = cfg.patience > 0 and stale >= cfg.patience
+        row = {
+            "step": step,
+            **{k: float(v) / since for k, v in sums.items()},
+            "temperature": temperature,
+            "lr": cfg.lr * _lr_factor(step - 1, cfg.warmup_steps, cfg.steps),
+            "val_mR1": mr1,
+            "val_loss": val_loss,
+            "best_val_mR1": best_mr1,
+        }
         history.append(row)
-        done = epoch + 1
-        if cfg.checkpoint_dir is not None and (done % cfg.checkpoint_every == 0 or done == cfg.epochs):
-            state = {
-                "format": CHECKPOINT_FORMAT,
-                "epochs_done": done,
-                "tower": tower.state_dict(),
-                "objective": objective.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "history": history,
-                "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
-                "tower_config": tower_cfg.to_dict(),
-                "train_config": cfg.to_dict(),
-            }
-            _write_checkpoint(Path(cfg.checkpoint_dir), done, state)
-        if on_epoch is not None:
-            on_epoch(epoch, row)
-    return tower.eval(), history
+        progress.set_postfix(val_mR1=f"{mr1:.1f}", best=f"{best_mr1:.1f}@{best_step}")
+        sums, since = {}, 0
+        if cfg.checkpoint_dir is not None:
+            _write_checkpoint(
+                Path(cfg.checkpoint_dir),
+                step,
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    "steps_done": step,
+                    "stale": stale,
+                    "best_step": best_step,
+                    "best_val_mR1": best_mr1,
+                    "best_tower": best_state,
+                    "tower": tower.state_dict(),
+                    "objective": objective.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "history": history,
+                    "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
+                    "tower_config": tower_cfg.to_dict(),
+                    "train_config": cfg.to_dict(),
+                },
+            )
+        if on_eval is not None:
+            on_eval(row)
+    progress.close()
+    best = AmpereTower(tower_cfg).to(device)
+    best.load_state_dict(copy.deepcopy(best_state) if best_state else tower.state_dict())
+    return TrainResult(best.eval(), history, best_step, best_mr1, step, stopped and step < cfg.steps)
 
 
 def embed(tower: AmpereTower, features: ItemFeatures, batch_size: int = 256) -> np.ndarray:

@@ -17,7 +17,7 @@ import great_expectations as gx  # noqa: E402  (analytics must be off before imp
 import great_expectations.expectations as gxe  # noqa: E402
 from great_expectations.data_context.types.base import ProgressBarsConfig  # noqa: E402
 
-from ampere.data.format import DOMAINS, MAX_ASR_CHARS  # noqa: E402
+from ampere.data.format import DOMAINS, MAX_ASR_CHARS, SPLITS  # noqa: E402
 
 MAX_TEXT_CHARS = 2_000
 
@@ -42,7 +42,7 @@ def raw_items_expectations() -> list[gxe.Expectation]:
         gxe.ExpectColumnValuesToBeUnique(column="item_id"),
         gxe.ExpectColumnValuesToNotBeNull(column="product_id"),
         gxe.ExpectColumnValuesToBeInSet(column="domain", value_set=list(DOMAINS)),
-        gxe.ExpectColumnValuesToBeInSet(column="split", value_set=["train", "test"]),
+        gxe.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS)),
         gxe.ExpectColumnValueLengthsToBeBetween(column="asr", min_value=0, max_value=MAX_ASR_CHARS),
         gxe.ExpectColumnValuesToNotBeNull(column="media_path"),
     ]
@@ -68,7 +68,7 @@ def training_set_expectations() -> list[gxe.Expectation]:
         gxe.ExpectColumnValuesToBeUnique(column="item_id"),
         gxe.ExpectColumnValuesToNotBeNull(column="product_id"),
         gxe.ExpectColumnValuesToBeInSet(column="domain", value_set=list(DOMAINS)),
-        gxe.ExpectColumnValuesToBeInSet(column="split", value_set=["train", "test"]),
+        gxe.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS)),
         gxe.ExpectColumnValueLengthsToBeBetween(column="text", min_value=0, max_value=MAX_TEXT_CHARS),
         gxe.ExpectColumnValuesToNotBeNull(column="media_path"),
         gxe.ExpectColumnDistinctValuesToContainSet(column="domain", value_set=list(DOMAINS)),

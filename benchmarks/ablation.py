@@ -4,7 +4,7 @@ mean ± std of mR1 and the six R@1 per text source over seeds.
 Needs a workspace where `ampere pipeline --text-source summary` has run (it reuses that run's
 raw items, LLM summaries and frame features). Usage:
 
-    python benchmarks/ablation.py --workspace workspace [--seeds 0 1 2] [--epochs 20]
+    python benchmarks/ablation.py --workspace workspace [--seeds 0 1 2] [--train FIELD=VALUE ...]
 """
 
 import argparse
@@ -12,7 +12,7 @@ import os
 import time
 from pathlib import Path
 
-from orchestration.cli import use_dagster_home
+from orchestration.cli import train_setting, use_dagster_home
 
 
 def main() -> None:
@@ -21,7 +21,8 @@ def main() -> None:
     parser.add_argument("--dataset", type=Path, default=Path("data"))
     parser.add_argument("--sources", nargs="+", default=["none", "raw", "keywords", "summary", "text-only"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--train", type=train_setting, action="append", default=[], metavar="FIELD=VALUE",
+                        help="a TrainConfig field for every cell (repeatable), as for `ampere pipeline`")
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow/mlflow.db"))
     args = parser.parse_args()
     use_dagster_home()
@@ -33,7 +34,7 @@ def main() -> None:
     defs = build_defs(
         workspace=str(args.workspace.resolve()), dataset=str(args.dataset.resolve()), tracking_uri=args.tracking_uri
     )
-    config = {"sources": args.sources, "seeds": args.seeds, "epochs": args.epochs}
+    config = {"sources": args.sources, "seeds": args.seeds, **dict(args.train)}
     started = time.perf_counter()
     result = defs.resolve_job_def(ABLATION_JOB).execute_in_process(
         run_config={"ops": {"ablation_study": {"config": config}}}, instance=DagsterInstance.get()

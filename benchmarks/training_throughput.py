@@ -3,10 +3,11 @@
     .venv/bin/python benchmarks/training_throughput.py [--features workspace/features/features.npz]
 
 Runs the real training loop (``ampere.train.train_tower``: batch gathering, forward, losses,
-backward, clipping, AdamW, scheduler) with the default TowerConfig / TrainConfig, except for the
-number of epochs and steps per epoch. Epoch 0 is warm-up; each later epoch is timed. Without the
-features file, random features of the same shape are used (frames [N, 8, 1280] float32, text
-[N, 33, 384] float16). The frame backbone is not involved: features are precomputed.
+backward, clipping, AdamW, scheduler, validation) with the default TowerConfig / TrainConfig,
+except for the step budget and the evaluation interval. The first interval is warm-up; each later
+one is timed (its validation embedding included). Without the features file, random features of
+the same shape are used (frames [N, 8, 1280] float32, text [N, 33, 384] float16; 80% train, 20%
+val products). The frame backbone is not involved: features are precomputed.
 """
 
 from __future__ import annotations
@@ -24,13 +25,13 @@ import torch  # noqa: E402
 
 from ampere.features import ItemFeatures  # noqa: E402
 from ampere.models.tower import TowerConfig  # noqa: E402
-from ampere.train import TrainConfig, product_items, train_tower  # noqa: E402
+from ampere.train import TRAINING_SPLITS, TrainConfig, product_items, resolve_device, train_tower  # noqa: E402
 
 DEFAULT_FEATURES = Path(__file__).resolve().parents[1] / "workspace" / "features" / "features.npz"
 
 
 def random_features(products: int, tower: TowerConfig, seed: int = 0) -> ItemFeatures:
-    """One page, short and live item per product, all in the train split, random features."""
+    """One page, short and live item per product, every fifth product in the val split, random features."""
     rng = np.random.default_rng(seed)
     n = 3 * products
     mask = np.zeros((n, tower.text_tokens), dtype=bool)
@@ -40,7 +41,7 @@ def random_features(products: int, tower: TowerConfig, seed: int = 0) -> ItemFea
         item_ids=[f"p{p:05d}-{d}" for p in range(products) for d in ("page", "short", "live")],
         product_ids=[f"p{p:05d}" for p in range(products) for _ in range(3)],
         domains=["page", "short", "live"] * products,
-        splits=["train"] * n,
+        splits=["val" if p % 5 == 0 else "train" for p in range(products) for _ in range(3)],
         frames=rng.uniform(0, 6, (n, tower.num_frames, tower.visual_dim)).astype(np.float32),
         text=(rng.normal(size=(n, tower.text_tokens, tower.text_dim)) * mask[..., None]).astype(np.float16),
         text_mask=mask,
@@ -51,41 +52,42 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--features", type=Path, default=DEFAULT_FEATURES)
     parser.add_argument("--random-products", type=int, default=100, help="products when the features file is missing")
-    parser.add_argument("--steps", type=int, default=3, help="steps per timed epoch")
-    parser.add_argument("--rounds", type=int, default=3, help="timed epochs (after one warm-up epoch)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (cuda trains with AMP)")
+    parser.add_argument("--steps", type=int, default=3, help="steps per timed interval (between validations)")
+    parser.add_argument("--rounds", type=int, default=3, help="timed intervals (after one warm-up interval)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (cuda trains with AMP)")
     args = parser.parse_args()
 
     tower_cfg = TowerConfig()
     if args.features.exists():
-        features, source = ItemFeatures.load(args.features), str(args.features)
+        features, source = ItemFeatures.load(args.features).only(TRAINING_SPLITS), str(args.features)
     else:
         features, source = random_features(args.random_products, tower_cfg), f"random ({args.random_products} products)"
     defaults = TrainConfig()
-    train_products = len(product_items(features.subset([i for i, s in enumerate(features.splits) if s == "train"])))
+    train_products = len(product_items(features.only(["train"])))
     batch = min(defaults.batch_size, train_products)
-    cfg = TrainConfig(epochs=1 + args.rounds, steps_per_epoch=args.steps, device=args.device)
+    cfg = TrainConfig(steps=(1 + args.rounds) * args.steps, eval_every=args.steps, patience=0, device=args.device)
+    device = resolve_device(cfg.device)
 
     stamps = [time.perf_counter()]
-    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
-    def stamp(epoch: int, row: dict) -> None:
+    def stamp(row: dict) -> None:
         sync()
         stamps.append(time.perf_counter())
 
-    _, history = train_tower(features, tower_cfg, cfg, on_epoch=stamp)
-    per_epoch = np.diff(stamps)[1:]  # drop the warm-up epoch
+    history = train_tower(features, tower_cfg, cfg, on_eval=stamp).history
+    per_interval = np.diff(stamps)[1:]  # drop the warm-up interval
     samples = args.steps * batch * 3
-    rates = [samples / s for s in per_epoch]
+    rates = [samples / s for s in per_interval]
     print(
         f"features: {source} frames {features.frames.shape}; {train_products} train products, batch {batch} products "
-        f"({3 * batch} samples/step); device {cfg.device}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+        f"({3 * batch} samples/step); device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
-    print("per epoch: " + ", ".join(f"{r:.1f}" for r in rates) + " samples/s")
+    print("per interval: " + ", ".join(f"{r:.1f}" for r in rates) + " samples/s")
     rate = statistics.median(rates)
-    step_ms = 1000 * statistics.median(per_epoch) / args.steps
+    step_ms = 1000 * statistics.median(per_interval) / args.steps
     losses = [row["loss"] for row in history]
-    print("loss per epoch: " + ", ".join(f"{value:.4f}" for value in losses))
+    print("loss per interval: " + ", ".join(f"{value:.4f}" for value in losses))
     print(f"training throughput: {rate:.1f} samples/s (median), {rate / 3:.1f} products/s, {step_ms:.0f} ms/step")
 
 

@@ -4,12 +4,13 @@ ML work is done by `ampere`."""
 
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from dagster import (
     AssetExecutionContext,
     BackfillPolicy,
@@ -29,10 +30,11 @@ from ampere.index_store import index_key
 from ampere.lineage import git_commit
 from ampere.models.backbones import build_frame_encoder, build_text_encoder
 from ampere.models.tower import TowerConfig
-from ampere.promotion import decide_promotion
+from ampere.promotion import decide_promotion, validation_mr1
 from ampere.shards import shard_of
-from ampere.train import TrainConfig, embed, train_tower
+from ampere.train import TRAINING_SPLITS, TrainConfig, embed, resolve_device, train_tower
 from orchestration import mlflow_logging
+from orchestration.config import config_from_dataclass, to_dataclass
 from orchestration.resources import (
     DatasetResource,
     DvcResource,
@@ -73,7 +75,7 @@ def raw_items(
 ) -> Output[pd.DataFrame]:
     """Reads items.jsonl, checks every record and its media, and records the data version."""
     version = dvc.data_version(dataset.path)
-    items, problems = read_items(Path(dataset.path), test_fraction=dataset.test_fraction)
+    items, problems = read_items(Path(dataset.path), dataset.fractions())
     quarantine = [{"item_id": p.item_id, "line": p.line, "reason": p.reason} for p in problems]
     _write_quarantine(workspace.path("quarantine", "raw_items.jsonl"), quarantine)
     for record in quarantine[:20]:
@@ -85,6 +87,7 @@ def raw_items(
         "quarantined": len(quarantine),
         "products": int(items["product_id"].nunique()),
         "per_domain": MetadataValue.json(items["domain"].value_counts().to_dict()),
+        "products_per_split": MetadataValue.json(items.groupby("split")["product_id"].nunique().to_dict()),
         "data_version": version["data_version"],
         "dvc_md5": str(version["dvc_md5"]),
         "dvc_in_sync": str(version["dvc_in_sync"]),
@@ -337,72 +340,103 @@ def backbone_features(
     )
 
 
-class EncoderConfig(Config):
-    """Training hyper-parameters of the shared tower (backbones frozen)."""
+EncoderConfig = config_from_dataclass(
+    TrainConfig,
+    "EncoderConfig",
+    "Training settings of the shared tower (backbones frozen): every field of ampere.train.TrainConfig.",
+)
 
-    epochs: int = 20
-    batch_size: int = 32
-    lr: float = 3e-4
-    weight_decay: float = 0.05
-    warmup_epochs: int = 1
-    temperature: float = 0.05
-    seed: int = 0
+
+def _checkpoint_dir(context: AssetExecutionContext, config: TrainConfig, workspace: WorkspaceResource) -> Path:
+    """The configured checkpoint folder, else one per root run: a re-execution of a run resumes its training."""
+    if config.checkpoint_dir is not None:
+        return Path(config.checkpoint_dir)
+    return workspace.folder("checkpoints", context.run.root_run_id or context.run.run_id)
+
+
+def _device_params(train_cfg: TrainConfig) -> dict[str, str]:
+    device = resolve_device(train_cfg.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return {"resolved_device": str(device), "device_name": name}
 
 
 @asset(
     pool="accelerator",
     group_name="model",
-    code_version="1",
-    description="The AMPere shared tower trained with cross-domain InfoNCE; logged to MLflow and registered.",
+    code_version="2",
+    description=(
+        "The AMPere shared tower trained with cross-domain InfoNCE on the train split, its checkpoint chosen on "
+        "validation mR1 (early stopping); logged to MLflow and registered. Never reads a test item."
+    ),
 )
 def trained_encoder(
     context: AssetExecutionContext,
     config: EncoderConfig,
     backbone_features: str,
     mlflow: MlflowResource,
+    workspace: WorkspaceResource,
 ) -> Output[dict[str, Any]]:
-    """Trains the tower, logs params, curves and the model to MLflow and registers a model version."""
-    features = ItemFeatures.load(Path(backbone_features))
+    """Trains the tower (resuming this run's checkpoint after a crash), logs curves and the model to MLflow, registers it."""
+    features = ItemFeatures.load(Path(backbone_features)).only(TRAINING_SPLITS)
     lineage = json.loads(Path(backbone_features).with_suffix(".json").read_text())
     tower_cfg = TowerConfig(
         visual_dim=features.frames.shape[-1], text_dim=features.text.shape[-1], text_tokens=features.text.shape[1]
     )
-    train_cfg = TrainConfig(
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        warmup_epochs=config.warmup_epochs,
-        temperature=config.temperature,
-        seed=config.seed,
+    train_cfg = to_dataclass(TrainConfig, config)
+    folder = _checkpoint_dir(context, train_cfg, workspace)
+    train_cfg = replace(train_cfg, checkpoint_dir=str(folder))
+    run = mlflow_logging.training_run(
+        mlflow,
+        folder,
+        tags={
+            "dagster.run_id": context.run.run_id,
+            "dagster.asset_key": context.asset_key.to_user_string(),
+            "git_commit": git_commit(),
+            **{f"lineage.{k}": str(v) for k, v in lineage.items()},
+        },
+        params={
+            **asdict(train_cfg),
+            **_device_params(train_cfg),
+            **{f"tower.{k}": v for k, v in asdict(tower_cfg).items()},
+        },
     )
-    tags = {
-        "dagster.run_id": context.run.run_id,
-        "dagster.asset_key": context.asset_key.to_user_string(),
-        "git_commit": git_commit(),
-        **{f"lineage.{k}": str(v) for k, v in lineage.items()},
-    }
-    run = mlflow_logging.start_run(
-        mlflow, tags=tags, params={**asdict(train_cfg), **{f"tower.{k}": v for k, v in asdict(tower_cfg).items()}}
-    )
+    if run.resumed:
+        context.log.info(f"resuming training from the checkpoint in {folder} (MLflow run {run.info.run_id})")
     started = time.perf_counter()
-    tower, history = train_tower(
-        features, tower_cfg, train_cfg, on_epoch=lambda epoch, row: mlflow_logging.log_epoch(mlflow, run.run_id, epoch, row)
+    result = train_tower(
+        features, tower_cfg, train_cfg, on_eval=lambda row: mlflow_logging.log_evaluation(mlflow, run.info.run_id, row), resume=True
     )
     seconds = time.perf_counter() - started
-    registered = mlflow_logging.log_encoder(mlflow, run.run_id, tower, tower_cfg, history, lineage)
-    run_url = mlflow.run_url(run.experiment_id, run.run_id)
+    summary = {
+        "best_step": result.best_step,
+        "best_val_mR1": result.best_val_mR1,
+        "steps_done": result.steps_done,
+        "stopped_early": float(result.stopped_early),
+    }
+    registered = mlflow_logging.log_encoder(mlflow, run.info.run_id, result.tower, tower_cfg, result.history, lineage, summary)
+    run_url = mlflow.run_url(run.info.experiment_id, run.info.run_id)
+    curve = pd.DataFrame(result.history).round(4)
     return Output(
-        {**registered, "run_id": run.run_id, "experiment_id": run.experiment_id, "run_url": run_url, "lineage": lineage},
+        {
+            **registered,
+            "run_id": run.info.run_id,
+            "experiment_id": run.info.experiment_id,
+            "run_url": run_url,
+            "lineage": lineage,
+            "best_val_mR1": result.best_val_mR1,
+        },
         metadata={
-            "mlflow_run_id": run.run_id,
+            "mlflow_run_id": run.info.run_id,
             "mlflow_run": MetadataValue.url(run_url),
             "model_version": registered["version"],
             "model_uri": registered["model_uri"],
             "registered_model": MetadataValue.url(mlflow.model_url(registered["version"])),
-            "final_loss": float(history[-1]["loss"]) if history else float("nan"),
+            **summary,
+            "stopped_early": result.stopped_early,
+            "resumed": run.resumed,
+            **_device_params(train_cfg),
             "train_seconds": round(seconds, 2),
-            "loss_curve": MetadataValue.md(pd.DataFrame(history).round(4).to_markdown(index=False)),
+            "learning_curve": MetadataValue.md(curve.to_markdown(index=False)),
         },
     )
 
@@ -478,8 +512,11 @@ def faiss_index(
 
 @asset(
     group_name="serving",
-    code_version="1",
-    description="Six-direction retrieval R@1/5/10 and mR1 on the test split (metrics.json, MLflow metrics).",
+    code_version="2",
+    description=(
+        "Six-direction retrieval R@1/5/10 and mR1 on the test split, the report (metrics.json, MLflow metrics); "
+        "the validation figures beside it, on which every choice is made."
+    ),
 )
 def retrieval_evaluation(
     context: AssetExecutionContext,
@@ -488,13 +525,15 @@ def retrieval_evaluation(
     workspace: WorkspaceResource,
     mlflow: MlflowResource,
 ) -> Output[dict[str, float]]:
-    """Evaluates P2S, P2L, S2P, S2L, L2P, L2S on the test items."""
+    """Reports P2S, P2L, S2P, S2L, L2P, L2S on the test items (and on the validation items, prefixed `val/`)."""
     df = pd.read_parquet(embeddings)
     vectors = np.stack(df["embedding"].to_numpy()).astype(np.float32)
-    evaluation = evaluate(vectors, list(df["product_id"]), list(df["domain"]), list(df["split"]))
-    metrics = {k: v for k, v in evaluation.items() if "/R@" in k or k == "mR1"}
+    columns = list(df["product_id"]), list(df["domain"]), list(df["split"])
+    reported = {split: evaluate(vectors, *columns, split=split) for split in ("test", "val")}
+    figures = lambda evaluation, prefix: {f"{prefix}{k}": v for k, v in evaluation.items() if "/R@" in k or k == "mR1"}  # noqa: E731
+    metrics = figures(reported["test"], "") | figures(reported["val"], "val/")
     workspace.path("metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    table = markdown_table(metrics)
+    table = markdown_table(reported["test"])
     mlflow_logging.log_retrieval_metrics(mlflow, trained_encoder["run_id"], metrics, table)
     mlflow.client().set_terminated(trained_encoder["run_id"])
     context.log.info("retrieval on the test split:\n" + table)
@@ -502,8 +541,10 @@ def retrieval_evaluation(
         metrics,
         metadata={
             "mR1": metrics["mR1"],
+            "val_mR1": metrics["val/mR1"],
             "table": MetadataValue.md(table),
-            "queries": MetadataValue.json({k: v for k, v in evaluation.items() if k not in metrics}),
+            "val_table": MetadataValue.md(markdown_table(reported["val"])),
+            "queries": MetadataValue.json({k: v for k, v in reported["test"].items() if k.endswith(("queries", "excluded"))}),
             "mlflow_run": MetadataValue.url(trained_encoder["run_url"]),
             "metrics_json": MetadataValue.path(str(workspace.path("metrics.json"))),
         },
@@ -522,23 +563,30 @@ class PromotionConfig(Config):
 
 @asset(
     group_name="serving",
-    code_version="1",
-    description="Moves alias `champion` and the served index to the new version only if it beats the champion on the same test.",
+    code_version="2",
+    deps=["retrieval_evaluation"],
+    description=(
+        "Moves alias `champion` and the served index to the new version only if it beats the champion "
+        "on the validation items of this data version (test items are never read)."
+    ),
 )
 def champion_promotion(
     context: AssetExecutionContext,
     config: PromotionConfig,
     backbone_features: str,
     trained_encoder: dict[str, Any],
-    retrieval_evaluation: dict[str, float],
     faiss_index: dict[str, Any],
     mlflow: MlflowResource,
     index_store: IndexStoreResource,
 ) -> Output[dict[str, Any]]:
-    """Re-evaluates the current champion on this run's test items and promotes the challenger if its mR1 is higher."""
+    """Evaluates challenger and champion on this run's validation items and promotes the challenger if its mR1 is higher."""
     client = mlflow.client()
     challenger = trained_encoder["version"]
     champion = mlflow_logging.alias_version(mlflow, "champion")
+    features = ItemFeatures.load(Path(backbone_features)).only(["val"])
+    challenger_mr1 = validation_mr1(
+        mlflow_logging.load_registered_tower(mlflow, trained_encoder["model_uri"]), features
+    )
     champion_mr1 = None
     incomparable = ""
     if champion is not None:
@@ -549,10 +597,9 @@ def champion_promotion(
             if champion_tags.get(f"lineage.{key}") != str(trained_encoder["lineage"].get(key))
         )
     if champion is not None and not incomparable:
-        features = ItemFeatures.load(Path(backbone_features))
         tower = mlflow_logging.load_registered_tower(mlflow, f"models:/{mlflow.registered_model}/{champion}")
-        champion_mr1 = evaluate(embed(tower, features), features.product_ids, features.domains, features.splits)["mR1"]
-    promote, reason = decide_promotion(retrieval_evaluation["mR1"], champion_mr1, config.force, incomparable)
+        champion_mr1 = validation_mr1(tower, features)
+    promote, reason = decide_promotion(challenger_mr1, champion_mr1, config.force, incomparable)
     reason = reason.replace("vs champion", f"vs champion v{champion}")
     store = index_store.store()
     if promote:
@@ -566,8 +613,9 @@ def champion_promotion(
         "challenger_version": challenger,
         "previous_champion": champion,
         "champion_version": challenger if promote else champion,
-        "challenger_mR1": retrieval_evaluation["mR1"],
-        "champion_mR1": champion_mr1,
+        "challenger_val_mR1": challenger_mr1,
+        "champion_val_mR1": champion_mr1,
+        "validation_items": len(features),
         "reason": reason,
         "served_index": store.current(),
     }

@@ -6,7 +6,9 @@ import argparse
 import json
 import os
 import time
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 from ampere import cli as library_cli
 
@@ -24,39 +26,42 @@ def use_dagster_home() -> Path:
 
 def _pipeline(args: argparse.Namespace) -> None:
     use_dagster_home()
-    from dagster import DagsterEventType, DagsterInstance
+    from dagster import DagsterEventType, DagsterInstance, ReexecutionOptions, build_reconstructable_job, execute_job
 
     from ampere.eval import markdown_table
-    from orchestration.definitions import build_defs
-    from orchestration.jobs import PIPELINE_JOB
     from orchestration.summary_shards import ALL_SHARDS_TAGS
 
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    defs = build_defs(
-        workspace=str(out),
-        dataset=str(args.dataset.resolve()),
-        tracking_uri=args.tracking_uri,
-        artifact_root=args.artifact_root,
-        summarizer_backend=args.summarizer_backend,
-        summarizer_model=args.summarizer_model,
-    )
-    run_config = {
-        "loggers": {"console": {"config": {"log_level": "INFO"}}},
-        "ops": {
-            "asr_summaries": {"config": {"run_llm": args.text_source == "summary"}},
-            "training_set": {"config": {"text_source": args.text_source}},
-            "trained_encoder": {"config": {"epochs": args.epochs, "seed": args.seed}},
+    job = build_reconstructable_job(
+        "orchestration.definitions",
+        "pipeline_job_at",
+        reconstructable_kwargs={
+            "workspace": str(out),
+            "dataset": str(args.dataset.resolve()),
+            "tracking_uri": args.tracking_uri,
+            "artifact_root": args.artifact_root,
+            "summarizer_backend": args.summarizer_backend,
+            "summarizer_model": args.summarizer_model,
         },
-    }
+    )
     instance = DagsterInstance.get()
     started = time.perf_counter()
-    result = defs.resolve_job_def(PIPELINE_JOB).execute_in_process(
-        run_config=run_config,
-        instance=instance,
-        tags={"ampere/text_source": args.text_source, **ALL_SHARDS_TAGS},
-        raise_on_error=False,
-    )
+    if args.reexecute:
+        # The parent's run config and tags are reused; only failed and not-run steps execute, and a
+        # killed training resumes from the checkpoint its root run left (trained_encoder).
+        result = execute_job(job, instance, reexecution_options=ReexecutionOptions.from_failure(args.reexecute, instance))
+    else:
+        run_config = {
+            "execution": {"config": {"in_process": {}}},
+            "loggers": {"console": {"config": {"log_level": "INFO"}}},
+            "ops": {
+                "asr_summaries": {"config": {"run_llm": args.text_source == "summary"}},
+                "training_set": {"config": {"text_source": args.text_source}},
+                "trained_encoder": {"config": dict(args.train)},
+            },
+        }
+        result = execute_job(job, instance, run_config=run_config, tags={"ampere/text_source": args.text_source, **ALL_SHARDS_TAGS})
     total = time.perf_counter() - started
     print(f"\nDagster run {result.run_id} ({'success' if result.success else 'FAILED'}), stage times:")
     starts: dict[str, float] = {}
@@ -73,7 +78,11 @@ def _pipeline(args: argparse.Namespace) -> None:
     if not result.success:
         raise SystemExit("pipeline failed: see the Dagster run above (dagster dev shows its logs)")
     metrics = json.loads((out / "metrics.json").read_text())
-    print(f"\nRetrieval on the test split (text source: {args.text_source}), R@K in %:\n")
+    print(
+        f"\nRetrieval on the test split (text source: {instance.get_run_by_id(result.run_id).tags.get('ampere/text_source', '?')}; "
+        "model chosen on validation, "
+        f"val mR1 {metrics['val/mR1']:.1f}), R@K in %:\n"
+    )
     print(markdown_table(metrics))
 
 
@@ -114,8 +123,9 @@ def _status(args: argparse.Namespace) -> None:
     line = f"champion: {resource.registered_model} v{champion}" if champion else "champion: none"
     if champion:
         version = resource.client().get_model_version(resource.registered_model, champion)
-        mr1 = resource.client().get_run(version.run_id).data.metrics.get("mR1")
-        line += f" (mR1 {mr1:.2f}, index {version.tags.get('index_id', 'none')})"
+        metrics = resource.client().get_run(version.run_id).data.metrics
+        figures = ", ".join(f"{name} {metrics[key]:.2f}" for key, name in (("val/mR1", "val mR1"), ("mR1", "test mR1")) if key in metrics)
+        line += f" ({figures or 'no mR1 recorded'}, index {version.tags.get('index_id', 'none')})"
     print(f"{line}; served index: {IndexStore(args.store).current() or 'none'}")
 
 
@@ -143,6 +153,20 @@ def _wait_run(args: argparse.Namespace) -> None:
     raise SystemExit(f"no finished run tagged {args.tag} within {args.timeout} s")
 
 
+def train_setting(text: str) -> tuple[str, Any]:
+    """``FIELD=VALUE`` of a TrainConfig field; VALUE parsed as JSON when it is JSON, else kept as text."""
+    from ampere.train import TrainConfig
+
+    name, sep, raw = text.partition("=")
+    known = [f.name for f in fields(TrainConfig)]
+    if not sep or name not in known:
+        raise argparse.ArgumentTypeError(f"expected FIELD=VALUE with FIELD one of {', '.join(known)}; got {text!r}")
+    try:
+        return name, json.loads(raw)
+    except json.JSONDecodeError:
+        return name, raw
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Library commands plus `pipeline`."""
     parser = library_cli.build_parser()
@@ -151,12 +175,25 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline.add_argument("--dataset", type=Path, default=Path("data"))
     pipeline.add_argument("--out", type=Path, default=Path("workspace"))
     pipeline.add_argument("--text-source", choices=["summary", "raw", "none"], default="summary")
-    pipeline.add_argument("--epochs", type=int, default=20)
-    pipeline.add_argument("--seed", type=int, default=0)
+    pipeline.add_argument(
+        "--train",
+        type=train_setting,
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="a TrainConfig field for this run (repeatable; VALUE read as JSON, else as text), e.g. --train steps=300 "
+        "--train seed=1 --train device=cuda --train 'lr_factors={\"head\": 0.5}'",
+    )
     pipeline.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow/mlflow.db"))
     pipeline.add_argument("--artifact-root", default="mlflow/artifacts")
     pipeline.add_argument("--summarizer-backend", choices=["llamacpp", "vllm", "transformers"], default="llamacpp")
     pipeline.add_argument("--summarizer-model", default=None, help="GGUF path / HF model dir / vLLM model name")
+    pipeline.add_argument(
+        "--reexecute",
+        metavar="RUN_ID",
+        help="re-execute a failed or canceled run of this dataset and output folder from its failure, with its own "
+        "run config (a killed training resumes from its checkpoint); --text-source and --train are then ignored",
+    )
     pipeline.set_defaults(handler=_pipeline)
     audit = commands.add_parser("audit", help="print the chain behind a model version, alias or index id")
     audit.add_argument("ref", help="model version number, alias (champion) or index id")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dagster import Definitions, FilesystemIOManager
+from dagster import Definitions, FilesystemIOManager, JobDefinition
 
 from orchestration.ablation import ablation_job, ablation_study
 from orchestration.assets import PIPELINE_ASSETS
 from orchestration.checks import PIPELINE_CHECKS
-from orchestration.jobs import pipeline_job, weekly_retrain
+from orchestration.jobs import PIPELINE_JOB, pipeline_job, weekly_retrain
 from orchestration.resources import (
     DatasetResource,
     DvcResource,
@@ -52,3 +52,9 @@ def build_defs(
 
 
 defs = build_defs()
+
+
+def pipeline_job_at(**locations: str | None) -> JobDefinition:
+    """The pipeline job with resources at ``locations`` (``build_defs`` arguments): the reconstructable
+    target of `ampere pipeline`, so that its runs can be re-executed from failure."""
+    return build_defs(**locations).resolve_job_def(PIPELINE_JOB)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
 from mlflow.entities import Metric, Param, RunInfo  # noqa: E402
 
 import mlflow  # noqa: E402
@@ -30,28 +33,63 @@ def _use_store(resource: MlflowResource) -> None:
     mlflow.set_registry_uri(resource.resolved_tracking_uri())
 
 
-def start_run(resource: MlflowResource, tags: dict[str, str], params: dict[str, Any]) -> RunInfo:
-    """Creates a run in the resource's experiment with tags and params; it stays open until evaluation."""
+@dataclass(frozen=True)
+class TrainingRun:
+    """The MLflow run of one training; ``resumed``: it was started by an earlier, interrupted attempt."""
+
+    info: RunInfo
+    resumed: bool
+
+
+RUN_FILE = "mlflow_run.json"
+
+
+def training_run(resource: MlflowResource, checkpoint_dir: Path, tags: dict[str, str], params: dict[str, Any]) -> TrainingRun:
+    """The MLflow run of the training whose checkpoints live in ``checkpoint_dir``.
+
+    A re-execution that resumes those checkpoints continues the same run (its curves go on where
+    they stopped); otherwise a run is created with ``tags`` and ``params`` and recorded there.
+    """
     client = resource.client()
+    record = Path(checkpoint_dir) / RUN_FILE
+    if record.exists():
+        run_id = json.loads(record.read_text())["run_id"]
+        client.update_run(run_id, status="RUNNING")
+        client.set_tag(run_id, "resumed_by_dagster_run", tags["dagster.run_id"])
+        return TrainingRun(client.get_run(run_id).info, resumed=True)
     run = client.create_run(resource.experiment_id(), tags=tags)
     client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
-    return run.info
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({"run_id": run.info.run_id}))
+    return TrainingRun(run.info, resumed=False)
 
 
-def log_epoch(resource: MlflowResource, run_id: str, epoch: int, row: dict[str, float]) -> None:
-    """Per-epoch training figures, as metrics stepped by epoch."""
-    metrics = [Metric(f"train/{k}", float(v), 0, epoch) for k, v in row.items() if k != "epoch"]
+VALIDATION_METRICS = {"val_mR1": "val/mR1", "val_loss": "val/loss", "best_val_mR1": "val/best_mR1"}
+
+
+def log_evaluation(resource: MlflowResource, run_id: str, row: dict[str, float]) -> None:
+    """One validation evaluation: validation figures as `val/*`, training losses as `train/*`, stepped by step."""
+    step = int(row["step"])
+    metrics = [
+        Metric(VALIDATION_METRICS.get(key, f"train/{key}"), float(value), 0, step) for key, value in row.items() if key != "step"
+    ]
     resource.client().log_batch(run_id, metrics=metrics)
 
 
-def _loss_curve(history: list[dict[str, float]], path: Path) -> Path:
-    figure, axis = plt.subplots(figsize=(6, 4))
-    epochs = [row["epoch"] for row in history]
+def _curves(history: list[dict[str, float]], best_step: int, path: Path) -> Path:
+    """Training losses and validation mR1 against the step, the chosen step marked."""
+    steps = [row["step"] for row in history]
+    figure, (losses, validation) = plt.subplots(1, 2, figsize=(11, 4))
     for key in [k for k in (history[0] if history else {}) if k.startswith("loss")]:
-        axis.plot(epochs, [row[key] for row in history], label=key)
-    axis.set_xlabel("epoch")
-    axis.set_ylabel("loss")
-    axis.legend()
+        losses.plot(steps, [row[key] for row in history], label=key)
+    losses.set_xlabel("step")
+    losses.set_ylabel("training loss (mean since the previous evaluation)")
+    losses.legend(fontsize=7)
+    validation.plot(steps, [row["val_mR1"] for row in history], marker="o", label="validation mR1")
+    validation.axvline(best_step, color="tab:red", linestyle="--", label=f"chosen checkpoint (step {best_step})")
+    validation.set_xlabel("step")
+    validation.set_ylabel("mR1 (%)")
+    validation.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -65,11 +103,15 @@ def log_encoder(
     config: TowerConfig,
     history: list[dict[str, float]],
     lineage: dict[str, Any],
+    summary: dict[str, float],
 ) -> dict[str, str]:
-    """Logs the loss curve and the tower as an MLflow model, registers a version, tags it with lineage."""
+    """Logs the learning curves, the training summary and the tower as an MLflow model; registers a version."""
     client = resource.client()
+    client.log_batch(run_id, metrics=[Metric(f"train/{k}", float(v), 0, 0) for k, v in summary.items()])
     with tempfile.TemporaryDirectory() as tmp:
-        client.log_artifact(run_id, str(_loss_curve(history, Path(tmp) / "loss_curve.png")), artifact_path="plots")
+        curves = _curves(history, int(summary["best_step"]), Path(tmp) / "learning_curve.png")
+        client.log_artifact(run_id, str(curves), artifact_path="plots")
+        client.log_text(run_id, pd.DataFrame(history).round(4).to_markdown(index=False), "learning_curve.md")
         folder = save_tower(Path(tmp) / "encoder", tower, config, extra=lineage)
         _use_store(resource)
         with mlflow.start_run(run_id=run_id):

@@ -16,9 +16,11 @@ from mlflow.entities import Experiment
 from ampere.asr.cache import SummaryCache
 from ampere.asr.prompts import Prompt, load_prompt
 from ampere.asr.summarizer import Summarizer, build_summarizer
+from ampere.data.format import SplitFractions
 from ampere.index_store import IndexStore
 from ampere.lineage import folder_fingerprint, git_commit
 from mlflow import MlflowClient
+from orchestration.config import config_from_dataclass, to_dataclass
 
 
 class WorkspaceResource(ConfigurableResource):
@@ -49,11 +51,20 @@ class IndexStoreResource(ConfigurableResource):
         return IndexStore(Path(self.root))
 
 
-class DatasetResource(ConfigurableResource):
-    """Where the raw dataset folder is, and how to split it when it carries no split."""
-
+class _DatasetLocation(ConfigurableResource):
     path: str = "data"
-    test_fraction: float = 0.5
+
+    def fractions(self) -> SplitFractions:
+        """How products without a split (or without validation products) are split."""
+        return to_dataclass(SplitFractions, self)
+
+
+DatasetResource = config_from_dataclass(
+    SplitFractions,
+    "DatasetResource",
+    "Where the raw dataset folder is, and how to split products that carry no split (ampere.data.format.SplitFractions).",
+    base=_DatasetLocation,
+)
 
 
 class DvcResource(ConfigurableResource):

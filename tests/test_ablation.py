@@ -5,15 +5,16 @@ import pandas as pd
 import pytest
 
 from ampere.ablation import AblationConfig, markdown, run_ablation, source_texts, summarize
-from ampere.asr.keywords import candidates, mmr
+from ampere.asr.keywords import candidates, frequent_words, mmr
+from ampere.eval import DIRECTIONS, bootstrap_r1
 from ampere.models.backbones import build_text_encoder
 from ampere.train import TrainConfig
 
 
-def _items(products: int = 4) -> pd.DataFrame:
+def _items(products: int = 6) -> pd.DataFrame:
     rows = []
     for p in range(products):
-        split = "train" if p % 2 == 0 else "test"
+        split = ("train", "val", "test")[p % 3]
         for domain in ("page", "short", "live"):
             rows.append(
                 {
@@ -42,18 +43,46 @@ def test_source_texts() -> None:
 def test_summarize_mean_and_sample_std() -> None:
     results = pd.DataFrame(
         [
-            {"source": "a", "seed": s, "mR1": v, **{f"{d}/R@1": v for d in ("P2S", "P2L", "S2P", "S2L", "L2P", "L2S")}}
+            {"source": "a", "seed": s, "val_mR1": v + 1, "mR1": v, **{f"{d}/R@1": v for d in DIRECTIONS}}
             for s, v in enumerate([10.0, 20.0, 30.0])
         ]
     )
     table = summarize(results)
     assert table.loc[0, "mR1 mean"] == pytest.approx(20.0)
     assert table.loc[0, "mR1 std"] == pytest.approx(10.0)
-    assert "| a | 20.0 ± 10.0 |" in markdown(table)
+    assert "| a | 21.0 ± 10.0 | 20.0 ± 10.0 |" in markdown(table)
 
 
-def test_keyword_candidates_and_mmr() -> None:
+def test_bootstrap_interval_over_products() -> None:
+    """Two seeds on 50 products: the interval holds the seed-mean R@1 and narrows with agreement."""
+    rng = np.random.default_rng(0)
+    products = [f"p{i}" for i in range(50)]
+
+    def run(rate: float) -> dict[str, pd.DataFrame]:
+        return {d: pd.DataFrame({"product_id": products, "hit": rng.random(50) < rate}) for d in DIRECTIONS}
+
+    runs = [run(0.4), run(0.6)]
+    point = np.mean([np.mean([r[d]["hit"].mean() for d in DIRECTIONS]) for r in runs]) * 100
+    interval = bootstrap_r1(runs, resamples=500)
+    low, high = interval["mR1"]
+    assert low < point < high and high - low < 20
+    every = [{d: pd.DataFrame({"product_id": products, "hit": [True] * 50}) for d in DIRECTIONS}]
+    assert bootstrap_r1(every, resamples=50)["P2S"] == (100.0, 100.0)
+
+
+def test_keyword_stop_words_are_published_or_learned_from_training_products() -> None:
     assert candidates("follow the anchor the Zephyr power bank 20000") == [
+        "follow",
+        "anchor",
+        "zephyr",
+        "zephyr power",
+        "power",
+        "power bank",
+        "bank",
+    ]
+    by_product = {"a": ["follow the anchor"], "b": ["Follow the anchor, zephyr"], "c": ["mug"], "d": ["bank"]}
+    assert frequent_words(by_product, max_df=0.25) == {"follow", "the", "anchor"}
+    assert candidates("follow the anchor the Zephyr power bank", frequent_words(by_product, 0.25)) == [
         "zephyr",
         "zephyr power",
         "power",
@@ -70,9 +99,9 @@ def test_keyword_candidates_and_mmr() -> None:
 def test_tiny_ablation_runs_every_cell() -> None:
     items = _items()
     frames = np.random.default_rng(0).normal(size=(len(items), 8, 16)).astype(np.float32)
-    config = AblationConfig(sources=("none", "text-only"), seeds=(0, 1), train=TrainConfig(epochs=1, batch_size=2))
+    config = AblationConfig(sources=("none", "text-only"), seeds=(0, 1), train=TrainConfig(steps=2, batch_size=2, eval_every=1))
     seen = []
-    results = run_ablation(items, frames, build_text_encoder(), config, on_result=seen.append)
+    results, hits = run_ablation(items, frames, build_text_encoder(), config, on_result=seen.append)
     assert list(zip(results["source"], results["seed"], strict=True)) == [
         ("none", 0),
         ("none", 1),
@@ -80,4 +109,7 @@ def test_tiny_ablation_runs_every_cell() -> None:
         ("text-only", 1),
     ]
     assert len(seen) == 4
-    assert results["mR1"].between(0, 100).all()
+    assert results["mR1"].between(0, 100).all() and results["val_mR1"].between(0, 100).all()
+    assert [len(h) for h in hits.values()] == [2, 2] and set(hits["none"][0]["P2S"]["product_id"]) == {"p2", "p5"}
+    table = summarize(results, hits)
+    assert (table["mR1 low"] <= table["mR1 high"]).all() and "[" in markdown(table)

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-COLOURS = [(200, 30, 30), (30, 160, 40), (40, 60, 200), (220, 200, 40)]
+COLOURS = [(200, 30, 30), (30, 160, 40), (40, 60, 200), (220, 200, 40), (120, 40, 160), (30, 180, 180)]
+SPLITS = ["train", "train", "val", "val", "test", "test"]
 
 
 def _write_mp4(path: Path, colour: tuple[int, int, int], frames: int = 6) -> None:
@@ -34,7 +35,7 @@ def _hand_made_dataset(root: Path) -> Path:
     (root / "media").mkdir(parents=True)
     rows = []
     for p, colour in enumerate(COLOURS):
-        pid, split = f"prod-{p}", "train" if p < 2 else "test"
+        pid, split = f"prod-{p}", SPLITS[p]
         Image.new("RGB", (96, 96), colour).save(root / "media" / f"{pid}.png")
         _write_mp4(root / "media" / f"{pid}.mp4", colour)
         frames = root / "media" / f"{pid}-live"
@@ -100,8 +101,10 @@ def test_ampere_pipeline_on_a_hand_made_dataset(tmp_path: Path) -> None:
         str(out),
         "--text-source",
         "raw",
-        "--epochs",
-        "1",
+        "--train",
+        "steps=2",
+        "--train",
+        "eval_every=1",
         "--tracking-uri",
         f"sqlite:///{tmp_path}/mlflow.db",
         "--artifact-root",
@@ -109,12 +112,12 @@ def test_ampere_pipeline_on_a_hand_made_dataset(tmp_path: Path) -> None:
     ]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "P2S" in result.stdout and "mR1" in result.stdout
+    assert "P2S" in result.stdout and "mR1" in result.stdout and "val mR1" in result.stdout
 
     metrics = json.loads((out / "metrics.json").read_text())
-    assert 0.0 <= metrics["mR1"] <= 100.0
+    assert 0.0 <= metrics["mR1"] <= 100.0 and 0.0 <= metrics["val/mR1"] <= 100.0
     embeddings = pd.read_parquet(out / "embeddings.parquet")
-    assert sorted(embeddings["item_id"]) == sorted(f"prod-{p}-{d}" for p in range(4) for d in "PSL")
+    assert sorted(embeddings["item_id"]) == sorted(f"prod-{p}-{d}" for p in range(6) for d in "PSL")
     assert embeddings["embedding"].map(len).eq(128).all()
     assert embeddings["embedding"].iloc[0].dtype == np.float32
 
@@ -145,13 +148,13 @@ def test_quarantine_asset_counts_add_up(tmp_path: Path) -> None:
         "ops": {
             "asr_summaries": {"config": {"run_llm": False}},
             "training_set": {"config": {"text_source": "none"}},
-            "trained_encoder": {"config": {"epochs": 1}},
+            "trained_encoder": {"config": {"steps": 1}},
         }
     }
     result = defs.resolve_job_def(PIPELINE_JOB).execute_in_process(run_config=run_config, instance=instance, tags=ALL_SHARDS_TAGS)
     quarantine = result.output_for_node("quarantined_items")
     assert sorted(quarantine["item_id"]) == ["bad-P", "prod-0-P"]
     metadata = instance.get_latest_materialization_event(AssetKey("quarantined_items")).asset_materialization.metadata
-    assert metadata["received"].value == 14
-    assert metadata["accepted"].value == 12
+    assert metadata["received"].value == 20
+    assert metadata["accepted"].value == 18
     assert metadata["quarantined"].value == 2

@@ -97,7 +97,7 @@ def test_clip_folder_features_and_training(tmp_path):
         item_ids=[f"{d}-{p}" for p, d in keys],
         product_ids=[f"prod{p}" for p, _ in keys],
         domains=[d for _, d in keys],
-        splits=["train" if p < 3 else "test" for p, _ in keys],
+        splits=["train" if p < 2 else "val" for p, _ in keys],
         frames=frames,
         text=states,
         text_mask=mask,
@@ -112,7 +112,8 @@ def test_clip_folder_features_and_training(tmp_path):
         heads=4,
         out_dim=16,
     )
-    tower, history = train_tower(features, tower_cfg, TrainConfig(epochs=2, batch_size=3, steps_per_epoch=2))
+    result = train_tower(features, tower_cfg, TrainConfig(steps=4, batch_size=2, eval_every=2))
+    tower, history = result.tower, result.history
     assert len(history) == 2 and all(np.isfinite(row["loss"]) for row in history)
     emb = embed(tower, features)
     assert emb.shape == (12, 16) and np.isfinite(emb).all()

@@ -18,6 +18,8 @@ from ampere.data.format import (
     RecordProblem,
     load_items,
     read_items,
+    SplitFractions,
+    carve_validation,
     split_for_product,
 )
 
@@ -144,26 +146,48 @@ def test_accepted_rows(messy: Path) -> None:
     for media, path in zip(frame["media"], frame["media_path"], strict=True):
         assert Path(path).is_absolute() and Path(path).exists()
         assert Path(path) == (messy / media).resolve()
-    assert set(frame.loc[frame.product_id == "p2", "split"]) == {"train"}
+    # p2 is marked "train" and no record marks "val": the stable hash carves it into validation.
+    assert set(frame.loc[frame.product_id == "p2", "split"]) == {carve_validation("p2")} == {"val"}
 
 
 def test_split_by_product_when_absent(messy: Path) -> None:
-    frame, _ = read_items(messy, test_fraction=0.5)
-    again, _ = read_items(messy, test_fraction=0.5)
+    half_test = SplitFractions(val_fraction=0.0, test_fraction=0.5)
+    frame, _ = read_items(messy, half_test)
+    again, _ = read_items(messy, half_test)
     pd.testing.assert_frame_equal(frame, again)
-    p1 = frame[frame.product_id == "p1"]
-    assert set(p1["split"]) == {split_for_product("p1", 0.5)}
-    assert set(read_items(messy, test_fraction=0.0)[0].query("product_id == 'p1'")["split"]) == {"train"}
-    assert set(read_items(messy, test_fraction=1.0)[0].query("product_id == 'p1'")["split"]) == {"test"}
-    # explicit splits win over the fallback
-    assert set(read_items(messy, test_fraction=1.0)[0].query("product_id == 'p2'")["split"]) == {"train"}
+    assert set(frame.query("product_id == 'p1'")["split"]) == {split_for_product("p1", half_test)}
+    for fractions, expected in (((0.0, 0.0), "train"), ((0.0, 1.0), "test"), ((1.0, 0.0), "val")):
+        frame, _ = read_items(messy, SplitFractions(*fractions))
+        assert set(frame.query("product_id == 'p1'")["split"]) == {expected}
+    # explicit splits win over the fallback (no validation share: nothing is carved from train)
+    assert set(read_items(messy, SplitFractions(0.0, 1.0))[0].query("product_id == 'p2'")["split"]) == {"train"}
+
+
+def test_validation_is_carved_from_marked_train_products_only_when_none_is_marked_val(tmp_path: Path) -> None:
+    make_media(tmp_path)
+    rows = valid_rows()
+    for row in rows[:3]:
+        row["split"] = "test"
+    write_lines(tmp_path, [encode(r) for r in rows])
+    assert set(read_items(tmp_path, SplitFractions(0.8, 0.2))[0]["split"]) == {"test", "val"}  # share 0.8 / 0.8 = all
+    assert set(read_items(tmp_path, SplitFractions(0.0, 0.2))[0]["split"]) == {"test", "train"}
+    for row in rows[:3]:
+        row["split"] = "val"
+    write_lines(tmp_path, [encode(r) for r in rows])
+    assert set(read_items(tmp_path, SplitFractions(0.8, 0.2))[0]["split"]) == {"val", "train"}  # marked val: kept as is
 
 
 def test_split_for_product_is_stable_and_balanced() -> None:
     ids = [f"p{i:04d}" for i in range(2000)]
-    splits = [split_for_product(pid, 0.3) for pid in ids]
-    assert splits == [split_for_product(pid, 0.3) for pid in ids]
+    fractions = SplitFractions(val_fraction=0.2, test_fraction=0.3)
+    splits = [split_for_product(pid, fractions) for pid in ids]
+    assert splits == [split_for_product(pid, fractions) for pid in ids]
     assert 0.25 < splits.count("test") / len(ids) < 0.35
+    assert 0.15 < splits.count("val") / len(ids) < 0.25
+    carved = [carve_validation(pid, fractions) for pid in ids]
+    assert 0.2 / 0.7 - 0.05 < carved.count("val") / len(ids) < 0.2 / 0.7 + 0.05
+    with pytest.raises(ValueError, match="<= 1"):
+        SplitFractions(0.6, 0.6)
 
 
 def test_switches(messy: Path) -> None:
@@ -173,7 +197,7 @@ def test_switches(messy: Path) -> None:
     assert {"p3-page", "p3-short"} <= set(frame["item_id"])
     assert "p3-page" not in {p.item_id for p in problems}
     with pytest.raises(ValueError):
-        read_items(messy, test_fraction=1.5)
+        SplitFractions(test_fraction=1.5)
 
 
 def test_conflicting_splits_in_one_product(tmp_path: Path) -> None:
@@ -184,12 +208,12 @@ def test_conflicting_splits_in_one_product(tmp_path: Path) -> None:
     frame, problems = read_items(tmp_path)
     assert list(frame["product_id"].unique()) == ["p1"]
     assert [p.line for p in problems] == [4, 5, 6]
-    assert all("both train and test" in p.reason for p in problems)
+    assert all("p2 has items in several splits (test, " in p.reason for p in problems)
 
 
 def test_load_items_raises_listing_problems(messy: Path) -> None:
     with pytest.raises(DatasetError) as error:
-        load_items(messy, test_fraction=0.5)
+        load_items(messy)
     message = str(error.value)
     assert "p1-video" in message and "line 6" in message and "unknown domain" in message
     assert len(error.value.problems) == len(EXPECTED)

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -5,7 +7,9 @@ from torch import nn
 
 from ampere.features import ItemFeatures
 from ampere.models import TowerConfig
-from ampere.train import TrainConfig, _lr_factor, embed, param_groups, product_items, train_tower
+from ampere.eval import evaluate
+from ampere.models.tower import AmpereTower
+from ampere.train import TrainConfig, _batch_loss, _lr_factor, _tensors, batch_rows, embed, param_groups, product_items, train_tower
 
 TOWER = TowerConfig(
     visual_dim=16,
@@ -24,7 +28,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def synthetic(products: int = 16, seed: int = 0) -> ItemFeatures:
-    """Page features per product; short/live items are noisy copies; the last 4 products are test."""
+    """Page features per product; short/live items are noisy copies; the last 4 products are val."""
     rng = np.random.default_rng(seed)
     ids, pids, domains, splits, frames, text, mask = [], [], [], [], [], [], []
     for p in range(products):
@@ -35,7 +39,7 @@ def synthetic(products: int = 16, seed: int = 0) -> ItemFeatures:
             ids.append(f"{domain}-{p}")
             pids.append(f"prod{p}")
             domains.append(domain)
-            splits.append("train" if p < products - 4 else "test")
+            splits.append("train" if p < products - 4 else "val")
             frames.append(base_v + noise * rng.normal(size=(8, 16)))
             text.append(base_t + noise * rng.normal(size=(4, 8)))
             m = np.ones(4, dtype=bool)
@@ -55,7 +59,7 @@ def synthetic(products: int = 16, seed: int = 0) -> ItemFeatures:
     )
 
 
-CFG = TrainConfig(epochs=12, batch_size=6, lr=2e-3, warmup_epochs=1, steps_per_epoch=3, seed=3)
+CFG = TrainConfig(steps=36, batch_size=6, lr=2e-3, warmup_steps=3, eval_every=3, patience=0, seed=3)
 
 
 def test_product_items_skips_incomplete_products():
@@ -66,13 +70,26 @@ def test_product_items_skips_incomplete_products():
     assert [feats.domains[i] for i in (*page, *short, *live)] == ["page", "short", "live"]
 
 
-def test_training_reduces_loss_and_is_deterministic():
+def test_batch_rows_walk_permutations_of_distinct_products():
+    products = product_items(synthetic())
+    seen = []
+    for step in range(4):  # 16 products, batches of 4: one pass
+        chosen, rows = batch_rows(products, 4, seed=1, step=step)
+        assert len(set(chosen)) == 4 and len(rows) == 12
+        assert [rows[d * 4 + i] in products[p][d] for d in range(3) for i, p in enumerate(chosen)] == [True] * 12
+        seen += list(chosen)
+    assert sorted(seen) == list(range(16))
+    np.testing.assert_array_equal(batch_rows(products, 4, 1, 5)[1], batch_rows(products, 4, 1, 5)[1])
+
+
+def test_training_reduces_loss_validates_and_is_deterministic():
     feats = synthetic()
     seen = []
-    tower, history = train_tower(feats, TOWER, CFG, on_epoch=lambda e, row: seen.append(e))
-    assert seen == list(range(CFG.epochs))
+    result = train_tower(feats, TOWER, CFG, on_eval=seen.append)
+    history = result.history
+    assert seen == history and [row["step"] for row in history] == list(range(3, 37, 3))
     parts = {"loss_ps", "loss_pl", "loss_sl", "loss_tv", "loss_vv", "loss_tt"}
-    assert set(history[0]) == {"epoch", "loss", "temperature", "lr"} | parts
+    assert set(history[0]) == {"step", "loss", "temperature", "lr", "val_mR1", "val_loss", "best_val_mR1"} | parts
     weights = {"loss_tv": CFG.align_tv, "loss_vv": CFG.align_vv, "loss_tt": CFG.align_tt}
     for row in history:
         total = sum(row[k] * weights.get(k, 1.0) for k in parts)
@@ -81,34 +98,78 @@ def test_training_reduces_loss_and_is_deterministic():
     first, last = history[0]["loss"], history[-1]["loss"]
     assert last < 0.5 * first, (first, last)
     assert history[-1]["lr"] < CFG.lr
+    # The returned weights are those of the best validation evaluation (earliest on ties).
+    best = max(history, key=lambda row: row["val_mR1"])
+    assert (result.best_step, result.best_val_mR1) == (best["step"], best["val_mR1"])
+    val = feats.only(["val"])
+    assert evaluate(embed(result.tower, val), val.product_ids, val.domains, val.splits, split="val")["mR1"] == best["val_mR1"]
 
-    tower2, history2 = train_tower(feats, TOWER, CFG)
-    assert history2 == history
-    emb = embed(tower, feats)
-    np.testing.assert_array_equal(emb, embed(tower2, feats))
-    np.testing.assert_allclose(embed(tower, feats, batch_size=5), emb, atol=1e-5)
+    again = train_tower(feats, TOWER, CFG)
+    assert again.history == history
+    emb = embed(result.tower, feats)
+    np.testing.assert_array_equal(emb, embed(again.tower, feats))
+    np.testing.assert_allclose(embed(result.tower, feats, batch_size=5), emb, atol=1e-5)
     assert emb.shape == (len(feats), 16) and emb.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
 
 
-def test_test_items_do_not_influence_training():
+def test_early_stopping_after_patience_evaluations_without_gain():
     feats = synthetic()
-    cfg = TrainConfig(epochs=2, batch_size=6, steps_per_epoch=2, seed=1)
-    _, history = train_tower(feats, TOWER, cfg)
-    changed = synthetic()
-    test_rows = [i for i, s in enumerate(changed.splits) if s == "test"]
-    changed.frames[test_rows] = 100.0
-    _, history_changed = train_tower(changed, TOWER, cfg)
-    assert history_changed == history
+    result = train_tower(feats, TOWER, replace(CFG, steps=300, patience=2))
+    assert result.stopped_early and result.steps_done < 300
+    assert result.steps_done == result.history[-1]["step"]
+    # The last improvement came just before the two evaluations without gain.
+    assert result.history[-3]["step"] == result.best_step
+    assert all(row["val_mR1"] <= result.best_val_mR1 for row in result.history[-2:])
 
 
-def test_default_steps_and_too_few_products():
+@pytest.mark.parametrize("alignment", ["fusion", "branch"])
+def test_alignment_variants_act_where_they_say(alignment):
+    """Branch alignment acts before fusion: its terms send no gradient into the fusion transformer."""
     feats = synthetic()
-    _, history = train_tower(feats, TOWER, TrainConfig(epochs=1, batch_size=5))
-    assert len(history) == 1
-    one_product = feats.subset([0, 1, 2])
-    with pytest.raises(ValueError, match="at least 2"):
-        train_tower(one_product, TOWER, TrainConfig(epochs=1))
+    torch.manual_seed(0)
+    tower = AmpereTower(TOWER)
+    chosen, rows = batch_rows(product_items(feats.only(["train"])), 6, seed=0, step=0)
+    out = tower.encode_parts(*_tensors(feats.only(["train"]), rows, torch.device("cpu")))
+    _, parts = _batch_loss(out, torch.from_numpy(chosen), 0.05, torch.nn.ModuleDict(), replace(CFG, alignment=alignment))
+    (parts["loss_tv"] + parts["loss_vv"] + parts["loss_tt"]).backward()
+    fusion_grad = sum(float(p.grad.abs().sum()) for p in tower.fusion.parameters() if p.grad is not None)
+    assert (fusion_grad == 0.0) == (alignment == "branch")
+    assert float(tower.visual_proj.weight.grad.abs().sum()) > 0 and float(tower.head.weight.grad.abs().sum()) > 0
+    result = train_tower(feats, TOWER, replace(CFG, steps=6, alignment=alignment))
+    assert np.isfinite(result.history[-1]["loss"])
+    with pytest.raises(ValueError, match="alignment must be one of"):
+        TrainConfig(alignment="late")
+
+
+def test_training_refuses_test_items_and_ignores_nothing_else():
+    feats = synthetic()
+    with_test = synthetic()
+    with_test.splits = ["test" if pid == "prod0" else s for pid, s in zip(with_test.product_ids, with_test.splits)]
+    with pytest.raises(ValueError, match=r"train and val items only; got splits \['test'\]"):
+        train_tower(with_test, TOWER, CFG)
+    # Without the test product, training runs; only train and val rows are read.
+    assert train_tower(with_test.only(["train", "val"]), TOWER, replace(CFG, steps=3)).steps_done == 3
+    assert len(feats.only(["val"])) == 12
+
+
+def test_padding_columns_are_cut_without_changing_outputs():
+    feats = synthetic()
+    feats.text_mask[:, 2:] = False  # no item has text beyond token 2
+    tower = train_tower(feats, TOWER, replace(CFG, steps=3)).tower
+    rows = np.arange(len(feats))
+    frames, text, mask = _tensors(feats, rows, torch.device("cpu"))
+    assert text.shape[1] == 2 and mask.shape[1] == 2
+    full = tower(torch.from_numpy(feats.frames), torch.from_numpy(feats.text.astype(np.float32)), torch.from_numpy(feats.text_mask))
+    np.testing.assert_allclose(tower(frames, text, mask).detach().numpy(), full.detach().numpy(), atol=1e-5)
+
+
+def test_too_few_train_or_val_products():
+    feats = synthetic()
+    with pytest.raises(ValueError, match="at least 2 train"):
+        train_tower(feats.subset([0, 1, 2, *range(36, 48)]), TOWER, CFG)
+    with pytest.raises(ValueError, match="at least 2 validation"):
+        train_tower(feats.subset(list(range(39))), TOWER, CFG)
 
 
 def test_lr_schedule_warmup_then_cosine():
@@ -145,17 +206,18 @@ def test_param_groups_factors_by_prefix():
 def test_objective_options_learnable_temperature_cosface_and_lr_factors():
     feats = synthetic(products=8)
     cfg = TrainConfig(
-        epochs=2,
+        steps=4,
         batch_size=4,
         lr=1e-2,
-        steps_per_epoch=2,
+        eval_every=2,
         seed=2,
         align_tv=0.0,
         learnable_temperature=True,
         cosface_weight=0.1,
         lr_factors={"visual_proj": 0.1},
     )
-    tower, history = train_tower(feats, TOWER, cfg)
+    result = train_tower(feats, TOWER, cfg)
+    tower, history = result.tower, result.history
     assert {"loss_cosface", "loss_tv"} <= set(history[0])  # a disabled term is still reported
     for row in history:
         total = sum(row[k] for k in ("loss_ps", "loss_pl", "loss_sl"))
@@ -166,4 +228,4 @@ def test_objective_options_learnable_temperature_cosface_and_lr_factors():
     assert 0.01 <= history[-1]["temperature"] <= 1.0
     assert embed(tower, feats).shape == (len(feats), TOWER.out_dim)
     with pytest.raises(ValueError, match="match no trainable"):
-        train_tower(feats, TOWER, TrainConfig(epochs=1, lr_factors={"no_such_layer": 0.1}))
+        train_tower(feats, TOWER, TrainConfig(steps=1, lr_factors={"no_such_layer": 0.1}))

@@ -28,7 +28,9 @@ TOWER = TowerConfig(
     dropout=0.1,  # dropout draws from the torch RNG, whose state the checkpoint must carry
 )
 # Every trainable part of the objective on, so that its state must be restored too.
-CFG = TrainConfig(epochs=4, batch_size=5, lr=2e-3, steps_per_epoch=3, seed=7, learnable_temperature=True, cosface_weight=0.1)
+CFG = TrainConfig(
+    steps=12, batch_size=5, lr=2e-3, eval_every=3, patience=0, seed=7, learnable_temperature=True, cosface_weight=0.1
+)
 
 # Trains with checkpoints and, once the first checkpoint is written, waits to be killed.
 CHILD = """
@@ -40,7 +42,7 @@ from ampere.train import TrainConfig, train_tower
 features = ItemFeatures.load(sys.argv[1])
 tower_cfg = TowerConfig.from_dict(json.loads(sys.argv[2]))
 cfg = TrainConfig(**json.loads(sys.argv[3]))
-train_tower(features, tower_cfg, cfg, on_epoch=lambda epoch, row: time.sleep(600))
+train_tower(features, tower_cfg, cfg, on_eval=lambda row: time.sleep(600))
 """
 
 
@@ -65,7 +67,7 @@ def _features(products: int = 12, seed: int = 0) -> ItemFeatures:
         item_ids=[f"{d}-{p}" for p in range(products) for d in ("page", "short", "live")],
         product_ids=[f"prod{p}" for p in range(products) for _ in range(3)],
         domains=["page", "short", "live"] * products,
-        splits=["train"] * n,
+        splits=["train" if p < products - 3 else "val" for p in range(products) for _ in range(3)],
         frames=(np.repeat(base_v, 3, axis=0) + 0.3 * rng.normal(size=(n, 8, 8))).astype(np.float32),
         text=(np.repeat(base_t, 3, axis=0) + 0.3 * rng.normal(size=(n, 4, 8))).astype(np.float16),
         text_mask=mask,
@@ -85,10 +87,10 @@ def _assert_same_tensors(a: dict, b: dict) -> None:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
-    """Run A: uninterrupted, checkpointing every epoch; (tower, history, checkpoint folder)."""
+    """Run A: uninterrupted, checkpointing at every evaluation; (tower, history, checkpoint folder)."""
     folder = tmp_path_factory.mktemp("run_a")
-    tower, history = train_tower(_features(), TOWER, replace(CFG, checkpoint_dir=str(folder)))
-    return tower, history, folder
+    result = train_tower(_features(), TOWER, replace(CFG, checkpoint_dir=str(folder)))
+    return result.tower, result.history, folder
 
 
 def test_killed_and_resumed_run_is_bit_identical(uninterrupted, tmp_path):
@@ -112,26 +114,24 @@ def test_killed_and_resumed_run_is_bit_identical(uninterrupted, tmp_path):
             child.kill()
             child.wait()
     assert child.returncode == -signal.SIGKILL
-    assert load_checkpoint(latest_checkpoint(folder_b))["epochs_done"] == 1
+    assert load_checkpoint(latest_checkpoint(folder_b))["steps_done"] == 3
 
-    resumed_epochs = []
-    tower_b, history_b = train_tower(
-        _features(), TOWER, cfg_b, on_epoch=lambda epoch, row: resumed_epochs.append(epoch), resume=True
-    )
-    assert resumed_epochs == [1, 2, 3]
-    assert history_b == history_a
-    _assert_same_tensors(tower_b.state_dict(), tower_a.state_dict())
-    # Objective (temperature, CosFace), optimizer and RNG states match too.
+    resumed = []
+    result_b = train_tower(_features(), TOWER, cfg_b, on_eval=lambda row: resumed.append(row["step"]), resume=True)
+    assert resumed == [6, 9, 12]
+    assert result_b.history == history_a
+    _assert_same_tensors(result_b.tower.state_dict(), tower_a.state_dict())
+    # Objective (temperature, CosFace), optimizer, best weights and RNG states match too.
     final_a, final_b = load_checkpoint(latest_checkpoint(folder_a)), load_checkpoint(latest_checkpoint(folder_b))
-    for key in ("objective", "optimizer", "scheduler", "torch_rng", "history"):
+    for key in ("objective", "optimizer", "scheduler", "torch_rng", "history", "tower", "best_tower", "best_step"):
         _assert_same_tensors({key: final_a[key]}, {key: final_b[key]})
 
 
 def test_checkpoint_contents_load_with_weights_only(uninterrupted):
     _, history, folder = uninterrupted
-    assert [p.name for p in folder.iterdir()] == ["epoch-0004.pt"]  # only the latest is kept, no temp files
-    state = torch.load(folder / "epoch-0004.pt", weights_only=True)
-    assert state["epochs_done"] == 4 and state["history"] == history
+    assert [p.name for p in folder.iterdir()] == ["step-0000012.pt"]  # only the latest is kept, no temp files
+    state = torch.load(folder / "step-0000012.pt", weights_only=True)
+    assert state["steps_done"] == 12 and state["history"] == history
     assert state["torch_rng"].dtype == torch.uint8
     assert set(state["objective"]) == {"temperature.log_temperature", "cosface.weight"}
     assert TowerConfig.from_dict(state["tower_config"]) == TOWER
@@ -141,11 +141,9 @@ def test_checkpoint_contents_load_with_weights_only(uninterrupted):
 def test_resume_of_a_finished_run_and_of_another_config(uninterrupted):
     tower_a, history_a, folder = uninterrupted
     seen = []
-    tower, history = train_tower(
-        _features(), TOWER, replace(CFG, checkpoint_dir=str(folder)), on_epoch=lambda e, r: seen.append(e), resume=True
-    )
-    assert seen == [] and history == history_a
-    _assert_same_tensors(tower.state_dict(), tower_a.state_dict())
+    result = train_tower(_features(), TOWER, replace(CFG, checkpoint_dir=str(folder)), on_eval=seen.append, resume=True)
+    assert seen == [] and result.history == history_a
+    _assert_same_tensors(result.tower.state_dict(), tower_a.state_dict())
     with pytest.raises(ValueError, match=r"another TrainConfig \(differs in \['lr'\]\)"):
         train_tower(_features(), TOWER, replace(CFG, lr=1e-3, checkpoint_dir=str(folder)), resume=True)
     with pytest.raises(ValueError, match="another TowerConfig"):
@@ -154,9 +152,10 @@ def test_resume_of_a_finished_run_and_of_another_config(uninterrupted):
         train_tower(_features(), TOWER, CFG, resume=True)
 
 
-def test_checkpoint_every_and_fresh_start_with_a_stale_folder(tmp_path):
-    (tmp_path / "epoch-0009.pt").write_bytes(b"stale")  # resume=False ignores and replaces it
-    cfg = replace(CFG, epochs=3, checkpoint_every=2, checkpoint_dir=str(tmp_path))
+def test_fresh_start_with_a_stale_folder(tmp_path):
+    (tmp_path / "step-0000099.pt").write_bytes(b"stale")  # resume=False ignores and replaces it
+    cfg = replace(CFG, steps=5, eval_every=2, checkpoint_dir=str(tmp_path))
     written = []
-    train_tower(_features(), TOWER, cfg, on_epoch=lambda e, r: written.append(sorted(p.name for p in tmp_path.iterdir())))
-    assert written == [["epoch-0009.pt"], ["epoch-0002.pt"], ["epoch-0003.pt"]]
+    train_tower(_features(), TOWER, cfg, on_eval=lambda row: written.append(sorted(p.name for p in tmp_path.iterdir())))
+    # Evaluations (and checkpoints) at steps 2, 4 and at the end of the budget, 5.
+    assert written == [["step-0000002.pt"], ["step-0000004.pt"], ["step-0000005.pt"]]

@@ -12,7 +12,7 @@ import hashlib
 import json
 import posixpath
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from ampere.data.frames import check_media as check_media_file
 
 DOMAINS = ("page", "short", "live")
 DOMAIN_CODE = {"page": "P", "short": "S", "live": "L"}
-SPLITS = ("train", "test")
+SPLITS = ("train", "val", "test")
 TEXT_FIELDS = ("item_id", "product_id", "domain", "title", "asr", "media")
 COLUMNS = [*TEXT_FIELDS, "split", "media_path"]
 MAX_ASR_CHARS = 20_000
@@ -51,24 +51,61 @@ class DatasetError(ValueError):
         self.problems = problems or []
 
 
-def split_for_product(product_id: str, test_fraction: float) -> str:
-    """Deterministic split of a product: a stable sha256 of its id compared with `test_fraction`."""
+@dataclass(frozen=True)
+class SplitFractions:
+    """Shares of products that a stable hash of the product id sends to validation and test.
+
+    Validation is for every choice (early stopping, checkpoint, promotion), test only for
+    reporting; the rest is train.
+    """
+
+    val_fraction: float = field(default=0.2, metadata={"doc": "share of products in the validation split"})
+    test_fraction: float = field(default=0.2, metadata={"doc": "share of products in the test split"})
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.val_fraction <= 1.0 and 0.0 <= self.test_fraction <= 1.0):
+            raise ValueError(f"split fractions must be in [0, 1], got {self}")
+        if self.val_fraction + self.test_fraction > 1.0:
+            raise ValueError(f"val_fraction + test_fraction must be <= 1, got {self}")
+
+
+def _position(product_id: str) -> float:
+    """A stable position in [0, 1) for a product id (sha256)."""
     digest = hashlib.sha256(product_id.encode("utf-8")).digest()
-    position = int.from_bytes(digest[:8], "big") / 2**64
-    return "test" if position < test_fraction else "train"
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def split_for_product(product_id: str, fractions: SplitFractions = SplitFractions()) -> str:
+    """The split of a product whose records carry none: test, then val, then train along its hash position."""
+    position = _position(product_id)
+    if position < fractions.test_fraction:
+        return "test"
+    return "val" if position < fractions.test_fraction + fractions.val_fraction else "train"
+
+
+def carve_validation(product_id: str, fractions: SplitFractions = SplitFractions()) -> str:
+    """For a dataset that marks train and test but no val: "val" for the share of its train products
+    that the same hash gives to validation among non-test products, else "train"."""
+    non_test = 1.0 - fractions.test_fraction
+    share = fractions.val_fraction / non_test if non_test > 0 else 0.0
+    return "val" if _position(product_id) < share else "train"
 
 
 def read_items(
     folder: str | Path,
-    test_fraction: float = 0.5,
+    fractions: SplitFractions = SplitFractions(),
     check_media: bool = True,
     require_all_domains: bool = True,
 ) -> tuple[pd.DataFrame, list[RecordProblem]]:
-    """Accepted items (file order, columns `COLUMNS`) and one problem per rejected record."""
-    if not 0.0 <= test_fraction <= 1.0:
-        raise ValueError(f"test_fraction must be in [0, 1], got {test_fraction}")
+    """Accepted items (file order, columns `COLUMNS`) and one problem per rejected record.
+
+    Records without a split get ``split_for_product``; when no accepted record is marked "val",
+    the validation products are carved from the ones marked "train" (``carve_validation``).
+    """
     root = Path(folder).resolve()
     accepted: list[tuple[int, dict[str, str]]] = []
+    marked_train: set[int] = set()  # lines whose record says split "train"
+    marked_val = False
     problems: list[RecordProblem] = []
     first_line: dict[str, int] = {}
     for line, record in _raw_records(root):
@@ -83,7 +120,14 @@ def read_items(
         if reason:
             problems.append(RecordProblem(item_id, line, reason))
         else:
-            accepted.append((line, _row(record, root, test_fraction)))
+            accepted.append((line, _row(record, root, fractions)))
+            if record.get("split") == "train":
+                marked_train.add(line)
+            marked_val = marked_val or record.get("split") == "val"
+    if marked_train and not marked_val:
+        for line, row in accepted:
+            if line in marked_train:
+                row["split"] = carve_validation(row["product_id"], fractions)
     accepted, product_problems = _product_checks(accepted, require_all_domains)
     problems = sorted(problems + product_problems, key=lambda p: p.line)
     frame = pd.DataFrame([row for _, row in accepted], columns=COLUMNS)
@@ -147,17 +191,17 @@ def _record_reason(
     """Why the record is rejected, or "" when it is accepted (cheap checks first)."""
     if not isinstance(record, dict):
         return f"record is a JSON {type(record).__name__}, not an object"
-    for field in TEXT_FIELDS:
-        if field not in record or record[field] is None:
-            return f"missing field {field!r}"
-        if not isinstance(record[field], str):
-            return f"field {field!r} must be a string, got {type(record[field]).__name__}"
+    for name in TEXT_FIELDS:
+        if name not in record or record[name] is None:
+            return f"missing field {name!r}"
+        if not isinstance(record[name], str):
+            return f"field {name!r} must be a string, got {type(record[name]).__name__}"
     split = record.get("split")
     if split is not None and split not in SPLITS:
         return f"split must be one of {SPLITS}, got {split!r}"
-    for field in ("item_id", "product_id"):
-        if not record[field].strip():
-            return f"empty {field}"
+    for name in ("item_id", "product_id"):
+        if not record[name].strip():
+            return f"empty {name}"
     if record["item_id"] in first_line:
         return f"duplicate item_id (first seen on line {first_line[record['item_id']]})"
     if record["domain"] not in DOMAINS:
@@ -188,9 +232,9 @@ def _media_reason(domain: str, media: str, root: Path, media_check: bool) -> str
     return ""
 
 
-def _row(record: dict[str, Any], root: Path, test_fraction: float) -> dict[str, str]:
-    row = {field: record[field] for field in TEXT_FIELDS}
-    row["split"] = record.get("split") or split_for_product(record["product_id"], test_fraction)
+def _row(record: dict[str, Any], root: Path, fractions: SplitFractions) -> dict[str, str]:
+    row = {name: record[name] for name in TEXT_FIELDS}
+    row["split"] = record.get("split") or split_for_product(record["product_id"], fractions)
     row["media_path"] = str(root / posixpath.normpath(record["media"].replace("\\", "/")))
     return row
 
@@ -210,7 +254,7 @@ def _product_checks(
         product = row["product_id"]
         missing = [d for d in DOMAINS if d not in domains[product]]
         if len(splits[product]) > 1:
-            reason = f"product {product} has items in both train and test splits"
+            reason = f"product {product} has items in several splits ({', '.join(sorted(splits[product]))})"
         elif require_all_domains and missing:
             reason = f"product {product} has no {' or '.join(missing)} item"
         else:

@@ -4,7 +4,7 @@
 
 - `items.jsonl`: one row per item with exactly item_id, product_id, domain, title, asr, media,
   split. Ids: product `p0001`, items `p0001-page`, `p0001-short-0`, `p0001-live-0`. The split is
-  by product (`format.split_for_product`, a sha256 of the id against `test_fraction`).
+  by product (`format.split_for_product`: a sha256 of the id, 60/20/20 train/val/test by default).
 - `media/page/<item>.png`: the page image; `media/short/<item>.mp4`: an H.264 yuv420p clip
   (libx264, else mpeg4) written with PyAV; `media/live/<item>/frame_000.jpg ...`: a folder of
   JPEG frames. Short and live clips have `clip_frames` frames of `image_size` pixels.
@@ -53,7 +53,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ampere.data.format import split_for_product
+from ampere.data.format import SplitFractions, split_for_product
 from ampere.data.synth_catalog import Product, random_product, sample_products
 from ampere.data.synth_render import live_frames, page_image, product_sprite, short_frames, write_mp4
 from ampere.data.synth_text import title, transcript
@@ -65,21 +65,19 @@ _PRODUCT_TAG = 3
 
 @dataclass(frozen=True)
 class SynthConfig:
-    """What each product gets: items per domain, image side, frames per clip, test share."""
+    """What each product gets: items per domain, image side, frames per clip; how products are split."""
 
     short_per_product: int = 1
     live_per_product: int = 1
     image_size: int = 224
     clip_frames: int = 16
-    test_fraction: float = 0.5
+    fractions: SplitFractions = SplitFractions()
 
     def __post_init__(self) -> None:
         if self.image_size < 32 or self.image_size % 2:
             raise ValueError(f"image_size must be an even number >= 32, got {self.image_size}")
         if self.clip_frames < 1 or self.short_per_product < 1 or self.live_per_product < 1:
             raise ValueError("clip_frames, short_per_product and live_per_product must be >= 1")
-        if not 0.0 <= self.test_fraction <= 1.0:
-            raise ValueError(f"test_fraction must be in [0, 1], got {self.test_fraction}")
 
 
 def generate(
@@ -90,11 +88,11 @@ def generate(
     live_per_product: int = 1,
     image_size: int = 224,
     clip_frames: int = 16,
-    test_fraction: float = 0.5,
+    fractions: SplitFractions = SplitFractions(),
     overwrite: bool = False,
 ) -> Path:
     """Write a synthetic dataset of `products` products to `out`; returns `out`."""
-    config = SynthConfig(short_per_product, live_per_product, image_size, clip_frames, test_fraction)
+    config = SynthConfig(short_per_product, live_per_product, image_size, clip_frames, fractions)
     out = Path(out)
     existing = [out / name for name in (ITEMS_FILE, ATTRIBUTES_FILE, MEDIA_DIR) if (out / name).exists()]
     if existing and not overwrite:
@@ -149,7 +147,7 @@ def _product_items(root: Path, product: Product, seed: int, config: SynthConfig)
     """Write the media of one product and return its items.jsonl rows."""
     rng = np.random.default_rng([seed, _PRODUCT_TAG, product.index])
     pid = product.product_id
-    split = split_for_product(pid, config.test_fraction)
+    split = split_for_product(pid, config.fractions)
     sprite = product_sprite(product)
     size, count = config.image_size, config.clip_frames
 

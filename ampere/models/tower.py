@@ -42,16 +42,20 @@ class TowerConfig:
 
 
 class TowerOutput(NamedTuple):
-    """L2-normalised [B, out_dim] embeddings from the fusion transformer's output tokens.
+    """L2-normalised [B, out_dim] embeddings, all through the shared head.
 
-    fused: first visual + first text token (the item embedding); visual: first visual token
-    alone; text: first text token alone, meaningful only where ``has_text`` [B] (bool) is True.
-    Both tokens have attended to the whole (unmasked) sequence.
+    fused: first visual + first text output token of the fusion transformer (the item
+    embedding); visual / text: the first visual / first text fusion output token alone (both
+    have attended to the whole unmasked sequence); visual_branch / text_branch: the branch
+    outputs before fusion (the temporal transformer's pooled token, the projected text CLS).
+    Text embeddings are meaningful only where ``has_text`` [B] (bool) is True.
     """
 
     fused: torch.Tensor
     visual: torch.Tensor
     text: torch.Tensor
+    visual_branch: torch.Tensor
+    text_branch: torch.Tensor
     has_text: torch.Tensor
 
 
@@ -76,7 +80,8 @@ class AmpereTower(nn.Module):
     transformer over [9 visual | T text] tokens with text padding masked (visual never masked).
     Output: first visual token + first text token (zeroed when the item has no text), Linear
     to ``out_dim``, L2-normalised. ``encode_parts`` also gives the first visual and the first
-    text token alone through the same Linear (for the alignment losses).
+    text token alone, and the two branch outputs before fusion, through the same Linear (for the
+    alignment losses).
     """
 
     def __init__(self, cfg: TowerConfig):
@@ -111,6 +116,8 @@ class AmpereTower(nn.Module):
             fused=F.normalize(self.head(out), dim=-1),
             visual=F.normalize(self.head(first_visual), dim=-1),
             text=F.normalize(self.head(first_text), dim=-1),
+            visual_branch=F.normalize(self.head(v[:, 0]), dim=-1),
+            text_branch=F.normalize(self.head(t[:, 0]), dim=-1),
             has_text=has_text,
         )
 
