@@ -17,6 +17,7 @@ from ampere.asr.quality import CLIP_DOMAINS, load_attributes, quality_table, sum
 from ampere.asr.summarizer import SummaryResult, build_summarizer
 from ampere.data.format import load_items
 from ampere.data.synth import add_products, generate
+from ampere.models.backbones import build_text_encoder
 
 QUALITY_EXPERIMENT = "ampere-summary-quality"
 QUALITY_METRICS = ("attribute_recall", "attribute_precision", "raw32_recall", "raw_recall")
@@ -103,7 +104,7 @@ def _summaries_quality(args: argparse.Namespace) -> None:
     prompt = load_prompt(args.prompt)
     clips = _clips(args)
     summaries, model_id = _summarise(clips, prompt, args)
-    quality = summary_quality(clips, summaries, load_attributes(args.dataset))
+    quality = summary_quality(clips, summaries, load_attributes(args.dataset), build_text_encoder().readable_part)
     print(f"\nprompt {prompt.id}@{prompt.hash}, model {model_id}\n")
     print(quality_table(quality))
     params = {"prompt_id": prompt.id, "prompt_hash": prompt.hash, "model_id": model_id, "backend": "llamacpp",
@@ -145,7 +146,8 @@ def _summaries_compare(args: argparse.Namespace) -> None:
     attributes = load_attributes(args.dataset)
     prompts = [load_prompt(args.prompt_a), load_prompt(args.prompt_b)]
     runs = [_summarise(clips, prompt, args) for prompt in prompts]
-    qualities = [summary_quality(clips, summaries, attributes) for summaries, _ in runs]
+    reads = build_text_encoder().readable_part
+    qualities = [summary_quality(clips, summaries, attributes, reads) for summaries, _ in runs]
     print(f"\n{len(clips)} short/live items, model {runs[0][1]}\n")
     print("| figure | " + " | ".join(f"{p.id}@{p.hash}" for p in prompts) + " |")
     print("|---|---|---|")

@@ -85,7 +85,8 @@ def bootstrap_r1(
     products = sorted(set().union(*(set(h["product_id"]) for run in runs for h in run.values())))
     index = {p: i for i, p in enumerate(products)}
     rng = np.random.default_rng(seed)
-    weights = np.stack([np.bincount(rng.integers(0, len(products), len(products)), minlength=len(products)) for _ in range(resamples)])
+    draws = rng.integers(0, len(products), (resamples, len(products)))
+    weights = np.stack([np.bincount(draw, minlength=len(products)) for draw in draws])
     per_direction = {}
     for direction in DIRECTIONS:
         recalls = []

@@ -54,10 +54,16 @@ class TrainConfig:
     temperature: float = field(default=0.05, metadata={"doc": "InfoNCE temperature (initial value if learnable)"})
     grad_clip: float = field(default=1.0, metadata={"doc": "gradient norm clip"})
     seed: int = field(default=0, metadata={"doc": "seed of initialisation, sampling and dropout"})
-    device: str = field(default="auto", metadata={"doc": "auto (CUDA with bf16 autocast when present, else CPU), cpu, cuda, cuda:N"})
+    device: str = field(
+        default="auto", metadata={"doc": "auto (CUDA with bf16 autocast when present, else CPU), cpu, cuda, cuda:N"}
+    )
     eval_every: int = field(default=10, metadata={"doc": "steps between validation evaluations (and checkpoints)"})
-    patience: int = field(default=6, metadata={"doc": "evaluations without a better validation mR1 before stopping; 0 never stops early"})
-    alignment: str = field(default="fusion", metadata={"doc": "where alignment terms act: fusion (output tokens) or branch (before fusion)"})
+    patience: int = field(
+        default=6, metadata={"doc": "evaluations without a better validation mR1 before stopping; 0 never stops early"}
+    )
+    alignment: str = field(
+        default="fusion", metadata={"doc": "where alignment terms act: fusion (output tokens) or branch (before fusion)"}
+    )
     align_tv: float = field(default=0.1, metadata={"doc": "weight of text<->visual alignment within a domain"})
     align_vv: float = field(default=0.1, metadata={"doc": "weight of visual<->visual alignment across domains"})
     align_tt: float = field(default=0.1, metadata={"doc": "weight of text<->text alignment across domains"})

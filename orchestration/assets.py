@@ -32,7 +32,15 @@ from ampere.models.backbones import build_frame_encoder, build_text_encoder
 from ampere.models.tower import TowerConfig
 from ampere.promotion import decide_promotion, validation_mr1
 from ampere.shards import shard_of
-from ampere.train import TRAINING_SPLITS, TrainConfig, embed, resolve_device, train_tower
+from ampere.train import (
+    TRAINING_SPLITS,
+    TrainConfig,
+    embed,
+    latest_checkpoint,
+    load_checkpoint,
+    resolve_device,
+    train_tower,
+)
 from orchestration import mlflow_logging
 from orchestration.config import config_from_dataclass, to_dataclass
 from orchestration.resources import (
@@ -400,11 +408,17 @@ def trained_encoder(
             **{f"tower.{k}": v for k, v in asdict(tower_cfg).items()},
         },
     )
-    if run.resumed:
-        context.log.info(f"resuming training from the checkpoint in {folder} (MLflow run {run.info.run_id})")
+    checkpoint = latest_checkpoint(folder)
+    if run.resumed and checkpoint is not None:
+        context.log.info(f"resuming training from {checkpoint} (MLflow run {run.info.run_id})")
+        mlflow_logging.log_missing_evaluations(mlflow, run.info.run_id, load_checkpoint(checkpoint)["history"])
     started = time.perf_counter()
     result = train_tower(
-        features, tower_cfg, train_cfg, on_eval=lambda row: mlflow_logging.log_evaluation(mlflow, run.info.run_id, row), resume=True
+        features,
+        tower_cfg,
+        train_cfg,
+        on_eval=lambda row: mlflow_logging.log_evaluation(mlflow, run.info.run_id, row),
+        resume=True,
     )
     seconds = time.perf_counter() - started
     summary = {

@@ -61,7 +61,8 @@ def _pipeline(args: argparse.Namespace) -> None:
                 "trained_encoder": {"config": dict(args.train)},
             },
         }
-        result = execute_job(job, instance, run_config=run_config, tags={"ampere/text_source": args.text_source, **ALL_SHARDS_TAGS})
+        tags = {"ampere/text_source": args.text_source, **ALL_SHARDS_TAGS}
+        result = execute_job(job, instance, run_config=run_config, tags=tags)
     total = time.perf_counter() - started
     print(f"\nDagster run {result.run_id} ({'success' if result.success else 'FAILED'}), stage times:")
     starts: dict[str, float] = {}
@@ -78,9 +79,9 @@ def _pipeline(args: argparse.Namespace) -> None:
     if not result.success:
         raise SystemExit("pipeline failed: see the Dagster run above (dagster dev shows its logs)")
     metrics = json.loads((out / "metrics.json").read_text())
+    source = instance.get_run_by_id(result.run_id).tags.get("ampere/text_source", "?")
     print(
-        f"\nRetrieval on the test split (text source: {instance.get_run_by_id(result.run_id).tags.get('ampere/text_source', '?')}; "
-        "model chosen on validation, "
+        f"\nRetrieval on the test split (text source: {source}; model chosen on validation, "
         f"val mR1 {metrics['val/mR1']:.1f}), R@K in %:\n"
     )
     print(markdown_table(metrics))
@@ -124,7 +125,8 @@ def _status(args: argparse.Namespace) -> None:
     if champion:
         version = resource.client().get_model_version(resource.registered_model, champion)
         metrics = resource.client().get_run(version.run_id).data.metrics
-        figures = ", ".join(f"{name} {metrics[key]:.2f}" for key, name in (("val/mR1", "val mR1"), ("mR1", "test mR1")) if key in metrics)
+        named = (("val/mR1", "val mR1"), ("mR1", "test mR1"))
+        figures = ", ".join(f"{name} {metrics[key]:.2f}" for key, name in named if key in metrics)
         line += f" ({figures or 'no mR1 recorded'}, index {version.tags.get('index_id', 'none')})"
     print(f"{line}; served index: {IndexStore(args.store).current() or 'none'}")
 

@@ -64,16 +64,24 @@ def training_run(resource: MlflowResource, checkpoint_dir: Path, tags: dict[str,
     return TrainingRun(run.info, resumed=False)
 
 
-VALIDATION_METRICS = {"val_mR1": "val/mR1", "val_loss": "val/loss", "best_val_mR1": "val/best_mR1"}
+VALIDATION_METRICS = {"val_mR1": "curve/val_mR1", "val_loss": "curve/val_loss", "best_val_mR1": "curve/best_val_mR1"}
 
 
 def log_evaluation(resource: MlflowResource, run_id: str, row: dict[str, float]) -> None:
-    """One validation evaluation: validation figures as `val/*`, training losses as `train/*`, stepped by step."""
+    """One validation evaluation: validation figures as `curve/*`, training losses as `train/*`, stepped by step."""
     step = int(row["step"])
     metrics = [
         Metric(VALIDATION_METRICS.get(key, f"train/{key}"), float(value), 0, step) for key, value in row.items() if key != "step"
     ]
     resource.client().log_batch(run_id, metrics=metrics)
+
+
+def log_missing_evaluations(resource: MlflowResource, run_id: str, history: list[dict[str, float]]) -> None:
+    """Logs the evaluations of a resumed training that its run lacks (a crash between checkpoint and logging)."""
+    logged = {metric.step for metric in resource.client().get_metric_history(run_id, VALIDATION_METRICS["val_mR1"])}
+    for row in history:
+        if int(row["step"]) not in logged:
+            log_evaluation(resource, run_id, row)
 
 
 def _curves(history: list[dict[str, float]], best_step: int, path: Path) -> Path:

@@ -7,6 +7,7 @@ import pytest
 
 from ampere.asr.quality import attribute_scores, load_attributes, summary_phrases, summary_quality
 from ampere.asr.summarizer import SummaryResult
+from ampere.models.backbones import build_text_encoder
 
 TRUTH = {
     "product_id": "p1",
@@ -76,16 +77,31 @@ def items(rows):
     return pd.DataFrame(rows, columns=["item_id", "product_id", "domain", "title", "asr", "media", "split"])
 
 
-def test_raw32_baseline_misses_late_product_words():
+@pytest.fixture(scope="module")
+def reads():
+    """What the packaged MiniLM text encoder reads of a text (its first 32 WordPiece tokens)."""
+    return build_text_encoder().readable_part
+
+
+def test_raw32_baseline_misses_late_product_words(reads):
     late = CHATTER + " this one is the sable power bank navy blue colour real carbon fiber"
     frame = items([["p1-short-0", "p1", "short", "", late, "m", "train"]])
-    quality = summary_quality(frame, {"p1-short-0": ""}, {"p1": TRUTH})
+    quality = summary_quality(frame, {"p1-short-0": ""}, {"p1": TRUTH}, reads)
     assert quality["raw32_recall"] == 0.0
     assert quality["raw_recall"] == pytest.approx(4 / 5)  # no detail said
     assert quality["attribute_recall"] == 0.0 and quality["empty"] == 1
 
 
-def test_summary_quality_aggregates_per_status_and_domain():
+def test_raw32_counts_the_encoders_tokens_not_words(reads):
+    """12 words, but the long made-up words split into many WordPiece tokens: the colour comes too late."""
+    text = "zxqvbnmkwpt " * 10 + "navy blue"
+    assert len(text.split()) < 32 and "navy" not in reads(text)
+    frame = items([["p1-short-0", "p1", "short", "", text, "m", "train"]])
+    quality = summary_quality(frame, {"p1-short-0": ""}, {"p1": TRUTH}, reads)
+    assert quality["raw32_recall"] == 0.0 and quality["raw_recall"] == pytest.approx(1 / 5)
+
+
+def test_summary_quality_aggregates_per_status_and_domain(reads):
     early = "the lyra muck is red enamel " + CHATTER  # "mug" misheard as "muck"
     frame = items(
         [
@@ -108,7 +124,7 @@ def test_summary_quality_aggregates_per_status_and_domain():
         "p2-short-0": failed,
         "p2-live-0": ok,
     }
-    quality = summary_quality(frame, summaries, {"p1": TRUTH, "p2": MUG})
+    quality = summary_quality(frame, summaries, {"p1": TRUTH, "p2": MUG}, reads)
     assert (quality["items"], quality["scored"]) == (4, 3)
     assert (quality["ok"], quality["empty"], quality["failed"]) == (2, 1, 1)
     p1_recall, p2_recall = 3 / 5, 4 / 5  # sable/power bank/navy blue; lyra/mug/red/enamel
@@ -122,7 +138,7 @@ def test_summary_quality_aggregates_per_status_and_domain():
     assert (live["items"], live["scored"], live["empty"]) == (2, 1, 1)
     assert live["attribute_recall"] == pytest.approx(p2_recall)
     with pytest.raises(ValueError, match="p2"):
-        summary_quality(frame, summaries, {"p1": TRUTH})
+        summary_quality(frame, summaries, {"p1": TRUTH}, reads)
 
 
 def test_load_attributes_reads_the_sidecar(tmp_path):

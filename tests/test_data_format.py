@@ -16,10 +16,10 @@ from ampere.data.format import (
     MAX_ASR_CHARS,
     DatasetError,
     RecordProblem,
-    load_items,
-    read_items,
     SplitFractions,
     carve_validation,
+    load_items,
+    read_items,
     split_for_product,
 )
 

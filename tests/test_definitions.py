@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from dagster import AssetKey, Definitions
+import dataclasses
 
+import pytest
+from dagster import AssetKey, DagsterInvalidConfigError, Definitions, validate_run_config
+
+from ampere.train import TrainConfig
+from orchestration.ablation import ABLATION_JOB, AblationStudyConfig
+from orchestration.assets import EncoderConfig
+from orchestration.config import to_dataclass
 from orchestration.definitions import defs
 from orchestration.jobs import PIPELINE_JOB
 
@@ -30,3 +37,33 @@ def test_definitions_load_and_validate() -> None:
     assert graph.get(AssetKey("trained_encoder")).parent_keys == {AssetKey("backbone_features")}
     assert defs.resolve_schedule_def("weekly_retrain").job_name == PIPELINE_JOB
     assert defs.resolve_sensor_def("dvc_data_sensor").job_name == PIPELINE_JOB
+
+
+def _non_default(f: dataclasses.Field) -> object:
+    """A valid value of a TrainConfig field that differs from its default."""
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    special = {"device": "cpu", "alignment": "branch", "checkpoint_dir": "/tmp/ckpt", "lr_factors": {"head": 0.5}}
+    if f.name in special:
+        return special[f.name]
+    if isinstance(default, bool):
+        return not default
+    if isinstance(default, int):
+        return default + 3
+    if isinstance(default, float):
+        return default * 2 + 0.125
+    raise AssertionError(f"no test value for TrainConfig.{f.name} ({type(default).__name__}): extend _non_default")
+
+
+@pytest.mark.parametrize(
+    ("job_name", "node", "config_class"),
+    [(PIPELINE_JOB, "trained_encoder", EncoderConfig), (ABLATION_JOB, "ablation_study", AblationStudyConfig)],
+)
+def test_every_train_config_field_is_reachable_from_dagster_run_config(job_name: str, node: str, config_class: type) -> None:
+    """Each TrainConfig field, set in the run config of the job, arrives in the TrainConfig the asset trains with."""
+    values = {f.name: _non_default(f) for f in dataclasses.fields(TrainConfig)}
+    assert all(values[name] != getattr(TrainConfig(), name) for name in values)
+    processed = validate_run_config(defs.resolve_job_def(job_name), {"ops": {node: {"config": values}}})
+    given = processed["ops"][node]["config"]
+    assert to_dataclass(TrainConfig, config_class(**given)) == TrainConfig(**values)
+    with pytest.raises(DagsterInvalidConfigError, match="no_such_field"):
+        validate_run_config(defs.resolve_job_def(job_name), {"ops": {node: {"config": {"no_such_field": 1}}}})

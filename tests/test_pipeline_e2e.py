@@ -4,13 +4,16 @@ DVC repository, a real MLflow server (sqlite store) and the real packaged LLM an
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from dagster import AssetKey, DagsterInstance
 
+from ampere.data.format import SplitFractions
 from ampere.data.synth import generate
 from ampere.eval import DIRECTIONS
 from ampere.index_store import IndexReader, IndexStore
@@ -20,16 +23,20 @@ from orchestration.assets import PIPELINE_ASSETS
 from orchestration.audit import audit
 from orchestration.definitions import build_defs
 from orchestration.jobs import PIPELINE_JOB
+from orchestration.mlflow_logging import load_registered_tower
+from orchestration.resources import MlflowResource
 from orchestration.summary_shards import ALL_SHARDS_TAGS
 
-RUN_CONFIG = {"ops": {"trained_encoder": {"config": {"epochs": 2, "batch_size": 4}}}}
+RUN_CONFIG = {"ops": {"trained_encoder": {"config": {"steps": 4, "batch_size": 3, "eval_every": 2}}}}
+# 7 products: 3 train, 2 validation (p0004, p0007), 2 test (p0003, p0006).
+FRACTIONS = SplitFractions(val_fraction=0.3, test_fraction=0.3)
 
 
 @pytest.fixture(scope="module")
 def materialised(tmp_path_factory: pytest.TempPathFactory, mlflow_server: dict[str, str], make_dvc_repo):
-    """Runs the pipeline job once on a 6-product dataset; yields what the tests inspect."""
+    """Runs the pipeline job once on a 7-product dataset; yields what the tests inspect."""
     root = tmp_path_factory.mktemp("e2e")
-    generate(root / "synth", products=6, seed=3, clip_frames=8)
+    generate(root / "synth", products=7, seed=3, clip_frames=8, fractions=FRACTIONS)
     repo = make_dvc_repo(root / "repo", root / "synth")
     defs = build_defs(
         workspace=str(root / "workspace"),
@@ -83,7 +90,8 @@ def test_blocking_check_ran_and_passed(materialised) -> None:
 def test_metrics_json_mlflow_run_and_registered_champion(materialised) -> None:
     workspace = materialised["root"] / "workspace"
     metrics = json.loads((workspace / "metrics.json").read_text())
-    assert set(metrics) == {f"{d}/R@{k}" for d in DIRECTIONS for k in (1, 5, 10)} | {"mR1"}
+    figures = {f"{d}/R@{k}" for d in DIRECTIONS for k in (1, 5, 10)} | {"mR1"}
+    assert set(metrics) == figures | {f"val/{key}" for key in figures}
     assert all(0.0 <= v <= 100.0 for v in metrics.values())
     assert metrics["mR1"] == pytest.approx(sum(metrics[f"{d}/R@1"] for d in DIRECTIONS) / 6)
 
@@ -91,15 +99,19 @@ def test_metrics_json_mlflow_run_and_registered_champion(materialised) -> None:
     champion = client.get_model_version_by_alias("ampere-encoder", "champion")
     run = client.get_run(champion.run_id)
     assert run.data.metrics["mR1"] == pytest.approx(metrics["mR1"])
+    assert run.data.metrics["val/mR1"] == pytest.approx(metrics["val/mR1"])
     assert run.data.tags["dagster.run_id"] == materialised["result"].run_id
-    assert "loss_curve.png" in {a.path.split("/")[-1] for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert run.data.params["steps"] == "4" and run.data.params["resolved_device"] == "cpu"
+    assert "learning_curve.png" in {a.path.split("/")[-1] for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "curve/val_mR1")] == [2, 4]
 
 
 def test_embeddings_and_indexes(materialised) -> None:
     workspace = materialised["root"] / "workspace"
     df = pd.read_parquet(workspace / "embeddings.parquet")
     assert list(df.columns) == ["item_id", "product_id", "domain", "split", "embedding"]
-    assert len(df) == 18 and len(df["embedding"].iloc[0]) == 128
+    assert len(df) == 21 and len(df["embedding"].iloc[0]) == 128
+    assert df.groupby("split")["product_id"].nunique().to_dict() == {"train": 3, "val": 2, "test": 2}
     store = IndexStore(workspace / "index_store")
     served = store.path(store.current())
     assert {p.name for p in served.glob("*.faiss")} == {"page.faiss", "short.faiss", "live.faiss"}
@@ -137,7 +149,7 @@ def test_a_challenger_that_is_not_better_is_not_promoted_and_the_served_index_st
     assert result.success
     decision = result.output_for_node("champion_promotion")
     assert decision["challenger_version"] != champion
-    assert decision["challenger_mR1"] == decision["champion_mR1"]
+    assert decision["challenger_val_mR1"] == decision["champion_val_mR1"]
     assert decision["promoted"] is False
     assert client.get_model_version_by_alias("ampere-encoder", "champion").version == champion
     assert store.current() == served
@@ -158,6 +170,52 @@ def test_audit_prints_the_whole_chain_and_every_link_resolves(materialised) -> N
         assert fact in text, f"{fact} missing from:\n{text}"
     by_index = audit(champion.tags["index_id"], client, "ampere-encoder", materialised["mlflow"], materialised["instance"])
     assert by_index.model_version == champion.version
+
+
+def test_nothing_before_reporting_reads_a_test_item(materialised) -> None:
+    """A copy of the dataset whose test items are changed (the page images and titles of the two test
+    products swapped) trains the same weights, chooses the same checkpoint and makes the same
+    promotion decision; only the reported test figures see the change."""
+    root = materialised["root"]
+    changed = root / "test-items-changed"
+    shutil.copytree(materialised["repo"] / "data", changed)
+    rows = [json.loads(line) for line in (changed / "items.jsonl").read_text().splitlines()]
+    pages = [row for row in rows if row["split"] == "test" and row["domain"] == "page"]
+    assert len(pages) == 2
+    (pages[0]["media"], pages[0]["title"]), (pages[1]["media"], pages[1]["title"]) = (
+        (pages[1]["media"], pages[1]["title"]),
+        (pages[0]["media"], pages[0]["title"]),
+    )
+    (changed / "items.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (root / "workspace-changed").mkdir()
+    shutil.copy(root / "workspace" / "summary_cache.sqlite", root / "workspace-changed")  # same summaries, no LLM run
+    defs = build_defs(
+        workspace=str(root / "workspace-changed"),
+        dataset=str(changed),
+        tracking_uri=materialised["mlflow"],
+        artifact_root=str(root / "artifacts-changed"),
+        repo_dir=str(materialised["repo"]),
+    )
+    result = defs.resolve_job_def(PIPELINE_JOB).execute_in_process(
+        run_config=RUN_CONFIG, instance=materialised["instance"], tags=ALL_SHARDS_TAGS
+    )
+    assert result.success
+    first, second = (r.output_for_node("trained_encoder") for r in (materialised["result"], result))
+    client = MlflowClient(tracking_uri=materialised["mlflow"], registry_uri=materialised["mlflow"])
+    resource = MlflowResource(tracking_uri=materialised["mlflow"])
+    weights = [load_registered_tower(resource, r["model_uri"]).state_dict() for r in (first, second)]
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+    curves = [[(m.step, m.value) for m in client.get_metric_history(r["run_id"], "curve/val_mR1")] for r in (first, second)]
+    assert curves[0] == curves[1] and first["best_val_mR1"] == second["best_val_mR1"]
+    decisions = [r.output_for_node("champion_promotion") for r in (materialised["result"], result)]
+    assert decisions[1]["challenger_val_mR1"] == decisions[0]["challenger_val_mR1"]
+    assert decisions[1]["validation_items"] == decisions[0]["validation_items"] == 6
+    embedded = [
+        pd.read_parquet(folder / "embeddings.parquet").set_index("item_id")
+        for folder in (root / "workspace", root / "workspace-changed")
+    ]
+    page_id = pages[0]["item_id"]
+    assert not np.allclose(embedded[0].loc[page_id, "embedding"], embedded[1].loc[page_id, "embedding"])
 
 
 def test_changing_k_transcripts_costs_exactly_k_llm_calls(materialised) -> None:

@@ -1,6 +1,10 @@
 """The promotion rule."""
 
-from ampere.promotion import decide_promotion
+import numpy as np
+
+from ampere.features import ItemFeatures
+from ampere.models.tower import AmpereTower, TowerConfig
+from ampere.promotion import decide_promotion, validation_mr1
 
 
 def test_first_model_is_promoted() -> None:
@@ -22,3 +26,25 @@ def test_a_champion_with_other_inputs_is_not_compared() -> None:
     promote, reason = decide_promotion(50.0, None, incomparable="text_source: none vs summary")
     assert promote is False and "not comparable" in reason
     assert decide_promotion(50.0, None, force=True, incomparable="text_source: none vs summary")[0] is True
+
+
+def test_validation_mr1_embeds_validation_items_only() -> None:
+    """Train and test rows filled with NaN do not change the figure: they are never embedded."""
+    rng = np.random.default_rng(0)
+    splits = [split for split in ("train", "val", "test") for _ in range(4) for _ in range(3)]
+    features = ItemFeatures(
+        item_ids=[f"i{i}" for i in range(36)],
+        product_ids=[f"p{i // 3}" for i in range(36)],
+        domains=["page", "short", "live"] * 12,
+        splits=splits,
+        frames=rng.normal(size=(36, 8, 8)).astype(np.float32),
+        text=rng.normal(size=(36, 4, 8)).astype(np.float32),
+        text_mask=np.ones((36, 4), dtype=bool),
+    )
+    tower = AmpereTower(TowerConfig(visual_dim=8, text_dim=8, width=16, text_tokens=4, temporal_layers=1, fusion_layers=1, heads=2))
+    clean = validation_mr1(tower, features)
+    poisoned = features.subset(range(36))
+    others = [i for i, split in enumerate(splits) if split != "val"]
+    poisoned.frames[others] = np.nan
+    poisoned.text[others] = np.nan
+    assert np.isfinite(clean) and validation_mr1(tower, poisoned) == clean

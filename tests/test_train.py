@@ -5,11 +5,21 @@ import pytest
 import torch
 from torch import nn
 
+from ampere.eval import evaluate
 from ampere.features import ItemFeatures
 from ampere.models import TowerConfig
-from ampere.eval import evaluate
 from ampere.models.tower import AmpereTower
-from ampere.train import TrainConfig, _batch_loss, _lr_factor, _tensors, batch_rows, embed, param_groups, product_items, train_tower
+from ampere.train import (
+    TrainConfig,
+    _batch_loss,
+    _lr_factor,
+    _tensors,
+    batch_rows,
+    embed,
+    param_groups,
+    product_items,
+    train_tower,
+)
 
 TOWER = TowerConfig(
     visual_dim=16,
@@ -145,7 +155,7 @@ def test_alignment_variants_act_where_they_say(alignment):
 def test_training_refuses_test_items_and_ignores_nothing_else():
     feats = synthetic()
     with_test = synthetic()
-    with_test.splits = ["test" if pid == "prod0" else s for pid, s in zip(with_test.product_ids, with_test.splits)]
+    with_test.splits = ["test" if pid == "prod0" else s for pid, s in zip(with_test.product_ids, with_test.splits, strict=True)]
     with pytest.raises(ValueError, match=r"train and val items only; got splits \['test'\]"):
         train_tower(with_test, TOWER, CFG)
     # Without the test product, training runs; only train and val rows are read.
@@ -160,7 +170,7 @@ def test_padding_columns_are_cut_without_changing_outputs():
     rows = np.arange(len(feats))
     frames, text, mask = _tensors(feats, rows, torch.device("cpu"))
     assert text.shape[1] == 2 and mask.shape[1] == 2
-    full = tower(torch.from_numpy(feats.frames), torch.from_numpy(feats.text.astype(np.float32)), torch.from_numpy(feats.text_mask))
+    full = tower(*(torch.from_numpy(a) for a in (feats.frames, feats.text.astype(np.float32), feats.text_mask)))
     np.testing.assert_allclose(tower(frames, text, mask).detach().numpy(), full.detach().numpy(), atol=1e-5)
 
 

@@ -27,6 +27,7 @@ import math
 import re
 import unicodedata
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,6 @@ from ampere.data.synth_catalog import CATEGORIES
 ATTRIBUTES_FILE = "attributes.jsonl"
 SPOKEN_FIELDS = ("brand", "category", "color", "material", "detail")
 CLIP_DOMAINS = ("short", "live")
-RAW_HEAD_TOKENS = 32  # what the text encoder reads of a raw transcript
 STATUSES = ("ok", "empty", "failed")
 _WORD = re.compile(r"\w+")
 
@@ -134,15 +134,19 @@ def _aggregate(rows: list[dict]) -> dict[str, Any]:
 
 
 def summary_quality(
-    items_df: pd.DataFrame, summaries: dict[str, SummaryResult | str], attributes: dict[str, dict]
+    items_df: pd.DataFrame,
+    summaries: dict[str, SummaryResult | str],
+    attributes: dict[str, dict],
+    encoder_reads: Callable[[str], str],
 ) -> dict[str, Any]:
     """Attribute quality of the summaries of the short/live items of ``items_df`` that are in ``summaries``.
 
     A summary is a ``SummaryResult`` or a rendered text (status "ok" when non-empty, else
     "empty"). Means are over the items with a non-empty transcript ("scored"): recall counts a
     failed or empty summary as 0; precision averages the "ok" summaries only. Baselines: the
-    recall of the raw transcript's first ``RAW_HEAD_TOKENS`` whitespace tokens (``raw32_recall``)
-    and of the whole raw transcript (``raw_recall``). Returns the overall figures, the status
+    recall of the part of the raw transcript that the text encoder reads, ``encoder_reads(asr)``
+    (its first 32 WordPiece tokens for MiniLM: ``raw32_recall``), and of the whole raw
+    transcript (``raw_recall``). Returns the overall figures, the status
     counts and ``per_domain`` (short, live) with the same keys; a mean over nothing is NaN.
     """
     clips = items_df[items_df["domain"].isin(CLIP_DOMAINS) & items_df["item_id"].isin(summaries)]
@@ -166,7 +170,7 @@ def summary_quality(
                 "status": status,
                 "recall": recall,
                 "precision": precision,
-                "raw32_recall": text_recall(" ".join(item.asr.split()[:RAW_HEAD_TOKENS]), attrs),
+                "raw32_recall": text_recall(encoder_reads(item.asr), attrs),
                 "raw_recall": text_recall(item.asr, attrs),
             }
         )

@@ -69,13 +69,16 @@ class SplitFractions:
             raise ValueError(f"val_fraction + test_fraction must be <= 1, got {self}")
 
 
+DEFAULT_FRACTIONS = SplitFractions()
+
+
 def _position(product_id: str) -> float:
     """A stable position in [0, 1) for a product id (sha256)."""
     digest = hashlib.sha256(product_id.encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def split_for_product(product_id: str, fractions: SplitFractions = SplitFractions()) -> str:
+def split_for_product(product_id: str, fractions: SplitFractions = DEFAULT_FRACTIONS) -> str:
     """The split of a product whose records carry none: test, then val, then train along its hash position."""
     position = _position(product_id)
     if position < fractions.test_fraction:
@@ -83,7 +86,7 @@ def split_for_product(product_id: str, fractions: SplitFractions = SplitFraction
     return "val" if position < fractions.test_fraction + fractions.val_fraction else "train"
 
 
-def carve_validation(product_id: str, fractions: SplitFractions = SplitFractions()) -> str:
+def carve_validation(product_id: str, fractions: SplitFractions = DEFAULT_FRACTIONS) -> str:
     """For a dataset that marks train and test but no val: "val" for the share of its train products
     that the same hash gives to validation among non-test products, else "train"."""
     non_test = 1.0 - fractions.test_fraction
@@ -93,7 +96,7 @@ def carve_validation(product_id: str, fractions: SplitFractions = SplitFractions
 
 def read_items(
     folder: str | Path,
-    fractions: SplitFractions = SplitFractions(),
+    fractions: SplitFractions = DEFAULT_FRACTIONS,
     check_media: bool = True,
     require_all_domains: bool = True,
 ) -> tuple[pd.DataFrame, list[RecordProblem]]:

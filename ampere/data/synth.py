@@ -53,7 +53,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ampere.data.format import SplitFractions, split_for_product
+from ampere.data.format import DEFAULT_FRACTIONS, SplitFractions, split_for_product
 from ampere.data.synth_catalog import Product, random_product, sample_products
 from ampere.data.synth_render import live_frames, page_image, product_sprite, short_frames, write_mp4
 from ampere.data.synth_text import title, transcript
@@ -71,7 +71,7 @@ class SynthConfig:
     live_per_product: int = 1
     image_size: int = 224
     clip_frames: int = 16
-    fractions: SplitFractions = SplitFractions()
+    fractions: SplitFractions = DEFAULT_FRACTIONS
 
     def __post_init__(self) -> None:
         if self.image_size < 32 or self.image_size % 2:
@@ -88,7 +88,7 @@ def generate(
     live_per_product: int = 1,
     image_size: int = 224,
     clip_frames: int = 16,
-    fractions: SplitFractions = SplitFractions(),
+    fractions: SplitFractions = DEFAULT_FRACTIONS,
     overwrite: bool = False,
 ) -> Path:
     """Write a synthetic dataset of `products` products to `out`; returns `out`."""

@@ -141,6 +141,10 @@ class TextEncoder:
         """Number of output positions (CLS + max_tokens)."""
         return self.max_tokens + 1
 
+    def readable_part(self, text: str) -> str:
+        """The part of ``text`` this encoder reads: its first ``max_tokens`` tokens, decoded back to text."""
+        return self.tokenizer.convert_tokens_to_string(self.tokenizer.tokenize(text)[: self.max_tokens])
+
     def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Encode texts to (states float32 [N, T, dim], mask bool [N, T]), T = max_tokens + 1."""
         states = np.zeros((len(texts), self.length, self.dim), dtype=np.float32)

@@ -1,0 +1,98 @@
+"""Through Dagster: a pipeline run killed (SIGKILL) during training, re-executed from failure,
+resumes its training from the checkpoint and continues the same MLflow run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from dagster import AssetKey, DagsterInstance, DagsterRunStatus, ReexecutionOptions, build_reconstructable_job, execute_job
+
+from ampere.data.format import SplitFractions
+from ampere.data.synth import generate
+from ampere.train import latest_checkpoint, load_checkpoint
+from mlflow import MlflowClient
+
+STEPS, EVAL_EVERY = 24, 2
+
+
+@pytest.fixture()
+def dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return home
+
+
+def test_a_killed_training_resumes_when_its_run_is_reexecuted(tmp_path: Path, dagster_home: Path) -> None:
+    dataset = generate(tmp_path / "data", products=7, seed=3, clip_frames=4, fractions=SplitFractions(0.3, 0.3))
+    out, mlflow_db = tmp_path / "out", f"sqlite:///{tmp_path}/mlflow.db"
+    command = [
+        str(Path(sys.executable).parent / "ampere"),
+        *("pipeline", "--dataset", str(dataset), "--out", str(out), "--text-source", "none"),
+        *("--tracking-uri", mlflow_db, "--artifact-root", str(tmp_path / "artifacts")),
+        *("--train", f"steps={STEPS}", "--train", f"eval_every={EVAL_EVERY}", "--train", "patience=0"),
+        *("--train", "batch_size=3"),
+    ]
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home)}
+    with open(tmp_path / "first.log", "wb") as log:
+        first = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 600
+            while not list((out / "checkpoints").glob("*/step-*.pt")):
+                assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "no training checkpoint within 600 s"
+                time.sleep(0.05)
+            os.killpg(first.pid, signal.SIGKILL)  # as an out-of-memory kill or a lost machine would
+        finally:
+            first.wait()
+    [folder] = list((out / "checkpoints").iterdir())
+    killed_at = load_checkpoint(latest_checkpoint(folder))["steps_done"]
+    assert EVAL_EVERY <= killed_at < STEPS
+
+    instance = DagsterInstance.get()
+    [run] = instance.get_runs()
+    assert folder.name == run.run_id  # checkpoints are addressed by the root run
+    assert run.status == DagsterRunStatus.STARTED  # nothing marked it: the process was killed
+    instance.report_run_failed(run)  # what run monitoring or the UI's "Terminate" records
+
+    job = build_reconstructable_job(
+        "orchestration.definitions",
+        "pipeline_job_at",
+        reconstructable_kwargs={
+            "workspace": str(out),
+            "dataset": str(dataset),
+            "tracking_uri": mlflow_db,
+            "artifact_root": str(tmp_path / "artifacts"),
+            "summarizer_backend": "llamacpp",
+            "summarizer_model": None,
+        },
+    )
+    with execute_job(job, instance, reexecution_options=ReexecutionOptions.from_failure(run.run_id, instance)) as result:
+        assert result.success
+    rerun = instance.get_run_by_id(result.run_id)
+    assert rerun.root_run_id == run.run_id and rerun.parent_run_id == run.run_id
+    # Only the steps after the last finished one ran again: raw data, summaries and features were reused.
+    logs = instance.all_logs(result.run_id)
+    steps = {event.step_key for event in logs if event.dagster_event and event.dagster_event.is_step_start}
+    assert "trained_encoder" in steps and "backbone_features" not in steps and "raw_items" not in steps
+
+    metadata = instance.get_latest_materialization_event(AssetKey("trained_encoder")).asset_materialization.metadata
+    assert metadata["resumed"].value is True and metadata["steps_done"].value == STEPS
+    history = load_checkpoint(latest_checkpoint(folder))["history"]
+    assert [row["step"] for row in history] == list(range(EVAL_EVERY, STEPS + 1, EVAL_EVERY))
+
+    client = MlflowClient(tracking_uri=mlflow_db)
+    run_id = metadata["mlflow_run_id"].value
+    mlflow_run = client.get_run(run_id)
+    assert mlflow_run.data.tags["dagster.run_id"] == run.run_id  # the run the killed attempt created...
+    assert mlflow_run.data.tags["resumed_by_dagster_run"] == result.run_id  # ...continued by the re-execution
+    curve = client.get_metric_history(run_id, "curve/val_mR1")
+    assert sorted(m.step for m in curve) == list(range(EVAL_EVERY, STEPS + 1, EVAL_EVERY))  # one curve, no gap
+    assert mlflow_run.info.status == "FINISHED"
