@@ -14,7 +14,6 @@ checkpoint, bit-identically on CPU.
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -414,7 +413,7 @@ def train_tower(
             on_eval(row)
     progress.close()
     best = AmpereTower(tower_cfg).to(device)
-    best.load_state_dict(copy.deepcopy(best_state) if best_state else tower.state_dict())
+    best.load_state_dict(best_state or tower.state_dict())
     return TrainResult(best.eval(), history, best_step, best_mr1, step, stopped and step < cfg.steps)
 
 

@@ -2,7 +2,7 @@
 (``alignment=fusion``) or on the branch outputs before fusion (``alignment=branch``).
 
     .venv/bin/python benchmarks/alignment.py [--features workspace/features/features.npz] [--seeds 0 1 2]
-        [--train FIELD=VALUE ...]
+        [--train FIELD=VALUE ...] [--curves curves.csv]
 
 Trains the tower once per (variant, seed) on the train split of the pipeline's backbone features
 (the text source of the last `ampere pipeline` run), with the default TrainConfig otherwise, and
@@ -20,6 +20,8 @@ from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 
+import pandas as pd  # noqa: E402
+
 from ampere.features import ItemFeatures  # noqa: E402
 from ampere.models.tower import TowerConfig  # noqa: E402
 from ampere.train import ALIGNMENTS, TRAINING_SPLITS, TrainConfig, train_tower  # noqa: E402
@@ -33,6 +35,7 @@ def main() -> None:
     parser.add_argument("--features", type=Path, default=DEFAULT_FEATURES)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--train", type=train_setting, action="append", default=[], metavar="FIELD=VALUE")
+    parser.add_argument("--curves", type=Path, help="write every run's validation curve (one row per evaluation) to this CSV")
     args = parser.parse_args()
 
     features = ItemFeatures.load(args.features).only(TRAINING_SPLITS)
@@ -40,6 +43,7 @@ def main() -> None:
         visual_dim=features.frames.shape[-1], text_dim=features.text.shape[-1], text_tokens=features.text.shape[1]
     )
     scores: dict[str, list[float]] = {}
+    curves = []
     print("| alignment | seed | val mR1 | chosen step | steps | seconds |\n|---|---:|---:|---:|---:|---:|")
     for alignment in ALIGNMENTS:
         for seed in args.seeds:
@@ -47,11 +51,14 @@ def main() -> None:
             started = time.perf_counter()
             result = train_tower(features, tower_cfg, cfg)
             scores.setdefault(alignment, []).append(result.best_val_mR1)
+            curves += [{"alignment": alignment, "seed": seed, **row} for row in result.history]
             print(
                 f"| {alignment} | {seed} | {result.best_val_mR1:.1f} | {result.best_step} | {result.steps_done} | "
                 f"{time.perf_counter() - started:.0f} |",
                 flush=True,
             )
+    if args.curves is not None:
+        pd.DataFrame(curves).to_csv(args.curves, index=False)
     print("\n| alignment | val mR1 (mean ± std over seeds) |\n|---|---:|")
     for alignment, values in scores.items():
         spread = statistics.stdev(values) if len(values) > 1 else 0.0

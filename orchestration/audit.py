@@ -127,7 +127,11 @@ def audit(
             True,
         )
     )
-    add(AuditLine("mR1 (test split)", f"{run.data.metrics.get('mR1', float('nan')):.2f}"))
+    metrics = run.data.metrics
+    add(AuditLine("mR1 (validation split: model choice)", f"{metrics.get('val/mR1', float('nan')):.2f}"))
+    add(AuditLine("mR1 (test split: report)", f"{metrics.get('mR1', float('nan')):.2f}"))
+    if "train/best_step" in metrics:
+        add(AuditLine("chosen checkpoint", f"step {metrics['train/best_step']:.0f} of {metrics['train/steps_done']:.0f} trained"))
     if "promotion.reason" in tags:
         add(AuditLine("promotion", tags["promotion.reason"]))
     index_path = tags.get("index_path", "")

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ampere.eval import DIRECTIONS, evaluate, markdown_table, metrics_from_embeddings_frame, recall_at_k
+from ampere.eval import DIRECTIONS, direction_hits, evaluate, markdown_table, metrics_from_embeddings_frame, recall_at_k
 
 # Hand-computed case (ks 1, 2, 5):
 # gallery g0 [1,0] a | g1 [0,1] b | g2 [1,0] c | g3 [-1,0] c | g4 [0,-1] d
@@ -109,3 +109,16 @@ def test_markdown_table_and_frame_helper():
     assert table[0] == "| direction | R@1 | R@5 | R@10 |"
     assert [line.split("|")[1].strip() for line in table[2:]] == [*DIRECTIONS, "mR1"]
     assert table[-1].startswith("| mR1 | 100.0 |")
+
+
+def test_evaluate_one_split_at_a_time_and_direction_hits():
+    """Each split is a world of its own: queries and galleries never mix splits."""
+    emb, pids, domains, splits = _dataset()
+    assert evaluate(emb, pids, domains, splits, split="test")["mR1"] == pytest.approx(100.0)
+    assert evaluate(emb, pids, domains, splits, split="train")["mR1"] == pytest.approx(100.0)  # t_p's items share one vector
+    swapped = [("train" if s == "test" else "val") for s in splits]
+    assert evaluate(emb, pids, domains, swapped, split="val")["mR1"] == pytest.approx(100.0)
+    assert evaluate(emb, pids, domains, swapped, split="test")["P2S/queries"] == 0
+    hits = direction_hits(emb, pids, domains, splits)
+    assert set(hits) == set(DIRECTIONS)
+    assert sorted(hits["P2S"]["product_id"]) == [f"p{p}" for p in range(6)] and hits["P2S"]["hit"].all()

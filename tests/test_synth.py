@@ -68,7 +68,7 @@ def test_items_and_sidecar_fields(dataset: Path) -> None:
     assert ids[:3] == ["p0001-page", "p0001-short-0", "p0001-live-0"]
     assert len(ids) == 18 == len(set(ids))
     for row in items:
-        assert row["split"] in ("train", "test")
+        assert row["split"] in ("train", "val", "test")
         if row["domain"] == "page":
             assert row["asr"] == "" and row["media"].endswith(".png") and row["title"]
         assert "brand" not in row and "attributes" not in row
