@@ -35,7 +35,7 @@ from ampere.models.tower import AmpereTower, TowerConfig, TowerOutput
 
 TRAIN_DOMAINS = ("page", "short", "live")
 TRAINING_SPLITS = ("train", "val")
-ALIGNMENTS = ("fusion", "branch")
+ALIGNMENTS = ("branch", "fusion")
 CHECKPOINT_FORMAT = 2
 # TrainConfig fields that may differ between a checkpointed run and its resumption.
 _RESUME_MAY_CHANGE = ("device", "checkpoint_dir")
@@ -43,9 +43,14 @@ _RESUME_MAY_CHANGE = ("device", "checkpoint_dir")
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings of the tower; every field is settable from Dagster run config."""
+    """Optimisation settings of the tower; every field is settable from Dagster run config.
 
-    steps: int = field(default=150, metadata={"doc": "optimizer step budget (warm-up then cosine to 0 over it)"})
+    Defaults chosen on the validation split of the default dataset (README, "Learning curve"):
+    the best validation mR1 stops rising by step 40-60 (the tower fits the 58 training products
+    by then), and branch alignment led fusion alignment by 0.7 ± 1.1 points over 3 seeds.
+    """
+
+    steps: int = field(default=60, metadata={"doc": "optimizer step budget (warm-up then cosine to 0 over it)"})
     batch_size: int = field(default=32, metadata={"doc": "distinct products per step (in-batch negatives)"})
     lr: float = field(default=3e-4, metadata={"doc": "base learning rate (AdamW)"})
     weight_decay: float = field(default=0.05, metadata={"doc": "AdamW weight decay of the tower"})
@@ -58,10 +63,10 @@ class TrainConfig:
     )
     eval_every: int = field(default=10, metadata={"doc": "steps between validation evaluations (and checkpoints)"})
     patience: int = field(
-        default=6, metadata={"doc": "evaluations without a better validation mR1 before stopping; 0 never stops early"}
+        default=3, metadata={"doc": "evaluations without a better validation mR1 before stopping; 0 never stops early"}
     )
     alignment: str = field(
-        default="fusion", metadata={"doc": "where alignment terms act: fusion (output tokens) or branch (before fusion)"}
+        default="branch", metadata={"doc": "where alignment terms act: branch (before fusion) or fusion (output tokens)"}
     )
     align_tv: float = field(default=0.1, metadata={"doc": "weight of text<->visual alignment within a domain"})
     align_vv: float = field(default=0.1, metadata={"doc": "weight of visual<->visual alignment across domains"})
