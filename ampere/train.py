@@ -79,7 +79,11 @@ class TrainConfig:
         default_factory=dict, metadata={"doc": "learning-rate factor per tower parameter-name prefix"}
     )
     checkpoint_dir: str | None = field(
-        default=None, metadata={"doc": "folder of the resumable checkpoint written at every evaluation; none: no checkpoints"}
+        default=None,
+        metadata={
+            "doc": "folder of the resumable checkpoint written at every evaluation; the pipeline uses one folder per "
+            "root run when unset and resumes a checkpoint it finds there"
+        },
     )
 
     def __post_init__(self) -> None:

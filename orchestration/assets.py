@@ -363,6 +363,7 @@ def _checkpoint_dir(context: AssetExecutionContext, config: TrainConfig, workspa
 
 
 def _device_params(train_cfg: TrainConfig) -> dict[str, str]:
+    """The device training runs on and its name (the GPU's, or "cpu"), for MLflow params and metadata."""
     device = resolve_device(train_cfg.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     return {"resolved_device": str(device), "device_name": name}

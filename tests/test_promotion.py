@@ -41,7 +41,8 @@ def test_validation_mr1_embeds_validation_items_only() -> None:
         text=rng.normal(size=(36, 4, 8)).astype(np.float32),
         text_mask=np.ones((36, 4), dtype=bool),
     )
-    tower = AmpereTower(TowerConfig(visual_dim=8, text_dim=8, width=16, text_tokens=4, temporal_layers=1, fusion_layers=1, heads=2))
+    small = TowerConfig(visual_dim=8, text_dim=8, width=16, text_tokens=4, temporal_layers=1, fusion_layers=1, heads=2)
+    tower = AmpereTower(small)
     clean = validation_mr1(tower, features)
     poisoned = features.subset(range(36))
     others = [i for i, split in enumerate(splits) if split != "val"]
