@@ -288,9 +288,9 @@ def train_tower(
     ``features`` must hold train and val items only (a test item is an error: the test split
     is for reporting). Each step takes a batch of distinct products, each with one random page,
     short and live item (``batch_rows``; products lacking a domain are skipped). Every
-    ``eval_every`` steps and at the end: validation mR1, history row, ``on_eval(row)`` (only for
-    evaluations done by this call), checkpoint. The best validation weights are returned; ties
-    keep the earlier step.
+    ``eval_every`` steps and at the end: validation mR1, history row, checkpoint, then
+    ``on_eval(row)`` (only for evaluations done by this call). The best validation weights are
+    returned; ties keep the earlier step.
 
     With ``cfg.checkpoint_dir``, the model, best weights, optimizer, scheduler, history and torch
     RNG state are checkpointed; ``resume=True`` continues from the latest checkpoint there (or
