@@ -58,17 +58,24 @@ def recall_at_k(
     return result
 
 
+def direction_masks(
+    domains: Sequence[str], splits: Sequence[str], split: str
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per direction, boolean masks of its queries and its gallery: the items of ``split`` in the two domains."""
+    chosen = np.asarray(splits, dtype=str) == split
+    dom = np.asarray(domains, dtype=str)
+    return {
+        d: (chosen & (dom == DOMAIN_OF_CODE[d[0]]), chosen & (dom == DOMAIN_OF_CODE[d[2]])) for d in DIRECTIONS
+    }
+
+
 def direction_hits(
     embeddings: np.ndarray, product_ids: Sequence[str], domains: Sequence[str], splits: Sequence[str], split: str = "test"
 ) -> dict[str, pd.DataFrame]:
     """Per direction, one row per counted query of ``split``: its product_id and hit@1 (bool)."""
     pids = np.asarray(product_ids, dtype=str)
-    chosen = np.asarray(splits, dtype=str) == split
-    dom = np.asarray(domains, dtype=str)
     hits = {}
-    for direction in DIRECTIONS:
-        q = chosen & (dom == DOMAIN_OF_CODE[direction[0]])
-        g = chosen & (dom == DOMAIN_OF_CODE[direction[2]])
+    for direction, (q, g) in direction_masks(domains, splits, split).items():
         rank = query_ranks(embeddings[q], pids[q], embeddings[g], pids[g])
         hits[direction] = pd.DataFrame({"product_id": pids[q][rank > 0], "hit": rank[rank > 0] == 1})
     return hits
@@ -117,12 +124,8 @@ def evaluate(
     Keys: "<DIR>/R@<k>", "<DIR>/queries", "<DIR>/excluded" for DIR in DIRECTIONS, and "mR1".
     """
     pids = np.asarray(product_ids, dtype=str)
-    chosen = np.asarray(splits, dtype=str) == split
-    dom = np.asarray(domains, dtype=str)
     metrics: dict[str, float] = {}
-    for direction in DIRECTIONS:
-        q = chosen & (dom == DOMAIN_OF_CODE[direction[0]])
-        g = chosen & (dom == DOMAIN_OF_CODE[direction[2]])
+    for direction, (q, g) in direction_masks(domains, splits, split).items():
         r = recall_at_k(embeddings[q], pids[q], embeddings[g], pids[g], ks)
         for k in ks:
             metrics[f"{direction}/R@{k}"] = r[k]
