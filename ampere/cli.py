@@ -12,10 +12,11 @@ from typing import Any
 import pandas as pd
 
 from ampere.asr.cache import SummaryCache, summarize_cached
-from ampere.asr.prompts import Prompt, load_prompt
+from ampere.asr.candidates import llm_inputs
+from ampere.asr.prompts import DEFAULT_PROMPT_ID, Prompt, load_prompt
 from ampere.asr.quality import CLIP_DOMAINS, load_attributes, quality_table, summary_quality
 from ampere.asr.summarizer import SummaryResult, build_summarizer
-from ampere.data.format import load_items
+from ampere.data.format import SPLITS, load_items
 from ampere.data.synth import add_products, generate
 from ampere.models.backbones import build_text_encoder
 
@@ -41,13 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     quality = summaries.add_parser("quality", help="attribute recall/precision of one prompt's summaries, logged to MLflow")
     _add_summary_arguments(quality)
-    quality.add_argument("--prompt", default="summary-v1", help="packaged prompt id")
+    quality.add_argument("--prompt", default=DEFAULT_PROMPT_ID, help="packaged prompt id")
     quality.add_argument("--tracking-uri", default="sqlite:///mlflow/mlflow.db")
     quality.set_defaults(handler=_summaries_quality)
     compare = summaries.add_parser("compare", help="two prompts' summary quality side by side, with examples")
     _add_summary_arguments(compare)
-    compare.add_argument("--prompt-a", default="summary-v1")
-    compare.add_argument("--prompt-b", default="summary-v2")
+    compare.add_argument("--prompt-a", default="summary-v2")
+    compare.add_argument("--prompt-b", default=DEFAULT_PROMPT_ID)
     compare.add_argument("--examples", type=int, default=3, help="example rows to print")
     compare.set_defaults(handler=_summaries_compare)
     return parser
@@ -57,6 +58,8 @@ def _add_summary_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", type=Path, required=True, help="dataset folder with attributes.jsonl")
     parser.add_argument("--sample", type=int, help="summarise a random sample of N short/live items (default all)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample")
+    parser.add_argument("--split", choices=[*SPLITS, "all"], default="val",
+                        help="whose clips to summarise (default val: prompts are chosen on validation products)")
     parser.add_argument("--cache", type=Path, default=Path("workspace/summary_cache.sqlite"))
     parser.add_argument("--model", help="GGUF model path (default: the packaged SmolLM2)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="llama.cpp threads (default: all cores)")
@@ -71,25 +74,30 @@ def _synth(args: argparse.Namespace) -> None:
         print(f"wrote {args.products} products to {args.out}")
 
 
-def _clips(args: argparse.Namespace) -> pd.DataFrame:
-    """The short/live items of the dataset, or a seeded sample of them."""
+def _clips(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """All items of the dataset, and its short/live items of ``--split`` (or a seeded sample of them)."""
     items = load_items(args.dataset, check_media=False)
     clips = items[items["domain"].isin(CLIP_DOMAINS)]
+    if args.split != "all":
+        clips = clips[clips["split"] == args.split]
     if args.sample is not None and args.sample < len(clips):
         clips = clips.sample(n=args.sample, random_state=args.seed).sort_index()
-    return clips
+    return items, clips
 
 
-def _summarise(clips: pd.DataFrame, prompt: Prompt, args: argparse.Namespace) -> tuple[dict[str, SummaryResult], str]:
-    """Summaries of the clips by item id (llama.cpp through the cache), and the model id."""
+def _summarise(
+    items: pd.DataFrame, clips: pd.DataFrame, prompt: Prompt, args: argparse.Namespace
+) -> tuple[dict[str, SummaryResult], str, str]:
+    """Summaries of the clips by item id (llama.cpp through the cache), the model id and the tagger."""
     summarizer = build_summarizer("llamacpp", prompt=prompt, model_path=args.model, n_threads=args.threads)
     cache = SummaryCache(args.cache)
-    results, stats = summarize_cached(list(clips["asr"]), summarizer, prompt, cache)
+    inputs, tagger = llm_inputs(prompt, items, list(clips["asr"]))
+    results, stats = summarize_cached(inputs, summarizer, prompt, cache)
     cache.close()
     summarizer.close()
     print(f"{prompt.id}@{prompt.hash}: {stats.calls} LLM calls, {stats.cache_hits} cache hits, "
           f"{stats.failed} failed, {stats.seconds:.1f} s")
-    return dict(zip(clips["item_id"], results, strict=True)), summarizer.model_id
+    return dict(zip(clips["item_id"], results, strict=True)), summarizer.model_id, tagger
 
 
 def _quality_metrics(quality: dict[str, Any]) -> dict[str, float]:
@@ -102,13 +110,14 @@ def _quality_metrics(quality: dict[str, Any]) -> dict[str, float]:
 
 def _summaries_quality(args: argparse.Namespace) -> None:
     prompt = load_prompt(args.prompt)
-    clips = _clips(args)
-    summaries, model_id = _summarise(clips, prompt, args)
+    items, clips = _clips(args)
+    summaries, model_id, tagger = _summarise(items, clips, prompt, args)
     quality = summary_quality(clips, summaries, load_attributes(args.dataset), build_text_encoder().readable_part)
     print(f"\nprompt {prompt.id}@{prompt.hash}, model {model_id}\n")
     print(quality_table(quality))
     params = {"prompt_id": prompt.id, "prompt_hash": prompt.hash, "model_id": model_id, "backend": "llamacpp",
-              "dataset": str(args.dataset), "sample": len(clips), "seed": args.seed}
+              "tagger": tagger, "dataset": str(args.dataset), "split": args.split, "sample": len(clips),
+              "seed": args.seed}
     run_id = _log_quality(args.tracking_uri, params, _quality_metrics(quality))
     print(f"\nlogged MLflow run {run_id} to experiment {QUALITY_EXPERIMENT!r} at {args.tracking_uri}")
 
@@ -142,12 +151,12 @@ def _cell(text: str) -> str:
 
 
 def _summaries_compare(args: argparse.Namespace) -> None:
-    clips = _clips(args)
+    items, clips = _clips(args)
     attributes = load_attributes(args.dataset)
     prompts = [load_prompt(args.prompt_a), load_prompt(args.prompt_b)]
-    runs = [_summarise(clips, prompt, args) for prompt in prompts]
+    runs = [_summarise(items, clips, prompt, args) for prompt in prompts]
     reads = build_text_encoder().readable_part
-    qualities = [summary_quality(clips, summaries, attributes, reads) for summaries, _ in runs]
+    qualities = [summary_quality(clips, summaries, attributes, reads) for summaries, _, _ in runs]
     print(f"\n{len(clips)} short/live items, model {runs[0][1]}\n")
     print("| figure | " + " | ".join(f"{p.id}@{p.hash}" for p in prompts) + " |")
     print("|---|---|---|")
@@ -159,7 +168,7 @@ def _summaries_compare(args: argparse.Namespace) -> None:
     print("|---|---|---|")
     for item in clips[clips["asr"].str.strip() != ""].head(args.examples).itertuples():
         head = " ".join(item.asr.split()[:EXAMPLE_WORDS])
-        row = [head, *(summaries[item.item_id].text or summaries[item.item_id].status for summaries, _ in runs)]
+        row = [head, *(summaries[item.item_id].text or summaries[item.item_id].status for summaries, _, _ in runs)]
         print("| " + " | ".join(_cell(cell) for cell in row) + " |")
 
 

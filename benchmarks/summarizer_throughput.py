@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from ampere.asr.cache import SummaryCache, summarize_cached
-from ampere.asr.prompts import SUMMARY_SCHEMA, Prompt, load_prompt
+from ampere.asr.candidates import llm_inputs
+from ampere.asr.prompts import DEFAULT_PROMPT_ID, Prompt, answer_schema, load_prompt
 from ampere.asr.summarizer import (
     LlamaCppConfig,
     LlamaCppSummarizer,
@@ -61,11 +62,13 @@ class Measurement:
 Runner = Callable[[list[str]], tuple[float, int]]
 
 
-def first_transcripts(dataset: Path, count: int) -> list[str]:
-    """The first ``count`` non-empty short/live transcripts of the dataset, in file order."""
+def first_transcripts(dataset: Path, count: int, prompt: Prompt) -> list[str]:
+    """What ``prompt`` reads of the first ``count`` non-empty short/live transcripts of the
+    dataset, in file order (a "candidates" prompt: the title tagger's phrases)."""
     items = load_items(dataset, check_media=False)
     clips = items[items["domain"].isin(["short", "live"]) & (items["asr"].str.strip() != "")]
-    transcripts = list(clips["asr"][:count])
+    inputs, _ = llm_inputs(prompt, items, list(clips["asr"]))
+    transcripts = [text for text in inputs if text][:count]
     if len(transcripts) < count:
         raise SystemExit(f"{dataset} has only {len(transcripts)} non-empty transcripts")
     return transcripts
@@ -112,12 +115,11 @@ def vllm_bare_runner(config: VllmConfig, prompt: Prompt) -> Runner:
     from vllm import sampling_params as sampling_module
 
     llm = vllm_engine(config)
-    params = vllm_sampling_params(sampling_module, config, 0, SUMMARY_SCHEMA)
 
     def run(transcripts: list[str]) -> tuple[float, int]:
-        conversations = [
-            prompt.messages(clean_transcript(t, config.max_transcript_chars)) for t in transcripts
-        ]
+        cleaned = [clean_transcript(t, config.max_transcript_chars) for t in transcripts]
+        conversations = [prompt.messages(t) for t in cleaned]
+        params = [vllm_sampling_params(sampling_module, config, 0, answer_schema(prompt, t)) for t in cleaned]
         start = time.perf_counter()
         outputs = llm.chat(conversations, sampling_params=params, use_tqdm=False)
         seconds = time.perf_counter() - start
@@ -173,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--transcripts", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2, help="timed passes per side")
     parser.add_argument("--chunk", type=int, help="transcripts per alternation (default: 8 llamacpp, all vllm)")
-    parser.add_argument("--prompt", default="summary-v1")
+    parser.add_argument("--prompt", default=DEFAULT_PROMPT_ID)
     parser.add_argument("--backend", choices=["llamacpp", "vllm"], default="llamacpp")
     parser.add_argument("--model", help="GGUF path (llamacpp; default packaged SmolLM2) or vLLM model")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="llamacpp threads")
@@ -181,8 +183,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.4, help="vLLM, per engine")
     args = parser.parse_args(argv)
 
-    transcripts = first_transcripts(args.dataset, args.transcripts)
     prompt = load_prompt(args.prompt)
+    transcripts = first_transcripts(args.dataset, args.transcripts, prompt)
     with tempfile.TemporaryDirectory() as workdir:
         if args.backend == "llamacpp":
             config = LlamaCppConfig(model_path=args.model, n_threads=args.threads, max_retries=args.max_retries)

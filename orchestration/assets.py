@@ -22,6 +22,7 @@ from dagster import (
 )
 
 from ampere.asr.cache import summarize_cached, transcript_sha256
+from ampere.asr.candidates import llm_inputs
 from ampere.data.format import read_items
 from ampere.eval import evaluate, markdown_table
 from ampere.features import ItemFeatures, text_features, text_inputs, visual_features
@@ -133,8 +134,9 @@ SUMMARY_COLUMNS = [
     "prompt_hash",
     "llm",
     "backend",
+    "tagger",
 ]
-LINEAGE_COLUMNS = ["prompt_id", "prompt_hash", "llm", "backend"]
+LINEAGE_COLUMNS = ["prompt_id", "prompt_hash", "llm", "backend", "tagger"]
 
 
 def _shard_table(frame: pd.DataFrame, shards: list[str]) -> MetadataValue:
@@ -168,7 +170,7 @@ def asr_summaries(
     clips = clips.assign(shard=[shard_of(item_id) for item_id in clips["item_id"]])
     clips = clips[clips["shard"].isin(shards)]
     prompt = summarizer.prompt()
-    lineage = {"prompt_id": prompt.id, "prompt_hash": prompt.hash, "llm": "none", "backend": summarizer.backend}
+    lineage = {"prompt_id": prompt.id, "prompt_hash": prompt.hash, "llm": "none", "backend": summarizer.backend, "tagger": "none"}
     base = pd.DataFrame(
         {
             "item_id": list(clips["item_id"]),
@@ -181,7 +183,8 @@ def asr_summaries(
         frame = frame.assign(**lineage)[SUMMARY_COLUMNS]
         return Output(frame, metadata={"skipped": len(frame), "shards": ", ".join(shards), **lineage})
     engine = summarizer.summarizer()
-    results, stats = summarize_cached(list(clips["asr"]), engine, prompt, summarizer.cache())
+    inputs, lineage["tagger"] = llm_inputs(prompt, raw_items, list(clips["asr"]))
+    results, stats = summarize_cached(inputs, engine, prompt, summarizer.cache())
     lineage["llm"] = engine.model_id
     frame = base.assign(
         status=[r.status for r in results],
@@ -194,7 +197,7 @@ def asr_summaries(
     failed = frame[frame["status"] == "failed"]
     for row in failed.head(20).itertuples():
         context.log.warning(f"summary failed for {row.item_id}: {row.error}")
-    preview = clips[["item_id", "asr"]].merge(frame[["item_id", "status", "summary"]], on="item_id")
+    preview = clips[["item_id", "asr"]].assign(llm_input=inputs).merge(frame[["item_id", "status", "summary"]], on="item_id")
     metadata: dict[str, Any] = {
         **lineage,
         "shards": ", ".join(shards),
@@ -208,7 +211,7 @@ def asr_summaries(
         "tokens_out": stats.tokens_out,
         "seconds": round(stats.seconds, 2),
         "transcripts_per_s": round(stats.calls / stats.seconds, 3) if stats.seconds > 0 else 0.0,
-        "preview": _preview(preview, ["item_id", "asr", "status", "summary"], width=120),
+        "preview": _preview(preview, ["item_id", "asr", "llm_input", "status", "summary"], width=120),
     }
     if len(failed):
         metadata["failures"] = MetadataValue.md(failed[["item_id", "error"]].head(20).to_markdown(index=False))
@@ -239,7 +242,7 @@ def current_summaries(raw_items: pd.DataFrame, asr_summaries: pd.DataFrame) -> t
     combos = merged.groupby(LINEAGE_COLUMNS)["shard"].agg(lambda keys: ", ".join(sorted(set(keys))))
     if len(combos) > 1:
         described = "; ".join(f"{'/'.join(lineage)} in shards {keys}" for lineage, keys in combos.items())
-        raise ValueError(f"asr_summaries mixes prompts or LLMs across shards ({described}): re-materialise all shards")
+        raise ValueError(f"asr_summaries mixes prompts, LLMs or taggers across shards ({described}): re-materialise all shards")
     lineage = dict(zip(LINEAGE_COLUMNS, combos.index[0], strict=True)) if len(combos) else {}
     return merged.drop(columns=["asr"]), lineage
 

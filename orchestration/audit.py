@@ -99,6 +99,7 @@ def audit(
     add(AuditLine("dataset", tags.get("lineage.dataset", "unknown")))
     add(AuditLine("prompt", f"{tags.get('lineage.prompt_id', '?')} (hash {tags.get('lineage.prompt_hash', '?')})"))
     add(AuditLine("LLM", tags.get("lineage.llm", "?")))
+    add(AuditLine("candidate tagger", tags.get("lineage.tagger", "?")))
     add(AuditLine("text source", tags.get("lineage.text_source", "?")))
     add(AuditLine("backbones", f"{tags.get('lineage.frame_encoder', '?')} + {tags.get('lineage.text_encoder', '?')}"))
     add(AuditLine("code commit", run_tags.get("git_commit", "unknown"), resolved=_git_has(repo, run_tags.get("git_commit", ""))))

@@ -14,7 +14,7 @@ from dagster import ConfigurableResource
 from mlflow.entities import Experiment
 
 from ampere.asr.cache import SummaryCache
-from ampere.asr.prompts import Prompt, load_prompt
+from ampere.asr.prompts import DEFAULT_PROMPT_ID, Prompt, load_prompt
 from ampere.asr.summarizer import Summarizer, build_summarizer
 from ampere.data.format import SplitFractions
 from ampere.index_store import IndexStore
@@ -153,7 +153,7 @@ class SummarizerResource(ConfigurableResource):
 
     backend: str = "llamacpp"
     model: str | None = None
-    prompt_id: str = "summary-v1"
+    prompt_id: str = DEFAULT_PROMPT_ID
     cache_path: str = "workspace/summary_cache.sqlite"
     max_tokens: int = 64
     tensor_parallel_size: int = 1

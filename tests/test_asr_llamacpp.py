@@ -5,6 +5,7 @@ import re
 
 import pytest
 
+from ampere.asr.prompts import PHRASE_SEPARATOR, load_prompt
 from ampere.asr.summarizer import LlamaCppConfig, LlamaCppSummarizer, build_summarizer
 from ampere.asr.text import parse_summary, render_summary
 
@@ -29,7 +30,7 @@ SUMMARY_FORMAT = re.compile(r"Product name: [^;]+; Features:( [^;]+)?")
 
 @pytest.fixture(scope="module")
 def summarizer():
-    summarizer = LlamaCppSummarizer(LlamaCppConfig(n_threads=2))
+    summarizer = LlamaCppSummarizer(LlamaCppConfig(n_threads=2), prompt=load_prompt("summary-v2"))
     yield summarizer
     summarizer.close()
 
@@ -73,9 +74,26 @@ def test_other_records_do_not_depend_on_the_hostile_one(summarizer, batch_with_h
 
 
 def test_too_small_token_budget_fails_with_reason_after_retries():
-    summarizer = build_summarizer("llamacpp", max_tokens=4, max_retries=1, n_threads=2)
+    summarizer = build_summarizer("llamacpp", load_prompt("summary-v2"), max_tokens=4, max_retries=1, n_threads=2)
     (result,) = summarizer.summarize([OTHER])
     summarizer.close()
     assert result.status == "failed" and result.text == "" and result.product_name == ""
     assert result.attempts == 2
     assert "truncated" in result.error and "invalid JSON" in result.error
+
+
+def test_candidates_prompt_answers_only_with_the_given_phrases():
+    """summary-v3 reads tagger phrases; grounded decoding keeps the name and features inside them."""
+    summarizer = build_summarizer("llamacpp", load_prompt("summary-v3"), n_threads=2)
+    materials = ["ceramic | red | lumine travel mug", "kayro laptop backpack | zip pocket | teal | nylon", ""]
+    results = summarizer.summarize(materials)
+    summarizer.close()
+    assert summarizer.decoding["constraint"] == "grounded-json_schema"
+    assert results[2].status == "empty"
+    for material, result in zip(materials[:2], results[:2], strict=True):
+        assert result.status == "ok", result.error
+        phrases = [p.strip() for p in material.split(PHRASE_SEPARATOR.strip())]
+        assert set(result.product_name.split()) <= {w for p in phrases for w in p.split()}
+        assert set(result.features) <= set(phrases)
+        said = set(result.product_name.split()) | {w for f in result.features for w in f.split()}
+        assert said == {w for p in phrases for w in p.split()}  # every phrase kept (completed)

@@ -5,6 +5,7 @@ import json
 import pandas as pd
 import pytest
 
+from ampere.asr.prompts import DEFAULT_PROMPT_ID
 from ampere.asr.quality import attribute_scores, load_attributes, summary_phrases, summary_quality
 from ampere.asr.summarizer import SummaryResult
 from ampere.models.backbones import build_text_encoder
@@ -71,6 +72,7 @@ def test_unspoken_catalogue_features_count_for_precision_not_recall():
 def test_empty_text_scores_zero():
     assert attribute_scores("", TRUTH) == (0.0, 0.0)
     assert summary_phrases("Product name: a, b; Features: c, d") == ["a, b", "c", "d"]
+    assert summary_phrases("carbon fiber, navy blue, sable") == ["carbon fiber", "navy blue", "sable"]
 
 
 def items(rows):
@@ -154,13 +156,15 @@ def test_cli_quality_summarises_caches_and_logs_to_mlflow(tmp_path, capsys):
     from ampere.data.synth import generate
     from mlflow import MlflowClient
 
-    dataset = generate(tmp_path / "data", products=3, seed=1, clip_frames=4)
+    dataset = generate(tmp_path / "data", products=6, seed=1, clip_frames=4)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     argv = [
         "summaries",
         "quality",
         "--dataset",
         str(dataset),
+        "--split",
+        "all",
         "--sample",
         "3",
         "--seed",
@@ -184,7 +188,8 @@ def test_cli_quality_summarises_caches_and_logs_to_mlflow(tmp_path, capsys):
     assert len(runs) == 2
     for run in runs:
         metrics, params = run.data.metrics, run.data.params
-        assert params["prompt_id"] == "summary-v1" and params["sample"] == "3"
+        assert params["prompt_id"] == DEFAULT_PROMPT_ID and params["sample"] == "3" and params["split"] == "all"
+        assert params["tagger"].startswith("title-tagger@")
         assert params["model_id"].startswith("SmolLM2-135M-Instruct")
         for key in ("attribute_recall", "attribute_precision", "raw32_recall", "raw_recall"):
             assert 0.0 <= metrics[key] <= 1.0

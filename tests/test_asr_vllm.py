@@ -184,10 +184,13 @@ def test_construction_is_lazy_and_identifies_the_model(tmp_path):
 
 
 def test_decoding_covers_every_generation_setting_but_the_batch_size():
-    decoding = VllmConfig(model="qwen").decoding("vllm", "json_schema")
+    prompt = load_prompt("summary-v2")
+    decoding = VllmConfig(model="qwen").decoding("vllm", "json_schema", prompt)
     for name in GenerationConfig.__dataclass_fields__:
         assert (name in decoding) == (name != "batch_size")
-    assert VllmConfig(model="qwen", batch_size=7).decoding("vllm", "json_schema") == decoding
+    assert VllmConfig(model="qwen", batch_size=7).decoding("vllm", "json_schema", prompt) == decoding
+    grounded = VllmConfig(model="qwen").decoding("vllm", "json_schema", load_prompt("summary-v3"))
+    assert grounded["constraint"] == "grounded-json_schema"
 
 
 def test_vllm_gets_large_batches_by_default():

@@ -13,6 +13,7 @@ import torch
 import yaml
 from dagster import AssetKey, DagsterInstance
 
+from ampere.asr.prompts import DEFAULT_PROMPT_ID
 from ampere.data.format import SplitFractions
 from ampere.data.synth import generate
 from ampere.eval import DIRECTIONS
@@ -166,7 +167,8 @@ def test_audit_prints_the_whole_chain_and_every_link_resolves(materialised) -> N
     champion = client.get_model_version_by_alias("ampere-encoder", "champion")
     run = client.get_run(champion.run_id)
     assert report.ok, text
-    for fact in (md5, "summary-v1", run.data.tags["dagster.run_id"], champion.run_id, champion.tags["index_id"], "SmolLM2"):
+    facts = (md5, DEFAULT_PROMPT_ID, "title-tagger@", run.data.tags["dagster.run_id"], champion.run_id, "SmolLM2")
+    for fact in (*facts, champion.tags["index_id"]):
         assert fact in text, f"{fact} missing from:\n{text}"
     by_index = audit(champion.tags["index_id"], client, "ampere-encoder", materialised["mlflow"], materialised["instance"])
     assert by_index.model_version == champion.version

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from dagster import AssetKey, DagsterInstance
 
+from ampere.asr.prompts import DEFAULT_PROMPT_ID
 from ampere.data.synth import generate
 from ampere.shards import SHARD_COUNT, shard_keys, shard_of
 from orchestration.assets import current_summaries
@@ -106,7 +107,7 @@ def test_full_run_materialises_every_shard_and_a_partial_rerun_rewrites_one(shar
         _raw(_items(sharded["data"])),
         pd.concat([pd.read_parquet(p) for p in sorted(sharded["files"].iterdir())], ignore_index=True),
     )
-    assert len(current) == len(clips) and lineage["prompt_id"] == "summary-v1"
+    assert len(current) == len(clips) and lineage["prompt_id"] == DEFAULT_PROMPT_ID
 
 
 def test_mixed_prompts_across_shards_are_refused(sharded) -> None:

@@ -14,6 +14,11 @@ from pathlib import Path
 
 PROMPT_DIR = Path(__file__).parent / "prompts"
 TRANSCRIPT_PLACEHOLDER = "{transcript}"
+DEFAULT_PROMPT_ID = "summary-v3"
+# What a prompt's user turn holds: the cleaned transcript, or the candidate phrases that the
+# title tagger (``ampere.asr.candidates``) chose from it; answers to a "candidates" prompt are
+# constrained to those phrases' words (``grounded_schema``).
+INPUTS = ("transcript", "candidates")
 
 MAX_NAME_CHARS = 60
 MAX_FEATURES = 6
@@ -32,6 +37,41 @@ SUMMARY_SCHEMA: dict = {
     "required": ["product_name", "features"],
     "additionalProperties": False,
 }
+
+
+PHRASE_SEPARATOR = " | "
+MAX_NAME_WORDS = 5
+
+
+def _alternatives(options: list[str]) -> str:
+    """Regex alternation of literal options (only "." needs escaping in tokenizer words)."""
+    return "(" + "|".join(o.replace(".", "\\.") for o in options) + ")"
+
+
+def grounded_schema(material: str) -> dict:
+    """``SUMMARY_SCHEMA`` narrowed to one candidate material ("phrase | phrase | ..."): the
+    product name is 1 to ``MAX_NAME_WORDS`` of its words, each feature one of its phrases."""
+    phrases = [p for p in dict.fromkeys(material.split(PHRASE_SEPARATOR.strip())) if p.strip()]
+    phrases = [" ".join(p.split()) for p in phrases]
+    if not phrases:
+        raise ValueError("no candidate phrases to ground an answer on")
+    word = _alternatives(sorted({w for p in phrases for w in p.split()}))
+    return {
+        **SUMMARY_SCHEMA,
+        "properties": {
+            "product_name": {
+                "type": "string",
+                "maxLength": MAX_NAME_CHARS,
+                "pattern": f"^{word}( {word}){{0,{MAX_NAME_WORDS - 1}}}$",
+            },
+            "features": {"type": "array", "items": {"enum": phrases}, "maxItems": MAX_FEATURES},
+        },
+    }
+
+
+def answer_schema(prompt: Prompt, material: str) -> dict:
+    """The JSON schema an answer to ``prompt`` about ``material`` is constrained to."""
+    return grounded_schema(material) if prompt.input == "candidates" else SUMMARY_SCHEMA
 
 
 def canonical_json(value: object) -> str:
@@ -72,6 +112,7 @@ class Prompt:
     user_template: str
     examples: tuple[Example, ...]
     hash: str
+    input: str = "transcript"
 
     def user_message(self, transcript: str) -> str:
         """The user turn holding one transcript between the template's delimiters."""
@@ -98,7 +139,7 @@ class Prompt:
         return messages
 
 
-def load_prompt(prompt_id: str = "summary-v1", path: str | Path | None = None) -> Prompt:
+def load_prompt(prompt_id: str = DEFAULT_PROMPT_ID, path: str | Path | None = None) -> Prompt:
     """Load a prompt from ``path`` or from the packaged ``prompts/<prompt_id>.json``."""
     file = Path(path) if path is not None else PROMPT_DIR / f"{prompt_id}.json"
     if not file.is_file():
@@ -109,6 +150,8 @@ def load_prompt(prompt_id: str = "summary-v1", path: str | Path | None = None) -
         raise ValueError(f"{file}: missing fields {missing}")
     if path is None and data["id"] != prompt_id:
         raise ValueError(f"{file}: id {data['id']!r} does not match {prompt_id!r}")
+    if data.get("input", "transcript") not in INPUTS:
+        raise ValueError(f"{file}: input must be one of {INPUTS}, got {data['input']!r}")
     if data["user_template"].count(TRANSCRIPT_PLACEHOLDER) != 1:
         raise ValueError(f"{file}: user_template must contain {TRANSCRIPT_PLACEHOLDER} once")
     examples = tuple(
@@ -126,4 +169,5 @@ def load_prompt(prompt_id: str = "summary-v1", path: str | Path | None = None) -
         user_template=data["user_template"],
         examples=examples,
         hash=short_hash(canonical_json(data)),
+        input=data.get("input", "transcript"),
     )

@@ -89,7 +89,10 @@ def truth_attributes(truth: dict) -> list[Attribute]:
 
 
 def summary_phrases(text: str) -> list[str]:
-    """The product name and features of a rendered ``Product name: X; Features: a, b`` text."""
+    """The product name and features of a rendered ``Product name: X; Features: a, b`` text, or
+    the phrases of a comma-separated list (``keywords``)."""
+    if not text.startswith("Product name:"):
+        return [p.strip() for p in text.split(",") if p.strip()]
     name, _, features = text.partition("; Features:")
     phrases = [name.removeprefix("Product name:"), *features.split(",")]
     return [p.strip() for p in phrases if p.strip()]

@@ -32,12 +32,19 @@ from typing import Any, Literal, Protocol
 
 from tqdm.auto import tqdm
 
-from ampere.asr.prompts import SUMMARY_SCHEMA, Prompt, canonical_json, load_prompt, short_hash
-from ampere.asr.text import clean_transcript, grounded_features, is_grounded, parse_summary, render_summary
+from ampere.asr.prompts import SUMMARY_SCHEMA, Prompt, answer_schema, canonical_json, load_prompt, short_hash
+from ampere.asr.text import (
+    clean_transcript,
+    complete_features,
+    grounded_features,
+    is_grounded,
+    parse_summary,
+    render_summary,
+)
 
 Status = Literal["ok", "empty", "failed"]
 # Version of what happens to a parsed answer (part of the cache key): bump it when it changes.
-POSTPROCESS_VERSION = "grounded-name-features-v2"
+POSTPROCESS_VERSION = "grounded-name-features-v3"
 
 
 @dataclass(frozen=True)
@@ -125,9 +132,15 @@ class GenerationConfig:
             return self.temperature, self.seed
         return max(self.temperature, self.retry_temperature), self.seed + attempt
 
-    def decoding(self, backend: str, constraint: str) -> dict:
-        """Canonical description of everything that shapes the output."""
+    def decoding(self, backend: str, constraint: str, prompt: Prompt) -> dict:
+        """Canonical description of everything that shapes the output.
+
+        A "candidates" prompt's answers are grounded: ``constraint`` is narrowed per request
+        to the candidate phrases (``answer_schema``) and features are completed from them.
+        """
         shared = {f.name: getattr(self, f.name) for f in fields(GenerationConfig) if f.name != "batch_size"}
+        if prompt.input == "candidates" and constraint != "none":
+            constraint = f"grounded-{constraint}"
         return {
             "backend": backend,
             "constraint": constraint,
@@ -137,11 +150,13 @@ class GenerationConfig:
         }
 
 
-def _read_answer(gen: Generation, transcript: str) -> tuple[str | None, str, list[str]]:
+def _read_answer(gen: Generation, transcript: str, candidates: bool) -> tuple[str | None, str, list[str]]:
     """(error, product name, grounded features) of one answer; error is None when it is usable.
 
     A name that shares no word with the transcript (copied from a few-shot example) is an
-    invalid answer, retried like a parse error; ungrounded features are only dropped.
+    invalid answer, retried like a parse error; ungrounded features are only dropped. When
+    ``candidates``, ``transcript`` is the tagger's phrases and the features are completed
+    from them (``complete_features``).
     """
     if gen.error is not None:
         return gen.error, "", []
@@ -151,7 +166,8 @@ def _read_answer(gen: Generation, transcript: str) -> tuple[str | None, str, lis
         return (f"output truncated at max_tokens: {exc}" if gen.truncated else str(exc)), "", []
     if not is_grounded(name, transcript):
         return f"product name {name!r} shares no word with the transcript", "", []
-    return None, name, grounded_features(features, transcript)
+    features = grounded_features(features, transcript)
+    return None, name, complete_features(name, features, transcript) if candidates else features
 
 
 def summarize_with_retries(
@@ -160,6 +176,7 @@ def summarize_with_retries(
     max_transcript_chars: int,
     max_retries: int,
     group_size: int | None = None,
+    candidates: bool = False,
 ) -> list[SummaryResult]:
     """Clean, generate in rounds (first try, then retries of the failures), parse strictly.
 
@@ -167,7 +184,7 @@ def summarize_with_retries(
     once (batching engines: one engine call per attempt); ``1`` retries each transcript right
     after its invalid answer, while a sequential engine still holds that prompt in its cache, so
     a retry only pays for decoding. Answers are read by ``_read_answer``: ungrounded names are
-    invalid, ungrounded features dropped.
+    invalid, ungrounded features dropped (``candidates``: the inputs are candidate phrases).
     """
     cleaned = [clean_transcript(t, max_transcript_chars) for t in transcripts]
     results: list[SummaryResult] = [EMPTY_RESULT] * len(cleaned)
@@ -176,13 +193,16 @@ def summarize_with_retries(
     with tqdm(total=len(todo), desc="summaries", unit="transcript", leave=False, disable=size == len(todo)) as bar:
         for start in range(0, len(todo), size):
             group = todo[start : start + size]
-            for i, result in zip(group, _attempt_rounds([cleaned[i] for i in group], generate, max_retries), strict=True):
+            rounds = _attempt_rounds([cleaned[i] for i in group], generate, max_retries, candidates)
+            for i, result in zip(group, rounds, strict=True):
                 results[i] = result
             bar.update(len(group))
     return results
 
 
-def _attempt_rounds(cleaned: list[str], generate: GenerateFn, max_retries: int) -> list[SummaryResult]:
+def _attempt_rounds(
+    cleaned: list[str], generate: GenerateFn, max_retries: int, candidates: bool
+) -> list[SummaryResult]:
     """Results of non-empty cleaned transcripts after up to ``1 + max_retries`` generation rounds."""
     results: list[SummaryResult | None] = [None] * len(cleaned)
     tokens_in = [0] * len(cleaned)
@@ -201,7 +221,7 @@ def _attempt_rounds(cleaned: list[str], generate: GenerateFn, max_retries: int) 
             tokens_in[i] += gen.tokens_in
             tokens_out[i] += gen.tokens_out
             engine_failed[i] = gen.error is not None
-            error, name, features = _read_answer(gen, cleaned[i])
+            error, name, features = _read_answer(gen, cleaned[i], candidates)
             if error is None:
                 text = render_summary(name, features)
                 results[i] = SummaryResult(text, "ok", None, name, features, tokens_in[i], tokens_out[i], attempts)
@@ -264,11 +284,6 @@ class LlamaCppConfig(GenerationConfig):
     n_threads: int = field(default_factory=lambda: os.cpu_count() or 2)
 
 
-# llama.cpp constrains sampling to the schema (LLGuidance), so the answer is always valid JSON
-# of the right shape unless it hits max_tokens.
-LLAMACPP_RESPONSE_FORMAT = {"type": "json_schema", "json_schema": {"schema": SUMMARY_SCHEMA}}
-
-
 def llamacpp_server(config: LlamaCppConfig, model_path: str) -> Any:
     """xllamacpp's in-process server engine for ``config``: one slot, quiet."""
     import xllamacpp
@@ -284,14 +299,19 @@ def llamacpp_server(config: LlamaCppConfig, model_path: str) -> Any:
 
 
 def llamacpp_request(prompt: Prompt, transcript: str, config: GenerationConfig, attempt: int) -> dict:
-    """Chat-completion request for one cleaned transcript and attempt (schema-constrained, prompt cached)."""
+    """Chat-completion request for one cleaned transcript and attempt (schema-constrained, prompt cached).
+
+    llama.cpp constrains sampling to the schema (LLGuidance), so the answer is always valid JSON
+    of the right shape unless it hits max_tokens.
+    """
     temperature, seed = config.attempt_params(attempt)
+    schema = answer_schema(prompt, transcript)
     return {
         "messages": prompt.messages(transcript),
         "max_tokens": config.max_tokens,
         "temperature": temperature,
         "seed": seed,
-        "response_format": LLAMACPP_RESPONSE_FORMAT,
+        "response_format": {"type": "json_schema", "json_schema": {"schema": schema}},
         "cache_prompt": True,
     }
 
@@ -311,7 +331,7 @@ class LlamaCppSummarizer:
         if not Path(self.model_path).is_file():
             raise FileNotFoundError(f"GGUF model not found: {self.model_path}")
         self.model_id = versioned_model_id(self.model_path)
-        self.decoding = self.config.decoding("llamacpp", "json_schema")
+        self.decoding = self.config.decoding("llamacpp", "json_schema", self.prompt)
         self.batch_size = self.config.batch_size
         self._server: Any = None
 
@@ -348,7 +368,12 @@ class LlamaCppSummarizer:
     def summarize(self, transcripts: list[str]) -> list[SummaryResult]:
         """One result per transcript, in input order."""
         return summarize_with_retries(
-            transcripts, self._generate, self.config.max_transcript_chars, self.config.max_retries, group_size=1
+            transcripts,
+            self._generate,
+            self.config.max_transcript_chars,
+            self.config.max_retries,
+            group_size=1,
+            candidates=self.prompt.input == "candidates",
         )
 
 
@@ -453,7 +478,7 @@ class VllmSummarizer:
             self.model_id = versioned_model_id(config.model)
         else:
             self.model_id = config.model
-        self.decoding = config.decoding("vllm", "json_schema")
+        self.decoding = config.decoding("vllm", "json_schema", self.prompt)
         self.batch_size = config.batch_size
         self._llm: Any = None
 
@@ -462,7 +487,10 @@ class VllmSummarizer:
 
         if self._llm is None:
             self._llm = vllm_engine(self.config)
-        params = vllm_sampling_params(sampling_module, self.config, attempt, SUMMARY_SCHEMA)
+        params = [
+            vllm_sampling_params(sampling_module, self.config, attempt, answer_schema(self.prompt, t))
+            for t in transcripts
+        ]  # one per request: a "candidates" prompt narrows the schema to each request's phrases
         outputs = self._llm.chat(
             vllm_conversations(self.prompt, transcripts), sampling_params=params, use_tqdm=True
         )
@@ -471,7 +499,11 @@ class VllmSummarizer:
     def summarize(self, transcripts: list[str]) -> list[SummaryResult]:
         """One result per transcript, in input order."""
         return summarize_with_retries(
-            transcripts, self._generate, self.config.max_transcript_chars, self.config.max_retries
+            transcripts,
+            self._generate,
+            self.config.max_transcript_chars,
+            self.config.max_retries,
+            candidates=self.prompt.input == "candidates",
         )
 
 
@@ -502,7 +534,7 @@ class TransformersSummarizer:
         self.config = config
         self.prompt = prompt or load_prompt()
         self.model_id = config.model_id or versioned_model_id(config.model_path)
-        self.decoding = config.decoding("transformers", "none")
+        self.decoding = config.decoding("transformers", "none", self.prompt)
         self.batch_size = config.batch_size
         self._model: Any = None
         self._tokenizer: Any = None
@@ -558,7 +590,12 @@ class TransformersSummarizer:
     def summarize(self, transcripts: list[str]) -> list[SummaryResult]:
         """One result per transcript, in input order."""
         return summarize_with_retries(
-            transcripts, self._generate, self.config.max_transcript_chars, self.config.max_retries, group_size=1
+            transcripts,
+            self._generate,
+            self.config.max_transcript_chars,
+            self.config.max_retries,
+            group_size=1,
+            candidates=self.prompt.input == "candidates",
         )
 
 

@@ -6,7 +6,7 @@ import json
 import re
 import unicodedata
 
-from ampere.asr.prompts import MAX_FEATURE_CHARS, MAX_FEATURES, MAX_NAME_CHARS
+from ampere.asr.prompts import MAX_FEATURE_CHARS, MAX_FEATURES, MAX_NAME_CHARS, PHRASE_SEPARATOR
 
 WINDOW_SEPARATOR = " … "
 MIN_TRANSCRIPT_CHARS = 16
@@ -141,3 +141,19 @@ def grounded_features(features: list[str], transcript: str) -> list[str]:
     """
     words = _content_words(transcript)
     return [f for f in features if _content_words(f) & words]
+
+
+def complete_features(product_name: str, features: list[str], material: str) -> list[str]:
+    """``features``, then every candidate phrase of ``material`` that the answer left out.
+
+    For a "candidates" prompt the tagger already chose the phrases worth reading; the LLM names
+    the product and orders the features, and dropping a phrase would only lose recall.
+    """
+    said = _content_words(" ".join([product_name, *features]))
+    out = list(features)
+    for phrase in material.split(PHRASE_SEPARATOR.strip()):
+        phrase = " ".join(phrase.split())
+        if phrase and len(out) < MAX_FEATURES and not _content_words(phrase) <= said:
+            out.append(phrase)
+            said |= _content_words(phrase)
+    return out

@@ -1,0 +1,234 @@
+"""Candidate phrases of a transcript, chosen by a word tagger supervised by product titles.
+
+Every product has a page title. On the *training* products, the words a transcript shares with
+its product's title are a free label: "sable", "carbon", "fiber" are, "countdown" and "cart"
+are not. ``TitleTagger`` learns from those labels which transcript words name the product and
+gives the LLM only those, as phrases in the order they were said ("sable power bank | carbon
+fiber | navy blue"). The LLM then chooses and orders among them (grounded decoding,
+``grounded_schema``) instead of reading 200 words of chatter.
+
+Each distinct word of a transcript is scored by a logistic regression over features that do
+not depend on the word's identity, so the tagger transfers to words never seen in training:
+
+- ``lift``: P(word in own title | word in transcript) - P(word in a title), from the training
+  products (a training product's own contribution is left out when it is scored, so the label
+  never leaks into the feature), 0 for an unseen word; ``unseen``: the word is new;
+- ``log_df``: log(1 + number of training products whose transcripts hold the word);
+- ``stop`` / ``number`` / ``length``: shape of the word;
+- ``context_mean`` / ``context_max``: lift of the three words either side (product words come
+  in blocks);
+- ``position``: first position / transcript length; ``log_count``: log(1 + times said).
+
+Words of the published English stop list, numbers and words said about more than ``max_df`` of
+the training products (chatter, as in ``keywords``) are never candidates. The ``top_words``
+best-scored words are kept, then grouped into runs of consecutive words.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+from sklearn.linear_model import LogisticRegression
+
+from ampere.asr.keywords import frequent_words, tokens
+from ampere.asr.prompts import MAX_FEATURE_CHARS, PHRASE_SEPARATOR, Prompt
+
+FEATURES = (
+    "lift", "unseen", "log_df", "stop", "number", "length",
+    "context_mean", "context_max", "position", "log_count",
+)  # fmt: skip
+CONTEXT = 3
+
+
+@dataclass(frozen=True)
+class TaggerConfig:
+    """How many words to keep per transcript and the chatter threshold of the stop list."""
+
+    top_words: int = 8
+    max_phrases: int = 8
+    max_df: float = 0.25
+    smoothing: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.top_words < 1 or self.max_phrases < 1:
+            raise ValueError("top_words and max_phrases must be >= 1")
+        if not 0 < self.max_df <= 1:
+            raise ValueError(f"max_df must be in (0, 1], got {self.max_df}")
+
+
+def is_number(word: str) -> bool:
+    """True for digits with optional separators ("59.9", "3-5")."""
+    return any(c.isdigit() for c in word) and not any(c.isalpha() for c in word)
+
+
+@dataclass(frozen=True)
+class TitleLabels:
+    """Training transcripts with the words of their product's page title (the labels)."""
+
+    transcripts: dict[str, list[str]]  # product id -> its short/live transcripts
+    title_words: dict[str, frozenset[str]]  # product id -> words of its page title(s)
+
+
+def title_labels(items: pd.DataFrame) -> TitleLabels:
+    """Labels from the ``train`` products of ``items`` only (validation and test are never read).
+
+    Products without a page title or without a transcript are left out.
+    """
+    train = items[items["split"] == "train"]
+    pages = train[train["domain"] == "page"]
+    titles: dict[str, set[str]] = {}
+    for product_id, title in zip(pages["product_id"], pages["title"], strict=True):
+        titles.setdefault(product_id, set()).update(tokens(title))
+    clips = train[(train["domain"] != "page") & (train["asr"].str.strip() != "")]
+    transcripts: dict[str, list[str]] = {}
+    for product_id, asr in zip(clips["product_id"], clips["asr"], strict=True):
+        if titles.get(product_id):
+            transcripts.setdefault(product_id, []).append(asr)
+    return TitleLabels(transcripts, {p: frozenset(titles[p]) for p in transcripts})
+
+
+class TitleTagger:
+    """Title-supervised word tagger (see the module docstring). Fit with ``TitleTagger.fit``."""
+
+    def __init__(self, config: TaggerConfig, labels: TitleLabels) -> None:
+        self.config = config
+        self.stop_words = frozenset(ENGLISH_STOP_WORDS) | frequent_words(labels.transcripts, config.max_df)
+        self._product_words = {p: frozenset(w for t in ts for w in tokens(t)) for p, ts in labels.transcripts.items()}
+        self._titles = labels.title_words
+        self._said = Counter(w for words in self._product_words.values() for w in words)
+        self._in_own_title = Counter(w for p, words in self._product_words.items() for w in words & self._titles[p])
+        self._in_titles = Counter(w for words in self._titles.values() for w in words)
+        self._products = len(self._product_words)
+        self._model = LogisticRegression(max_iter=1000)
+
+    @classmethod
+    def fit(cls, items: pd.DataFrame, config: TaggerConfig | None = None) -> TitleTagger:
+        """Learn from the title labels of the training products of ``items``."""
+        labels = title_labels(items)
+        if len(labels.transcripts) < 2:
+            raise ValueError(
+                f"the title tagger needs at least 2 training products with a page title and a transcript, "
+                f"got {len(labels.transcripts)}"
+            )
+        tagger = cls(config or TaggerConfig(), labels)
+        rows, targets = [], []
+        for product_id, transcripts in labels.transcripts.items():
+            for transcript in transcripts:
+                for word, row in tagger._word_features(tokens(transcript), leave_out=product_id).items():
+                    rows.append(row)
+                    targets.append(word in labels.title_words[product_id])
+        if len(set(targets)) < 2:
+            raise ValueError("the title labels are all equal: transcripts never (or always) say title words")
+        tagger._model.fit(np.array(rows), np.array(targets))
+        return tagger
+
+    def _lift(self, word: str, leave_out: str | None) -> float | None:
+        said, own, titles, products = self._said[word], self._in_own_title[word], self._in_titles[word], self._products
+        if leave_out is not None:
+            if word in self._product_words[leave_out]:
+                said -= 1
+                own -= word in self._titles[leave_out]
+            titles -= word in self._titles[leave_out]
+            products -= 1
+        if said <= 0:
+            return None
+        return (own + 0.5 * self.config.smoothing) / (said + self.config.smoothing) - titles / max(products, 1)
+
+    def _word_features(self, words: list[str], leave_out: str | None = None) -> dict[str, np.ndarray]:
+        """One feature row (``FEATURES``) per distinct word; ``leave_out``: the product being labelled."""
+        lifts = [self._lift(w, leave_out) for w in words]
+        known = [0.0 if lift is None else lift for lift in lifts]
+        rows: dict[str, np.ndarray] = {}
+        counts = Counter(words)
+        for i, word in enumerate(words):
+            if word in rows:
+                continue
+            context = known[max(0, i - CONTEXT) : i] + known[i + 1 : i + 1 + CONTEXT]
+            said = self._said[word] - (leave_out is not None and word in self._product_words[leave_out])
+            rows[word] = np.array(
+                [
+                    known[i],
+                    lifts[i] is None,
+                    math.log1p(said),
+                    word in ENGLISH_STOP_WORDS,
+                    is_number(word),
+                    min(len(word), 12) / 12,
+                    float(np.mean(context)) if context else 0.0,
+                    max(context) if context else 0.0,
+                    i / len(words),
+                    math.log1p(counts[word]),
+                ],
+                dtype=float,
+            )
+        return rows
+
+    def word_scores(self, transcript: str) -> dict[str, float]:
+        """Probability that each candidate word of ``transcript`` is a title word."""
+        words = tokens(transcript)
+        rows = {w: r for w, r in self._word_features(words).items() if w not in self.stop_words and not is_number(w)}
+        if not rows:
+            return {}
+        probabilities = self._model.predict_proba(np.array(list(rows.values())))[:, 1]
+        return dict(zip(rows, probabilities.tolist(), strict=True))
+
+    def phrases(self, transcript: str) -> list[str]:
+        """The best ``top_words`` words, grouped into runs of consecutive words (at most
+        ``MAX_FEATURE_CHARS`` characters each), in spoken order."""
+        scores = self.word_scores(transcript)
+        kept = set(sorted(scores, key=lambda w: (-scores[w], w))[: self.config.top_words])
+        runs: list[list[str]] = [[]]
+        for word in tokens(transcript):
+            if word in kept and len(" ".join([*runs[-1], word])) <= MAX_FEATURE_CHARS:
+                runs[-1].append(word)
+            elif word in kept:
+                runs.append([word])
+            elif runs[-1]:
+                runs.append([])
+        phrases = list(dict.fromkeys(" ".join(run) for run in runs if run and len(run[0]) <= MAX_FEATURE_CHARS))
+        longer = [p for p in phrases if " " in p]
+        phrases = [p for p in phrases if " " in p or not any(p in q.split() for q in longer)]
+        return phrases[: self.config.max_phrases]
+
+    def material(self, transcript: str) -> str:
+        """What the LLM reads instead of the transcript: the phrases joined by ``PHRASE_SEPARATOR``."""
+        return PHRASE_SEPARATOR.join(self.phrases(transcript))
+
+    def fingerprint(self) -> str:
+        """First 12 hex of the sha256 of everything the tagger learned (for lineage)."""
+        state = {
+            "config": asdict(self.config),
+            "features": FEATURES,
+            "coef": np.round(self._model.coef_, 8).tolist(),
+            "intercept": np.round(self._model.intercept_, 8).tolist(),
+            "stop_words": sorted(self.stop_words),
+            "said": sorted(self._said.items()),
+            "own": sorted(self._in_own_title.items()),
+            "titles": sorted(self._in_titles.items()),
+        }
+        return hashlib.sha256(json.dumps(state, sort_keys=True).encode("utf-8")).hexdigest()[:12]
+
+
+def materials(tagger: TitleTagger, transcripts: Iterable[str]) -> list[str]:
+    """``tagger.material`` of each transcript ("" stays "")."""
+    return [tagger.material(t) if t.strip() else "" for t in transcripts]
+
+
+def llm_inputs(prompt: Prompt, items: pd.DataFrame, transcripts: list[str]) -> tuple[list[str], str]:
+    """What the LLM reads for each transcript under ``prompt``, and what chose it (for lineage).
+
+    A "transcript" prompt reads the transcripts themselves ("none"); a "candidates" prompt reads
+    the phrases of a ``TitleTagger`` fitted on the training products of ``items``
+    ("title-tagger@<fingerprint>").
+    """
+    if prompt.input != "candidates":
+        return list(transcripts), "none"
+    tagger = TitleTagger.fit(items)
+    return materials(tagger, transcripts), f"title-tagger@{tagger.fingerprint()}"
