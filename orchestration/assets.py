@@ -22,7 +22,7 @@ from dagster import (
 )
 
 from ampere.asr.cache import summarize_cached, transcript_sha256
-from ampere.asr.candidates import llm_inputs
+from ampere.asr.candidates import llm_inputs, no_candidates_reason
 from ampere.data.format import read_items
 from ampere.eval import evaluate, markdown_table
 from ampere.features import ItemFeatures, text_features, text_inputs, visual_features
@@ -189,7 +189,7 @@ def asr_summaries(
     frame = base.assign(
         status=[r.status for r in results],
         summary=[r.text for r in results],
-        error=[r.error for r in results],
+        error=[no_candidates_reason(asr, text) or r.error for asr, text, r in zip(clips["asr"], inputs, results, strict=True)],
         product_name=[r.product_name for r in results],
         features=[list(r.features) for r in results],
         **lineage,

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ampere import cli as library_cli
+from ampere.asr.prompts import DEFAULT_PROMPT_ID, PROMPT_DIR
 
 PROJECT_DAGSTER_HOME = Path(__file__).resolve().parents[1] / "dagster_home"
 
@@ -43,6 +44,7 @@ def _pipeline(args: argparse.Namespace) -> None:
             "artifact_root": args.artifact_root,
             "summarizer_backend": args.summarizer_backend,
             "summarizer_model": args.summarizer_model,
+            "summarizer_prompt": args.summarizer_prompt,
         },
     )
     instance = DagsterInstance.get()
@@ -190,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline.add_argument("--artifact-root", default="mlflow/artifacts")
     pipeline.add_argument("--summarizer-backend", choices=["llamacpp", "vllm", "transformers"], default="llamacpp")
     pipeline.add_argument("--summarizer-model", default=None, help="GGUF path / HF model dir / vLLM model name")
+    prompts = sorted(p.stem for p in PROMPT_DIR.glob("*.json"))
+    pipeline.add_argument("--summarizer-prompt", default=DEFAULT_PROMPT_ID, choices=prompts,
+                          help="packaged prompt id (a versioned file in ampere/asr/prompts/)")
     pipeline.add_argument(
         "--reexecute",
         metavar="RUN_ID",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dagster import Definitions, FilesystemIOManager, JobDefinition
 
+from ampere.asr.prompts import DEFAULT_PROMPT_ID
 from orchestration.ablation import ablation_job, ablation_study
 from orchestration.assets import PIPELINE_ASSETS
 from orchestration.checks import PIPELINE_CHECKS
@@ -27,6 +28,7 @@ def build_defs(
     artifact_root: str = "mlflow/artifacts",
     summarizer_backend: str = "llamacpp",
     summarizer_model: str | None = None,
+    summarizer_prompt: str = DEFAULT_PROMPT_ID,
     repo_dir: str = ".",
 ) -> Definitions:
     """All assets, checks, jobs, schedules and sensors, with resources pointed at the given places."""
@@ -42,7 +44,10 @@ def build_defs(
             "dvc": DvcResource(repo_dir=repo_dir),
             "mlflow": MlflowResource(tracking_uri=tracking_uri, artifact_root=artifact_root),
             "summarizer": SummarizerResource(
-                backend=summarizer_backend, model=summarizer_model, cache_path=f"{workspace}/summary_cache.sqlite"
+                backend=summarizer_backend,
+                model=summarizer_model,
+                prompt_id=summarizer_prompt,
+                cache_path=f"{workspace}/summary_cache.sqlite",
             ),
             "index_store": IndexStoreResource(root=f"{workspace}/index_store"),
             "io_manager": FilesystemIOManager(base_dir=f"{workspace}/dagster_storage"),

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from ampere.asr.candidates import TitleTagger, llm_inputs, title_labels
+from ampere.asr.candidates import TitleTagger, llm_inputs, no_candidates_reason, title_labels
 from ampere.asr.prompts import PHRASE_SEPARATOR, grounded_schema, load_prompt
 from ampere.asr.text import complete_features
 
@@ -61,6 +61,8 @@ def test_phrases_keep_product_words_in_spoken_order_and_drop_chatter_and_numbers
     assert "desk lamp" in phrases
     assert tagger.material(transcript) == PHRASE_SEPARATOR.join(phrases)
     assert tagger.phrases("") == [] and tagger.phrases("countdown five seconds") == []
+    assert "no candidate phrase" in no_candidates_reason("countdown 5 seconds", tagger.material("countdown 5 seconds"))
+    assert no_candidates_reason("", "") is None and no_candidates_reason(transcript, tagger.material(transcript)) is None
 
 
 def test_fit_needs_two_training_products_with_titles():

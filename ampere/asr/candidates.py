@@ -232,3 +232,10 @@ def llm_inputs(prompt: Prompt, items: pd.DataFrame, transcripts: list[str]) -> t
         return list(transcripts), "none"
     tagger = TitleTagger.fit(items)
     return materials(tagger, transcripts), f"title-tagger@{tagger.fingerprint()}"
+
+
+def no_candidates_reason(transcript: str, llm_input: str) -> str | None:
+    """Why a non-empty transcript got an empty summary without an LLM call, or None."""
+    if transcript.strip() and not llm_input.strip():
+        return "no candidate phrase: every word of the transcript is chatter, a stop word or a number"
+    return None
