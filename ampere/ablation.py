@@ -7,6 +7,8 @@ split, its checkpoint chosen on the validation split, and reported on the test s
 - `none`: visual-only (every text empty and masked);
 - `raw`: page title, raw ASR transcript for short/live;
 - `keywords`: page title, KeyBERT-style MMR keywords of the transcript (non-LLM denoiser);
+- `phrases`: page title, the title tagger's candidate phrases of the transcript (what the
+  default prompt gives the LLM, without the LLM);
 - `summary`: page title, LLM summary for short/live;
 - `text-only`: the `summary` texts with every frame feature zeroed (text alone).
 """
@@ -24,7 +26,7 @@ from ampere.features import ItemFeatures, text_features, text_inputs
 from ampere.models.tower import TowerConfig
 from ampere.train import TRAINING_SPLITS, TrainConfig, embed, train_tower
 
-SOURCES = ("none", "raw", "keywords", "summary", "text-only")
+SOURCES = ("none", "raw", "keywords", "phrases", "summary", "text-only")
 R1_KEYS = [f"{d}/R@1" for d in DIRECTIONS]
 
 
@@ -38,10 +40,11 @@ class AblationConfig:
 
 
 def source_texts(items: pd.DataFrame, source: str) -> list[str]:
-    """Texts of every item for one source; `items` has domain, title, asr, summary, keywords."""
+    """Texts of every item for one source; `items` has domain, title, asr, summary and, when those
+    sources are asked for, keywords and phrases."""
     domains, titles, asrs = list(items["domain"]), list(items["title"]), list(items["asr"])
-    if source == "keywords":
-        return text_inputs(domains, titles, asrs, list(items["keywords"]), "summary")
+    if source in ("keywords", "phrases"):
+        return text_inputs(domains, titles, asrs, list(items[source]), "summary")
     if source == "text-only":
         return text_inputs(domains, titles, asrs, list(items["summary"]), "summary")
     return text_inputs(domains, titles, asrs, list(items["summary"]), source)

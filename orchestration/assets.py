@@ -149,12 +149,13 @@ def _shard_table(frame: pd.DataFrame, shards: list[str]) -> MetadataValue:
 @asset(
     pool="llm",
     group_name="asr",
-    code_version="2",
+    code_version="3",
     partitions_def=SUMMARY_SHARDS,
     backfill_policy=BackfillPolicy.single_run(),
     io_manager_key="summaries_io_manager",
     description=(
-        "LLM summaries 'Product name: …; Features: …' of short and live transcripts, cached by content; "
+        "LLM summaries 'Product name: …; Features: …' of short and live transcripts (by default of the phrases a "
+        "title-supervised tagger picks from them), cached by content; "
         "partitioned into 16 shards by item id, so a backfill or re-run touches only its shards."
     ),
 )

@@ -26,6 +26,7 @@ def _items(products: int = 6) -> pd.DataFrame:
                     "asr": "" if domain == "page" else f"hello family this is the brand{p} mug",
                     "summary": "" if domain == "page" else f"Product name: brand{p} mug; Features: ceramic",
                     "keywords": "" if domain == "page" else f"brand{p}, mug",
+                    "phrases": "" if domain == "page" else f"brand{p} mug",
                 }
             )
     return pd.DataFrame(rows)
@@ -36,6 +37,7 @@ def test_source_texts() -> None:
     assert source_texts(items, "none") == ["", "", ""]
     assert source_texts(items, "raw")[1] == "hello family this is the brand0 mug"
     assert source_texts(items, "keywords") == ["brand0 mug", "brand0, mug", "brand0, mug"]
+    assert source_texts(items, "phrases") == ["brand0 mug", "brand0 mug", "brand0 mug"]
     assert source_texts(items, "text-only") == source_texts(items, "summary")
     assert source_texts(items, "summary")[0] == "brand0 mug"
 
