@@ -13,8 +13,11 @@ import torch
 import yaml
 from dagster import AssetKey, DagsterInstance
 
-from ampere.asr.prompts import DEFAULT_PROMPT_ID
-from ampere.data.format import SplitFractions
+from ampere.asr.cache import SummaryCache, cache_key
+from ampere.asr.candidates import llm_inputs
+from ampere.asr.prompts import DEFAULT_PROMPT_ID, load_prompt
+from ampere.asr.summarizer import build_summarizer
+from ampere.data.format import SplitFractions, read_items
 from ampere.data.synth import generate
 from ampere.eval import DIRECTIONS
 from ampere.index_store import IndexReader, IndexStore
@@ -220,36 +223,66 @@ def test_nothing_before_reporting_reads_a_test_item(materialised) -> None:
     assert not np.allclose(embedded[0].loc[page_id, "embedding"], embedded[1].loc[page_id, "embedding"])
 
 
-def test_changing_k_transcripts_costs_exactly_k_llm_calls(materialised) -> None:
-    """Runs last: it edits the dataset. Two transcripts change; re-materialising the summaries makes two LLM calls."""
+def _new_llm_inputs(materialised, shard: str | None = None) -> int:
+    """How many distinct LLM inputs of the dataset as it is now (of one shard's items) the summary
+    cache lacks: what the next summaries run must pay for, computed independently of the asset."""
+    items, _ = read_items(materialised["repo"] / "data", FRACTIONS, check_media=False)
+    clips = items[items["domain"] != "page"]
+    prompt = load_prompt()
+    summarizer = build_summarizer("llamacpp", prompt)
+    inputs, _ = llm_inputs(prompt, items, list(clips["asr"]))
+    keys = {
+        cache_key(text, prompt, summarizer.model_id, summarizer.decoding)
+        for item_id, text in zip(clips["item_id"], inputs, strict=True)
+        if text and (shard is None or shard_of(item_id) == shard)
+    }
+    cache = SummaryCache(materialised["root"] / "workspace" / "summary_cache.sqlite")
+    cached = cache.get_many(list(keys))
+    cache.close()
+    return len(keys - set(cached))
+
+
+def test_changing_transcripts_costs_one_llm_call_per_new_llm_input(materialised) -> None:
+    """Runs last: it edits the dataset. Two transcripts now also say their product's page title, so
+    their candidate phrases change; re-materialising the summaries calls the LLM for exactly the
+    LLM inputs (candidate phrases) the cache has not seen, and for nothing else."""
     items_path = materialised["repo"] / "data" / "items.jsonl"
     rows = [json.loads(line) for line in items_path.read_text().splitlines()]
+    titles = {row["product_id"]: row["title"] for row in rows if row["domain"] == "page"}
+    assert _new_llm_inputs(materialised) == 0
     changed = [row for row in rows if row["asr"].strip()][:2]
     for row in changed:
-        row["asr"] = f"hello family this is new stock of the same item {row['item_id']} " + row["asr"]
+        row["asr"] = f"hello family this is the {titles[row['product_id']]} " + row["asr"]
     items_path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    expected = _new_llm_inputs(materialised)
+    assert expected >= 1
     selection = [AssetKey("raw_items"), AssetKey("asr_summaries")]
     result = materialised["job"].execute_in_process(
         run_config=RUN_CONFIG, instance=materialised["instance"], asset_selection=selection, tags=ALL_SHARDS_TAGS
     )
     assert result.success
     metadata = materialised["instance"].get_latest_materialization_event(AssetKey("asr_summaries")).asset_materialization.metadata
-    assert metadata["llm_calls"].value == 2
+    assert metadata["llm_calls"].value == expected
+    assert _new_llm_inputs(materialised) == 0
     raw = materialised["instance"].get_latest_materialization_event(AssetKey("raw_items")).asset_materialization.metadata
     assert raw["data_version"].value.startswith("content:")  # the workspace copy no longer matches data.dvc
 
 
 def test_a_one_shard_rerun_calls_the_llm_for_that_shard_only(materialised) -> None:
-    """Runs after the k-transcripts test (it edits the dataset too). Two transcripts in two shards
-    change; re-running one shard makes one LLM call, and training refuses the other, stale shard."""
+    """Runs after the changing-transcripts test (it edits the dataset too). Two transcripts in two
+    shards change; re-running one shard calls the LLM for that shard's new inputs only, and
+    training refuses the other, stale shard."""
     items_path = materialised["repo"] / "data" / "items.jsonl"
     rows = [json.loads(line) for line in items_path.read_text().splitlines()]
-    clips = [row for row in rows if row["domain"] != "page" and row["asr"].strip()]
+    clips = [row for row in rows if row["domain"] != "page" and row["asr"].strip()][::-1]  # not those edited before
     first = clips[0]
     second = next(row for row in clips if shard_of(row["item_id"]) != shard_of(first["item_id"]))
+    titles = {row["product_id"]: row["title"] for row in rows if row["domain"] == "page"}
     for row in (first, second):
-        row["asr"] = f"one more new batch of {row['item_id']} " + row["asr"]
+        row["asr"] = f"one more new batch of the {titles[row['product_id']]} " + row["asr"]
     items_path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    expected = _new_llm_inputs(materialised, shard_of(first["item_id"]))
+    assert expected >= 1
     instance, job = materialised["instance"], materialised["job"]
     result = job.execute_in_process(
         run_config=RUN_CONFIG,
@@ -259,7 +292,7 @@ def test_a_one_shard_rerun_calls_the_llm_for_that_shard_only(materialised) -> No
     )
     assert result.success
     metadata = instance.get_latest_materialization_event(AssetKey("asr_summaries")).asset_materialization.metadata
-    assert (metadata["llm_calls"].value, metadata["shards"].value) == (1, shard_of(first["item_id"]))
+    assert (metadata["llm_calls"].value, metadata["shards"].value) == (expected, shard_of(first["item_id"]))
     result = job.execute_in_process(
         run_config=RUN_CONFIG, instance=instance, asset_selection=[AssetKey("training_set")], raise_on_error=False
     )
