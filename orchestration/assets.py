@@ -184,7 +184,7 @@ def asr_summaries(
         frame = frame.assign(**lineage)[SUMMARY_COLUMNS]
         return Output(frame, metadata={"skipped": len(frame), "shards": ", ".join(shards), **lineage})
     engine = summarizer.summarizer()
-    inputs, lineage["tagger"] = llm_inputs(prompt, raw_items, list(clips["asr"]))
+    inputs, lineage["tagger"] = llm_inputs(prompt, raw_items, list(clips["asr"]), summarizer.tagger_config())
     results, stats = summarize_cached(inputs, engine, prompt, summarizer.cache())
     lineage["llm"] = engine.model_id
     frame = base.assign(

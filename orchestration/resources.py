@@ -14,6 +14,7 @@ from dagster import ConfigurableResource
 from mlflow.entities import Experiment
 
 from ampere.asr.cache import SummaryCache
+from ampere.asr.candidates import TaggerConfig
 from ampere.asr.prompts import DEFAULT_PROMPT_ID, Prompt, load_prompt
 from ampere.asr.summarizer import Summarizer, build_summarizer
 from ampere.data.format import SplitFractions
@@ -148,8 +149,7 @@ def _client(uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-class SummarizerResource(ConfigurableResource):
-    """Which LLM summarises transcripts (backend + model), with which prompt, cached where."""
+class _SummarizerSettings(ConfigurableResource):
 
     backend: str = "llamacpp"
     model: str | None = None
@@ -180,3 +180,16 @@ class SummarizerResource(ConfigurableResource):
         elif self.model is not None:
             options["model_path"] = self.model
         return build_summarizer(self.backend, prompt=self.prompt(), **options)
+
+    def tagger_config(self) -> TaggerConfig:
+        """How the title tagger picks the phrases a "candidates" prompt reads."""
+        return to_dataclass(TaggerConfig, self)
+
+
+SummarizerResource = config_from_dataclass(
+    TaggerConfig,
+    "SummarizerResource",
+    "Which LLM summarises transcripts (backend + model), with which prompt, cached where, and how the title "
+    "tagger picks the candidate phrases of a 'candidates' prompt (ampere.asr.candidates.TaggerConfig).",
+    base=_SummarizerSettings,
+)

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from ampere.asr.candidates import TitleTagger, llm_inputs, no_candidates_reason, title_labels
+from ampere.asr.candidates import TaggerConfig, TitleTagger, llm_inputs, no_candidates_reason, title_labels
 from ampere.asr.prompts import PHRASE_SEPARATOR, grounded_schema, load_prompt
 from ampere.asr.text import complete_features
 
@@ -78,6 +78,8 @@ def test_llm_inputs_follow_the_prompt_input():
     phrases, lineage = llm_inputs(load_prompt("summary-v3"), items, transcripts)
     assert lineage == f"title-tagger@{TitleTagger.fit(items).fingerprint()}"
     assert all(len(p) < len(t) and "countdown" not in p for p, t in zip(phrases, transcripts, strict=True))
+    single, narrow = llm_inputs(load_prompt("summary-v3"), items, transcripts, TaggerConfig(top_words=1))
+    assert narrow != lineage and all(len(p.split()) == 1 for p in single)
 
 
 def test_grounded_schema_allows_only_the_material():

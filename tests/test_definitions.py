@@ -7,12 +7,14 @@ import dataclasses
 import pytest
 from dagster import AssetKey, DagsterInvalidConfigError, Definitions, validate_run_config
 
+from ampere.asr.candidates import TaggerConfig
 from ampere.train import TrainConfig
 from orchestration.ablation import ABLATION_JOB, AblationStudyConfig
 from orchestration.assets import EncoderConfig
 from orchestration.config import to_dataclass
 from orchestration.definitions import defs
 from orchestration.jobs import PIPELINE_JOB
+from orchestration.resources import SummarizerResource
 
 EXPECTED = {
     "raw_items",
@@ -67,3 +69,15 @@ def test_every_train_config_field_is_reachable_from_dagster_run_config(job_name:
     assert to_dataclass(TrainConfig, config_class(**given)) == TrainConfig(**values)
     with pytest.raises(DagsterInvalidConfigError, match="no_such_field"):
         validate_run_config(defs.resolve_job_def(job_name), {"ops": {node: {"config": {"no_such_field": 1}}}})
+
+
+def test_every_tagger_config_field_is_reachable_from_the_summarizer_resource_config() -> None:
+    """Each TaggerConfig field, set as resource config of the job, arrives in the TaggerConfig the summaries use."""
+    values = {"top_words": 5, "max_phrases": 3, "max_df": 0.5, "smoothing": 2.0}
+    assert set(values) == {f.name for f in dataclasses.fields(TaggerConfig)}
+    assert all(values[name] != getattr(TaggerConfig(), name) for name in values)
+    processed = validate_run_config(
+        defs.resolve_job_def(PIPELINE_JOB), {"resources": {"summarizer": {"config": values}}}
+    )
+    given = processed["resources"]["summarizer"]["config"]
+    assert SummarizerResource(**given).tagger_config() == TaggerConfig(**values)

@@ -31,7 +31,7 @@ import json
 import math
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -52,10 +52,12 @@ CONTEXT = 3
 class TaggerConfig:
     """How many words to keep per transcript and the chatter threshold of the stop list."""
 
-    top_words: int = 8
-    max_phrases: int = 8
-    max_df: float = 0.25
-    smoothing: float = 1.0
+    top_words: int = field(default=8, metadata={"doc": "title tagger: best-scored words kept per transcript"})
+    max_phrases: int = field(default=8, metadata={"doc": "title tagger: phrases (runs of kept words) given to the LLM"})
+    max_df: float = field(
+        default=0.25, metadata={"doc": "title tagger: words said about more than this share of training products are chatter"}
+    )
+    smoothing: float = field(default=1.0, metadata={"doc": "title tagger: pseudo-count of the title lift"})
 
     def __post_init__(self) -> None:
         if self.top_words < 1 or self.max_phrases < 1:
@@ -221,7 +223,9 @@ def materials(tagger: TitleTagger, transcripts: Iterable[str]) -> list[str]:
     return [tagger.material(t) if t.strip() else "" for t in transcripts]
 
 
-def llm_inputs(prompt: Prompt, items: pd.DataFrame, transcripts: list[str]) -> tuple[list[str], str]:
+def llm_inputs(
+    prompt: Prompt, items: pd.DataFrame, transcripts: list[str], config: TaggerConfig | None = None
+) -> tuple[list[str], str]:
     """What the LLM reads for each transcript under ``prompt``, and what chose it (for lineage).
 
     A "transcript" prompt reads the transcripts themselves ("none"); a "candidates" prompt reads
@@ -230,7 +234,7 @@ def llm_inputs(prompt: Prompt, items: pd.DataFrame, transcripts: list[str]) -> t
     """
     if prompt.input != "candidates":
         return list(transcripts), "none"
-    tagger = TitleTagger.fit(items)
+    tagger = TitleTagger.fit(items, config)
     return materials(tagger, transcripts), f"title-tagger@{tagger.fingerprint()}"
 
 
