@@ -28,6 +28,8 @@ from ampere.train import TRAINING_SPLITS, TrainConfig, embed, train_tower
 
 SOURCES = ("none", "raw", "keywords", "phrases", "summary", "text-only")
 R1_KEYS = [f"{d}/R@1" for d in DIRECTIONS]
+# split -> source -> one ``direction_hits`` per seed
+Hits = dict[str, dict[str, list[dict[str, pd.DataFrame]]]]
 
 
 @dataclass
@@ -56,14 +58,15 @@ def run_ablation(
     text_encoder,  # noqa: ANN001 (any TextEncoder)
     config: AblationConfig,
     on_result: Callable[[dict], None] | None = None,
-) -> tuple[pd.DataFrame, dict[str, list[dict[str, pd.DataFrame]]]]:
+) -> tuple[pd.DataFrame, Hits]:
     """Per (source, seed): train on train items, choose on val items, report on test items.
 
     Returns one row per cell (validation mR1 of the chosen checkpoint, test mR1 and the six
-    test R@1, steps) and, per source, each seed's ``direction_hits`` on the test items (for
-    ``summarize``'s bootstrap intervals).
+    test R@1, steps) and, per split ("val", "test") and source, each seed's ``direction_hits``
+    (for ``summarize``'s bootstrap intervals).
     """
-    rows, hits = [], {}
+    rows: list[dict] = []
+    hits: Hits = {"val": {}, "test": {}}
     for source in config.sources:
         states, mask = text_features(source_texts(items, source), text_encoder)
         features = ItemFeatures(
@@ -81,7 +84,10 @@ def run_ablation(
             result = train_tower(features.only(TRAINING_SPLITS), tower_cfg, train_cfg)
             vectors = embed(result.tower, features)  # reporting: the first read of a test item
             metrics = evaluate(vectors, features.product_ids, features.domains, features.splits, split="test")
-            hits.setdefault(source, []).append(direction_hits(vectors, features.product_ids, features.domains, features.splits))
+            for split, by_source in hits.items():
+                by_source.setdefault(source, []).append(
+                    direction_hits(vectors, features.product_ids, features.domains, features.splits, split)
+                )
             row = {"source": source, "seed": seed, "val_mR1": result.best_val_mR1, "mR1": metrics["mR1"]}
             row.update({k: metrics[k] for k in R1_KEYS})
             row.update(best_step=result.best_step, steps_done=result.steps_done)
@@ -91,9 +97,10 @@ def run_ablation(
     return pd.DataFrame(rows), hits
 
 
-def summarize(results: pd.DataFrame, hits: dict[str, list[dict[str, pd.DataFrame]]] | None = None) -> pd.DataFrame:
+def summarize(results: pd.DataFrame, hits: Hits | None = None) -> pd.DataFrame:
     """Per source: mean and standard deviation (over seeds, ddof=1) of validation mR1, test mR1 and
-    the six test R@1, and with ``hits`` the 95% bootstrap interval over test products of each."""
+    the six test R@1, and with ``hits`` the 95% bootstrap interval over validation products of
+    validation mR1 and over test products of the test figures."""
     grouped = results.groupby("source", sort=False)[["val_mR1", "mR1", *R1_KEYS]]
     mean, std = grouped.mean(), grouped.std(ddof=1).fillna(0.0)
     table = pd.DataFrame(index=mean.index)
@@ -102,16 +109,18 @@ def summarize(results: pd.DataFrame, hits: dict[str, list[dict[str, pd.DataFrame
         table[f"{column} std"] = std[column]
     if hits is not None:
         for source in table.index:
-            interval = bootstrap_r1(hits[source])
+            interval = bootstrap_r1(hits["test"][source])
             for column in ["mR1", *R1_KEYS]:
                 low, high = interval[column.removesuffix("/R@1")]
                 table.loc[source, f"{column} low"], table.loc[source, f"{column} high"] = low, high
+            low, high = bootstrap_r1(hits["val"][source])["mR1"]
+            table.loc[source, "val_mR1 low"], table.loc[source, "val_mR1 high"] = low, high
     table["seeds"] = grouped.size()
     return table.reset_index()
 
 
 def markdown(summary: pd.DataFrame) -> str:
-    """`mean ± std [95% interval]` Markdown table of test figures, one row per source, validation mR1 first."""
+    """`mean ± std [95% interval]` Markdown table, one row per source: validation mR1, then the test figures."""
     header = "| source | val mR1 | test mR1 | " + " | ".join(d for d in DIRECTIONS) + " | seeds |"
     lines = [header, "|---|" + "---:|" * (len(DIRECTIONS) + 3)]
 
@@ -122,7 +131,7 @@ def markdown(summary: pd.DataFrame) -> str:
         return text
 
     for values in summary.to_dict("records"):
-        cells = [f"{values['val_mR1 mean']:.1f} ± {values['val_mR1 std']:.1f}", cell(values, "mR1")]
+        cells = [cell(values, "val_mR1"), cell(values, "mR1")]
         cells += [cell(values, f"{d}/R@1") for d in DIRECTIONS]
         lines.append(f"| {values['source']} | " + " | ".join(cells) + f" | {values['seeds']} |")
     return "\n".join(lines)

@@ -112,6 +112,11 @@ def test_tiny_ablation_runs_every_cell() -> None:
     ]
     assert len(seen) == 4
     assert results["mR1"].between(0, 100).all() and results["val_mR1"].between(0, 100).all()
-    assert [len(h) for h in hits.values()] == [2, 2] and set(hits["none"][0]["P2S"]["product_id"]) == {"p2", "p5"}
+    assert [len(h) for h in hits["test"].values()] == [2, 2] and set(hits["test"]["none"][0]["P2S"]["product_id"]) == {"p2", "p5"}
+    assert set(hits["val"]["none"][0]["P2S"]["product_id"]) == {"p1", "p4"}
     table = summarize(results, hits)
     assert (table["mR1 low"] <= table["mR1 high"]).all() and "[" in markdown(table)
+    assert (table["val_mR1 low"] <= table["val_mR1 high"]).all()
+    # the validation hits of the chosen checkpoint give back its validation mR1
+    from_hits = [100 * np.mean([h[d]["hit"].mean() for d in DIRECTIONS]) for h in hits["val"]["none"]]
+    assert np.allclose(from_hits, results.loc[results["source"] == "none", "val_mR1"])
