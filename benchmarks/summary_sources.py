@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from ampere.asr.cache import SummaryCache, summarize_cached
-from ampere.asr.candidates import TitleTagger, llm_inputs
+from ampere.asr.candidates import TitleTagger, llm_inputs, materials
 from ampere.asr.keywords import KeywordExtractor
 from ampere.asr.prompts import load_prompt
 from ampere.asr.quality import CLIP_DOMAINS, load_attributes, summary_quality
@@ -65,7 +65,7 @@ def main() -> None:
 
     started = time.perf_counter()
     tagger = TitleTagger.fit(items)
-    phrases = [", ".join(tagger.phrases(t)) if t.strip() else "" for t in clips["asr"]]
+    phrases = materials(tagger, clips["asr"], separator=", ")
     seconds = (time.perf_counter() - started) / len(spoken)
     rows.append(_row(f"title-tagger phrases, no LLM (title-tagger@{tagger.fingerprint()})", quality(phrases), seconds))
 

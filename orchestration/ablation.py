@@ -15,7 +15,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME  # no
 from tqdm.auto import tqdm  # noqa: E402
 
 from ampere.ablation import SOURCES, AblationConfig, markdown, run_ablation, summarize  # noqa: E402
-from ampere.asr.candidates import TitleTagger  # noqa: E402
+from ampere.asr.candidates import TitleTagger, materials  # noqa: E402
 from ampere.asr.keywords import KeywordExtractor  # noqa: E402
 from ampere.features import ItemFeatures  # noqa: E402
 from ampere.lineage import git_commit  # noqa: E402
@@ -86,10 +86,7 @@ def ablation_study(
     if "phrases" in config.sources:
         tagger = TitleTagger.fit(items)
         context.log.info(f"phrases: title-tagger@{tagger.fingerprint()} fitted on the training products")
-        items["phrases"] = [
-            ", ".join(tagger.phrases(asr)) if domain != "page" else ""
-            for domain, asr in zip(items["domain"], items["asr"], strict=True)
-        ]
+        items["phrases"] = materials(tagger, items["asr"].where(items["domain"] != "page", ""), separator=", ")
     client = mlflow.client()
     experiment_id = mlflow.experiment_id()
     parent = client.create_run(

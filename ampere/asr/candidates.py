@@ -132,12 +132,15 @@ class TitleTagger:
         tagger._model.fit(np.array(rows), np.array(targets))
         return tagger
 
+    def _said_by_others(self, word: str, leave_out: str | None) -> int:
+        """Training products whose transcripts hold ``word``, ``leave_out`` not counted."""
+        return self._said[word] - (leave_out is not None and word in self._product_words[leave_out])
+
     def _lift(self, word: str, leave_out: str | None) -> float | None:
-        said, own, titles, products = self._said[word], self._in_own_title[word], self._in_titles[word], self._products
+        said = self._said_by_others(word, leave_out)
+        own, titles, products = self._in_own_title[word], self._in_titles[word], self._products
         if leave_out is not None:
-            if word in self._product_words[leave_out]:
-                said -= 1
-                own -= word in self._titles[leave_out]
+            own -= word in self._product_words[leave_out] and word in self._titles[leave_out]
             titles -= word in self._titles[leave_out]
             products -= 1
         if said <= 0:
@@ -154,12 +157,11 @@ class TitleTagger:
             if word in rows:
                 continue
             context = known[max(0, i - CONTEXT) : i] + known[i + 1 : i + 1 + CONTEXT]
-            said = self._said[word] - (leave_out is not None and word in self._product_words[leave_out])
             rows[word] = np.array(
                 [
                     known[i],
                     lifts[i] is None,
-                    math.log1p(said),
+                    math.log1p(self._said_by_others(word, leave_out)),
                     word in ENGLISH_STOP_WORDS,
                     is_number(word),
                     min(len(word), 12) / 12,
@@ -201,7 +203,7 @@ class TitleTagger:
 
     def material(self, transcript: str) -> str:
         """What the LLM reads instead of the transcript: the phrases joined by ``PHRASE_SEPARATOR``."""
-        return PHRASE_SEPARATOR.join(self.phrases(transcript))
+        return materials(self, [transcript])[0]
 
     def fingerprint(self) -> str:
         """First 12 hex of the sha256 of everything the tagger learned (for lineage)."""
@@ -218,9 +220,10 @@ class TitleTagger:
         return hashlib.sha256(json.dumps(state, sort_keys=True).encode("utf-8")).hexdigest()[:12]
 
 
-def materials(tagger: TitleTagger, transcripts: Iterable[str]) -> list[str]:
-    """``tagger.material`` of each transcript ("" stays "")."""
-    return [tagger.material(t) if t.strip() else "" for t in transcripts]
+def materials(tagger: TitleTagger, transcripts: Iterable[str], separator: str = PHRASE_SEPARATOR) -> list[str]:
+    """The tagger's phrases of each transcript joined by ``separator`` ("" stays ""): with the
+    default separator, what a "candidates" prompt reads (``TitleTagger.material``)."""
+    return [separator.join(tagger.phrases(t)) if t.strip() else "" for t in transcripts]
 
 
 def llm_inputs(
@@ -232,7 +235,7 @@ def llm_inputs(
     the phrases of a ``TitleTagger`` fitted on the training products of ``items``
     ("title-tagger@<fingerprint>").
     """
-    if prompt.input != "candidates":
+    if not prompt.reads_candidates:
         return list(transcripts), "none"
     tagger = TitleTagger.fit(items, config)
     return materials(tagger, transcripts), f"title-tagger@{tagger.fingerprint()}"

@@ -48,11 +48,15 @@ def _alternatives(options: list[str]) -> str:
     return "(" + "|".join(o.replace(".", "\\.") for o in options) + ")"
 
 
+def material_phrases(material: str) -> list[str]:
+    """The distinct, whitespace-normalised phrases of a candidate material ("phrase | phrase | ...")."""
+    return list(dict.fromkeys(" ".join(p.split()) for p in material.split(PHRASE_SEPARATOR.strip()) if p.strip()))
+
+
 def grounded_schema(material: str) -> dict:
     """``SUMMARY_SCHEMA`` narrowed to one candidate material ("phrase | phrase | ..."): the
     product name is 1 to ``MAX_NAME_WORDS`` of its words, each feature one of its phrases."""
-    phrases = [p for p in dict.fromkeys(material.split(PHRASE_SEPARATOR.strip())) if p.strip()]
-    phrases = [" ".join(p.split()) for p in phrases]
+    phrases = material_phrases(material)
     if not phrases:
         raise ValueError("no candidate phrases to ground an answer on")
     word = _alternatives(sorted({w for p in phrases for w in p.split()}))
@@ -71,7 +75,7 @@ def grounded_schema(material: str) -> dict:
 
 def answer_schema(prompt: Prompt, material: str) -> dict:
     """The JSON schema an answer to ``prompt`` about ``material`` is constrained to."""
-    return grounded_schema(material) if prompt.input == "candidates" else SUMMARY_SCHEMA
+    return grounded_schema(material) if prompt.reads_candidates else SUMMARY_SCHEMA
 
 
 def canonical_json(value: object) -> str:
@@ -113,6 +117,11 @@ class Prompt:
     examples: tuple[Example, ...]
     hash: str
     input: str = "transcript"
+
+    @property
+    def reads_candidates(self) -> bool:
+        """Whether the user turn holds the title tagger's phrases (answers are then grounded on them)."""
+        return self.input == "candidates"
 
     def user_message(self, transcript: str) -> str:
         """The user turn holding one transcript between the template's delimiters."""

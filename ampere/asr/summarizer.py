@@ -139,7 +139,7 @@ class GenerationConfig:
         to the candidate phrases (``answer_schema``) and features are completed from them.
         """
         shared = {f.name: getattr(self, f.name) for f in fields(GenerationConfig) if f.name != "batch_size"}
-        if prompt.input == "candidates" and constraint != "none":
+        if prompt.reads_candidates and constraint != "none":
             constraint = f"grounded-{constraint}"
         return {
             "backend": backend,
@@ -373,7 +373,7 @@ class LlamaCppSummarizer:
             self.config.max_transcript_chars,
             self.config.max_retries,
             group_size=1,
-            candidates=self.prompt.input == "candidates",
+            candidates=self.prompt.reads_candidates,
         )
 
 
@@ -503,7 +503,7 @@ class VllmSummarizer:
             self._generate,
             self.config.max_transcript_chars,
             self.config.max_retries,
-            candidates=self.prompt.input == "candidates",
+            candidates=self.prompt.reads_candidates,
         )
 
 
@@ -595,7 +595,7 @@ class TransformersSummarizer:
             self.config.max_transcript_chars,
             self.config.max_retries,
             group_size=1,
-            candidates=self.prompt.input == "candidates",
+            candidates=self.prompt.reads_candidates,
         )
 
 

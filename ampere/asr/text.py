@@ -6,7 +6,7 @@ import json
 import re
 import unicodedata
 
-from ampere.asr.prompts import MAX_FEATURE_CHARS, MAX_FEATURES, MAX_NAME_CHARS, PHRASE_SEPARATOR
+from ampere.asr.prompts import MAX_FEATURE_CHARS, MAX_FEATURES, MAX_NAME_CHARS, material_phrases
 
 WINDOW_SEPARATOR = " … "
 MIN_TRANSCRIPT_CHARS = 16
@@ -151,9 +151,8 @@ def complete_features(product_name: str, features: list[str], material: str) -> 
     """
     said = _content_words(" ".join([product_name, *features]))
     out = list(features)
-    for phrase in material.split(PHRASE_SEPARATOR.strip()):
-        phrase = " ".join(phrase.split())
-        if phrase and len(out) < MAX_FEATURES and not _content_words(phrase) <= said:
+    for phrase in material_phrases(material):
+        if len(out) < MAX_FEATURES and not _content_words(phrase) <= said:
             out.append(phrase)
             said |= _content_words(phrase)
     return out
