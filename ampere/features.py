@@ -16,9 +16,9 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ampere.data.frames import NUM_FRAMES, MediaError, load_frames
 from ampere.models.backbones import ImageEncoder, TextEncoder
 
-NUM_FRAMES = 8
 TextSource = Literal["summary", "raw", "none"]
 
 
@@ -157,8 +157,6 @@ class _Prepared:
 
 def _prepare(path: str | Path, cache_dir: Path | None, encoder_id: str) -> _Prepared:
     """Cache look-up, decoding and frame de-duplication of one item (runs in a worker thread)."""
-    from ampere.data.frames import MediaError, load_frames
-
     try:
         cache_file = None
         if cache_dir is not None:

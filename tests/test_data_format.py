@@ -241,3 +241,67 @@ def test_load_items_clean_dataset_and_parquet(tmp_path: Path) -> None:
 def test_missing_items_file(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="neither items.jsonl nor items.parquet"):
         read_items(tmp_path)
+
+
+def _faststart_mp4(path: Path, frames: int = 40) -> None:
+    """An mp4 whose index comes first, so a cut copy still opens and decodes its first frames."""
+    import av
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("mpeg4", rate=8)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        for _ in range(frames):
+            image = av.VideoFrame.from_ndarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), format="rgb24")
+            container.mux(stream.encode(image))
+        container.mux(stream.encode())
+
+
+def test_media_is_checked_as_the_pipeline_decodes_it(tmp_path: Path) -> None:
+    """Corruption past the headers (a cut JPEG, a cut mp4 whose first frame decodes) and paths that
+    leave the folder through symlinks or name the folder itself are rejected with their reason."""
+    root = tmp_path / "data"
+    make_media(root)
+    Image.new("RGB", (64, 64), (30, 90, 150)).save(root / "media" / "whole.jpg", quality=90)
+    whole = (root / "media" / "whole.jpg").read_bytes()
+    (root / "media" / "cut.jpg").write_bytes(whole[: len(whole) // 3])
+    _faststart_mp4(root / "media" / "whole.mp4")
+    clip = (root / "media" / "whole.mp4").read_bytes()
+    (root / "media" / "cut.mp4").write_bytes(clip[: len(clip) // 3])
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    Image.new("RGB", (16, 16)).save(outside / "secret.png")
+    (root / "media" / "link.png").symlink_to(outside / "secret.png")
+    (root / "media" / "link-frames").symlink_to(outside, target_is_directory=True)
+    (root / "media" / "p1-live" / "999.jpg").symlink_to(outside / "secret.png")
+    (root / "media" / "here").symlink_to(root, target_is_directory=True)
+    rows = valid_rows()[:3] + [
+        item("p9-whole", "p9", "page", "media/whole.jpg"),
+        item("p9-cut", "p9", "page", "media/cut.jpg"),
+        item("p9-mp4", "p9", "short", "media/whole.mp4"),
+        item("p9-cut-mp4", "p9", "short", "media/cut.mp4"),
+        item("p9-link", "p9", "page", "media/link.png"),
+        item("p9-link-frames", "p9", "live", "media/link-frames"),
+        item("p9-dot", "p9", "live", "."),
+        item("p9-up", "p9", "live", "media/.."),
+        item("p9-here", "p9", "live", "media/here"),
+        item("p9-live", "p9", "live", "media/p2-live"),
+    ]
+    write_lines(root, [encode(r) for r in rows])
+    frame, problems = read_items(root)
+    reasons = {p.item_id: p.reason for p in problems}
+    assert reasons["p9-cut"].startswith("corrupt media:") and "cut.jpg: cannot read image" in reasons["p9-cut"]
+    assert reasons["p9-cut-mp4"].startswith("corrupt media:") and "cut.mp4" in reasons["p9-cut-mp4"]
+    assert f"resolves to {outside / 'secret.png'}, outside the dataset folder" in reasons["p9-link"]
+    assert f"resolves to {outside}, outside the dataset folder" in reasons["p9-link-frames"]
+    assert "frame '999.jpg' of 'media/p1-live' resolves to" in reasons["p1-live"]
+    for name in ("p9-dot", "p9-up", "p9-here"):
+        assert "is the dataset folder itself" in reasons[name], reasons[name]
+    # the first frame of the cut clip decodes: the header-only check of before passed it
+    import av
+
+    with av.open(str(root / "media" / "cut.mp4")) as container:
+        assert next(container.decode(video=0), None) is not None
+    assert {"p9-whole", "p9-mp4", "p9-live"} <= set(frame["item_id"])
+    assert len(frame) + len(problems) == len(rows)

@@ -223,16 +223,31 @@ def _media_reason(domain: str, media: str, root: Path, media_check: bool) -> str
     path = root / normal
     if not path.exists():
         return f"media path {media!r} does not exist"
+    if path.resolve() == root:
+        return f"media path {media!r} is the dataset folder itself"
+    outside = _outside(path, root)
+    if outside:
+        return f"media path {media!r} resolves to {outside}, outside the dataset folder"
     if domain == "page" and not (path.is_file() and is_image(path)):
         return f"page media {media!r} must be an image file"
     if domain != "page" and not (path.is_dir() or (path.is_file() and is_video(path))):
         return f"{domain} media {media!r} must be a video file or a folder of frame images"
+    if path.is_dir():
+        escaping = next((p for p in path.iterdir() if _outside(p, root)), None)
+        if escaping is not None:
+            return f"frame {escaping.name!r} of {media!r} resolves to {_outside(escaping, root)}, outside the dataset folder"
     if media_check:
         try:
             check_media_file(path)
         except MediaError as error:
             return f"corrupt media: {error}"
     return ""
+
+
+def _outside(path: Path, root: Path) -> str:
+    """The resolved target of `path` (symlinks followed) when it lies outside `root`, else ""."""
+    resolved = path.resolve()
+    return "" if resolved.is_relative_to(root) else str(resolved)
 
 
 def _row(record: dict[str, Any], root: Path, fractions: SplitFractions) -> dict[str, str]:

@@ -64,28 +64,9 @@ def load_frames(path: str | Path, num_segments: int = NUM_FRAMES) -> list[Image.
 
 
 def check_media(path: str | Path) -> None:
-    """Cheap readability check (image verify, first video frame, first folder image)."""
-    path = Path(path)
-    if path.is_dir():
-        _open_image(frame_files(path)[0])
-    elif not path.exists():
-        raise MediaError(path, "file not found")
-    elif is_image(path):
-        try:
-            with Image.open(path) as image:
-                image.verify()
-        except Exception as error:  # PIL raises many types for bad files
-            raise MediaError(path, f"cannot read image: {error}") from error
-    elif is_video(path):
-        try:
-            with av.open(str(path)) as container:
-                first = next(container.decode(_video_stream(path, container)), None)
-        except (av.FFmpegError, OSError, EOFError) as error:
-            raise MediaError(path, f"cannot decode video: {error}") from error
-        if first is None:
-            raise MediaError(path, "no video frames")
-    else:
-        raise MediaError(path, f"unsupported media type {path.suffix!r}")
+    """Decode what the pipeline will decode (``load_frames``): the whole image, a video's frames
+    up to the sampled positions, the sampled images of a frame folder; MediaError otherwise."""
+    load_frames(path)
 
 
 def frame_files(folder: Path) -> list[Path]:
@@ -112,6 +93,12 @@ def _video_stream(path: Path, container: av.container.InputContainer) -> av.Vide
     return container.streams.video[0]
 
 
+def _count_packets(path: Path) -> int:
+    """Video packets the file really holds (demuxed, not decoded)."""
+    with av.open(str(path)) as container:
+        return sum(1 for packet in container.demux(_video_stream(path, container)) if packet.size)
+
+
 def _count_frames(path: Path) -> int:
     with av.open(str(path)) as container:
         return sum(1 for _ in container.decode(_video_stream(path, container)))
@@ -121,7 +108,8 @@ def _video_frames(path: Path, num_segments: int) -> list[Image.Image]:
     """Frames at the segment midpoints of a video, converting only the selected ones (bounded memory).
 
     One decoding pass when the stream's frame count (container metadata) is right, which is checked
-    against the frames really decoded; otherwise two passes: count the frames, then convert.
+    against the frames really decoded; a file holding fewer packets than its index lists is
+    truncated (MediaError); otherwise two passes: count the frames, then convert.
     """
     try:
         with av.open(str(path)) as container:
@@ -132,6 +120,9 @@ def _video_frames(path: Path, num_segments: int) -> list[Image.Image]:
                 selected, count = _decode_selected(container.decode(stream), set(wanted))
                 if count == hint:
                     return [selected[i] for i in wanted]
+        stored = _count_packets(path)
+        if 0 < stored < hint:
+            raise MediaError(path, f"truncated: its index lists {hint} frames, the file holds {stored}")
         count = _count_frames(path)
         if count == 0:
             raise MediaError(path, "no video frames")
