@@ -18,7 +18,7 @@ from ampere.ablation import SOURCES, AblationConfig, markdown, run_ablation, sum
 from ampere.asr.candidates import TitleTagger, materials  # noqa: E402
 from ampere.asr.keywords import KeywordExtractor  # noqa: E402
 from ampere.features import ItemFeatures  # noqa: E402
-from ampere.lineage import git_commit  # noqa: E402
+from ampere.lineage import code_version  # noqa: E402
 from ampere.models.backbones import build_text_encoder  # noqa: E402
 from ampere.train import TrainConfig  # noqa: E402
 from orchestration.assets import current_summaries  # noqa: E402
@@ -91,7 +91,7 @@ def ablation_study(
     experiment_id = mlflow.experiment_id()
     parent = client.create_run(
         experiment_id,
-        tags={MLFLOW_RUN_NAME: "text-source-ablation", "dagster.run_id": context.run.run_id, "git_commit": git_commit()},
+        tags={MLFLOW_RUN_NAME: "text-source-ablation", "dagster.run_id": context.run.run_id, "git_commit": code_version()},
     )
     parent_id = parent.info.run_id
     train = to_dataclass(TrainConfig, config)

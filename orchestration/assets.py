@@ -28,7 +28,7 @@ from ampere.eval import evaluate, markdown_table
 from ampere.features import ItemFeatures, text_features, text_inputs, visual_features
 from ampere.index import build_indexes
 from ampere.index_store import index_key
-from ampere.lineage import git_commit
+from ampere.lineage import code_version
 from ampere.models.backbones import build_frame_encoder, build_text_encoder
 from ampere.models.tower import TowerConfig
 from ampere.promotion import decide_promotion, validation_mr1
@@ -99,7 +99,6 @@ def raw_items(
         "products_per_split": MetadataValue.json(items.groupby("split")["product_id"].nunique().to_dict()),
         "data_version": version["data_version"],
         "dvc_md5": str(version["dvc_md5"]),
-        "dvc_in_sync": str(version["dvc_in_sync"]),
         "git_rev": version["git_rev"],
         "preview": _preview(items, ["item_id", "product_id", "domain", "split", "title", "asr"]),
     }
@@ -404,7 +403,7 @@ def trained_encoder(
         tags={
             "dagster.run_id": context.run.run_id,
             "dagster.asset_key": context.asset_key.to_user_string(),
-            "git_commit": git_commit(),
+            "git_commit": code_version(),
             **{f"lineage.{k}": str(v) for k, v in lineage.items()},
         },
         params={

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, Failure, MetadataValue
 from mlflow.entities import Experiment
 
 from ampere.asr.cache import SummaryCache
@@ -77,28 +77,40 @@ class DvcResource(ConfigurableResource):
     def data_version(self, dataset_path: str) -> dict[str, Any]:
         """The dataset's version: DVC md5 + git revision when `dvc_file` tracks it.
 
-        `data_version` is the DVC md5 of the tracked folder; a folder that `dvc_file` does not
+        `data_version` is the DVC md5 of the tracked folder, which must match the working copy
+        (`dvc status`; a `Failure` naming the changes otherwise); a folder that `dvc_file` does not
         track (e.g. `ampere pipeline --dataset elsewhere`) is versioned by its content hash.
-        `dvc_in_sync` says whether the workspace copy still matches the md5 in the .dvc file.
         """
         repo = Path(self.repo_dir).resolve()
         dvc_path = repo / self.dvc_file
-        info: dict[str, Any] = {"dvc_file": None, "dvc_md5": None, "dvc_in_sync": None}
-        info["git_rev"] = git_commit(repo)
+        info: dict[str, Any] = {"dvc_file": None, "dvc_md5": None, "git_rev": git_commit(repo)}
         if dvc_path.exists():
             out = yaml.safe_load(dvc_path.read_text())["outs"][0]
             if (dvc_path.parent / out["path"]).resolve() == Path(dataset_path).resolve():
-                status = subprocess.run(
-                    [sys.executable, "-m", "dvc", "status", "--json", str(dvc_path)], cwd=repo, capture_output=True, text=True
-                )
+                _require_in_sync(repo, dvc_path, dataset_path)
                 info["dvc_file"] = self.dvc_file
                 info["dvc_md5"] = out["md5"]
-                info["dvc_in_sync"] = status.returncode == 0 and json.loads(status.stdout or "{}") == {}
-        if info["dvc_md5"] and info["dvc_in_sync"]:
-            info["data_version"] = "dvc:" + info["dvc_md5"]
-        else:
-            info["data_version"] = "content:" + folder_fingerprint(Path(dataset_path))
+                info["data_version"] = "dvc:" + out["md5"]
+                return info
+        info["data_version"] = "content:" + folder_fingerprint(Path(dataset_path))
         return info
+
+
+def _require_in_sync(repo: Path, dvc_path: Path, dataset_path: str) -> None:
+    """Fails unless DVC's own status says the working copy is the version `dvc_path` records."""
+    status = subprocess.run(
+        [sys.executable, "-m", "dvc", "status", "--json", str(dvc_path)], cwd=repo, capture_output=True, text=True
+    )
+    if status.returncode != 0:
+        raise Failure(f"`dvc status {dvc_path.name}` failed in {repo}: {status.stderr.strip() or status.stdout.strip()}")
+    changes = json.loads(status.stdout or "{}")
+    if changes:
+        raise Failure(
+            f"the working copy of {dataset_path} is not the version {dvc_path.name} records "
+            f"(dvc status: {json.dumps(changes)}); record it with `dvc commit {dvc_path.name}` "
+            f"or restore the recorded version with `dvc checkout {dvc_path.name}`",
+            metadata={"dvc_status": MetadataValue.json(changes)},
+        )
 
 
 class MlflowResource(ConfigurableResource):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -223,10 +225,33 @@ def test_nothing_before_reporting_reads_a_test_item(materialised) -> None:
     assert not np.allclose(embedded[0].loc[page_id, "embedding"], embedded[1].loc[page_id, "embedding"])
 
 
-def _new_llm_inputs(materialised, shard: str | None = None) -> int:
+def _private_copy(materialised, folder) -> dict:
+    """A copy of the git + DVC repository and of the workspace, with its own Dagster instance, for a
+    test that edits the dataset: the shared materialisation stays as the other tests expect it."""
+    repo, workspace = folder / "repo", folder / "workspace"
+    shutil.copytree(materialised["repo"], repo, symlinks=True)
+    shutil.copytree(materialised["root"] / "workspace", workspace)
+    defs = build_defs(
+        workspace=str(workspace),
+        dataset=str(repo / "data"),
+        tracking_uri=materialised["mlflow"],
+        artifact_root=str(folder / "artifacts"),
+        repo_dir=str(repo),
+    )
+    job = defs.resolve_job_def(PIPELINE_JOB)
+    return {"repo": repo, "workspace": workspace, "job": job, "instance": DagsterInstance.ephemeral()}
+
+
+def _dvc_commit(repo) -> str:
+    """`dvc commit` of the edited dataset, as its user would record it; the new md5."""
+    subprocess.run([sys.executable, "-m", "dvc", "commit", "-q", "-f", "data.dvc"], cwd=repo, check=True, capture_output=True)
+    return yaml.safe_load((repo / "data.dvc").read_text())["outs"][0]["md5"]
+
+
+def _new_llm_inputs(repo, workspace, shard: str | None = None) -> int:
     """How many distinct LLM inputs of the dataset as it is now (of one shard's items) the summary
     cache lacks: what the next summaries run must pay for, computed independently of the asset."""
-    items, _ = read_items(materialised["repo"] / "data", FRACTIONS, check_media=False)
+    items, _ = read_items(repo / "data", FRACTIONS, check_media=False)
     clips = items[items["domain"] != "page"]
     prompt = load_prompt()
     summarizer = build_summarizer("llamacpp", prompt)
@@ -236,54 +261,80 @@ def _new_llm_inputs(materialised, shard: str | None = None) -> int:
         for item_id, text in zip(clips["item_id"], inputs, strict=True)
         if text and (shard is None or shard_of(item_id) == shard)
     }
-    cache = SummaryCache(materialised["root"] / "workspace" / "summary_cache.sqlite")
+    cache = SummaryCache(workspace / "summary_cache.sqlite")
     cached = cache.get_many(list(keys))
     cache.close()
     return len(keys - set(cached))
 
 
-def test_changing_transcripts_costs_one_llm_call_per_new_llm_input(materialised) -> None:
-    """Runs last: it edits the dataset. Two transcripts now also say their product's page title, so
-    their candidate phrases change; re-materialising the summaries calls the LLM for exactly the
-    LLM inputs (candidate phrases) the cache has not seen, and for nothing else."""
-    items_path = materialised["repo"] / "data" / "items.jsonl"
+def test_changing_transcripts_costs_one_llm_call_per_new_llm_input(materialised, tmp_path) -> None:
+    """Two transcripts of a private copy now also say their product's page title, so their candidate
+    phrases change. Until the edit is recorded with `dvc commit`, raw_items refuses the working
+    copy; then re-materialising the summaries calls the LLM for exactly the LLM inputs (candidate
+    phrases) the cache has not seen, and for nothing else."""
+    copy = _private_copy(materialised, tmp_path)
+    items_path = copy["repo"] / "data" / "items.jsonl"
     rows = [json.loads(line) for line in items_path.read_text().splitlines()]
     titles = {row["product_id"]: row["title"] for row in rows if row["domain"] == "page"}
-    assert _new_llm_inputs(materialised) == 0
+    assert _new_llm_inputs(copy["repo"], copy["workspace"]) == 0
     changed = [row for row in rows if row["asr"].strip()][:2]
     for row in changed:
         row["asr"] = f"hello family this is the {titles[row['product_id']]} " + row["asr"]
     items_path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    expected = _new_llm_inputs(materialised)
+    expected = _new_llm_inputs(copy["repo"], copy["workspace"])
     assert expected >= 1
     selection = [AssetKey("raw_items"), AssetKey("asr_summaries")]
-    result = materialised["job"].execute_in_process(
-        run_config=RUN_CONFIG, instance=materialised["instance"], asset_selection=selection, tags=ALL_SHARDS_TAGS
-    )
-    assert result.success
-    metadata = materialised["instance"].get_latest_materialization_event(AssetKey("asr_summaries")).asset_materialization.metadata
+
+    def run():
+        return copy["job"].execute_in_process(
+            run_config=RUN_CONFIG,
+            instance=copy["instance"],
+            asset_selection=selection,
+            tags=ALL_SHARDS_TAGS,
+            raise_on_error=False,
+        )
+
+    refused = run()
+    assert not refused.success
+    message = next(e for e in refused.all_events if e.is_step_failure).step_failure_data.error.to_string()
+    assert "is not the version data.dvc records" in message and "dvc commit data.dvc" in message, message
+    md5 = _dvc_commit(copy["repo"])
+    assert run().success
+    metadata = copy["instance"].get_latest_materialization_event(AssetKey("asr_summaries")).asset_materialization.metadata
     assert metadata["llm_calls"].value == expected
-    assert _new_llm_inputs(materialised) == 0
-    raw = materialised["instance"].get_latest_materialization_event(AssetKey("raw_items")).asset_materialization.metadata
-    assert raw["data_version"].value.startswith("content:")  # the workspace copy no longer matches data.dvc
+    assert _new_llm_inputs(copy["repo"], copy["workspace"]) == 0
+    raw = copy["instance"].get_latest_materialization_event(AssetKey("raw_items")).asset_materialization.metadata
+    original = yaml.safe_load((materialised["repo"] / "data.dvc").read_text())["outs"][0]["md5"]
+    assert raw["data_version"].value == f"dvc:{md5}" != f"dvc:{original}"
 
 
-def test_a_one_shard_rerun_calls_the_llm_for_that_shard_only(materialised) -> None:
-    """Runs after the changing-transcripts test (it edits the dataset too). Two transcripts in two
-    shards change; re-running one shard calls the LLM for that shard's new inputs only, and
-    training refuses the other, stale shard."""
-    items_path = materialised["repo"] / "data" / "items.jsonl"
+def test_a_one_shard_rerun_calls_the_llm_for_that_shard_only(materialised, tmp_path) -> None:
+    """Two transcripts in two shards of a private copy change (recorded with `dvc commit`);
+    re-running one shard calls the LLM for that shard's new inputs only, and training refuses the
+    other, stale shard."""
+    copy = _private_copy(materialised, tmp_path)
+    items_path = copy["repo"] / "data" / "items.jsonl"
     rows = [json.loads(line) for line in items_path.read_text().splitlines()]
-    clips = [row for row in rows if row["domain"] != "page" and row["asr"].strip()][::-1]  # not those edited before
-    first = clips[0]
-    second = next(row for row in clips if shard_of(row["item_id"]) != shard_of(first["item_id"]))
+    clips = [row for row in rows if row["domain"] != "page" and row["asr"].strip()]
     titles = {row["product_id"]: row["title"] for row in rows if row["domain"] == "page"}
-    for row in (first, second):
-        row["asr"] = f"one more new batch of the {titles[row['product_id']]} " + row["asr"]
-    items_path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    expected = _new_llm_inputs(materialised, shard_of(first["item_id"]))
+
+    def edit(row: dict) -> int:
+        """Says the product's title in `row`'s transcript; the new LLM inputs of its shard."""
+        row["asr"] = f"hello family this is the {titles[row['product_id']]} " + row["asr"]
+        items_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return _new_llm_inputs(copy["repo"], copy["workspace"], shard_of(row["item_id"]))
+
+    originals = {row["item_id"]: row["asr"] for row in clips}
+    for first in clips:  # the first clip whose edit changes its candidate phrases
+        if edit(first):
+            break
+        first["asr"] = originals[first["item_id"]]
+    second = next(row for row in clips if shard_of(row["item_id"]) != shard_of(first["item_id"]))
+    edit(second)
+    _dvc_commit(copy["repo"])
+    expected = _new_llm_inputs(copy["repo"], copy["workspace"], shard_of(first["item_id"]))
     assert expected >= 1
-    instance, job = materialised["instance"], materialised["job"]
+    instance, job = copy["instance"], copy["job"]
     result = job.execute_in_process(
         run_config=RUN_CONFIG,
         instance=instance,
