@@ -1,17 +1,23 @@
 """`ampere audit`: the whole chain behind a model version or an index, from raw data to served index.
 
-Every fact comes from a store that the pipeline wrote: MLflow model-version and run tags, the
-Dagster instance's run records, the DVC cache and git. Each link is resolved against the store it
-points to, and the report says whether it resolved.
+Every link is fetched from the store that holds it (the MLflow registry and tracking store, the
+Dagster instance, the DVC cache and git, the index folder) and compared with what the other links
+claim; a link that is missing or disagrees is UNRESOLVED, with the reason, and the audit fails.
 """
 
+import hashlib
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dagster import DagsterInstance
+import yaml
+from dagster import DagsterEventType, DagsterInstance
+from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
+from ampere.index import verify_manifest
+from ampere.index_store import index_key
+from ampere.lineage import CODE_ROOT, DIRTY
 from mlflow import MlflowClient
 
 DAGSTER_UI = "http://127.0.0.1:3000"
@@ -25,6 +31,7 @@ class AuditLine:
     value: str
     link: str = ""
     resolved: bool | None = None
+    problem: str = ""
 
 
 @dataclass
@@ -37,14 +44,19 @@ class AuditReport:
     @property
     def ok(self) -> bool:
         """True when every link resolved."""
-        return all(line.resolved is not False for line in self.lines)
+        return not self.unresolved
+
+    @property
+    def unresolved(self) -> list[str]:
+        """Labels of the links that are missing or disagree with the others."""
+        return [line.label for line in self.lines if line.resolved is False]
 
     def to_text(self) -> str:
         """Human-readable report, one fact a line."""
         width = max(len(line.label) for line in self.lines)
         rows = [f"AMPere audit of model version {self.model_version}"]
         for line in self.lines:
-            mark = {True: "ok", False: "UNRESOLVED", None: ""}[line.resolved]
+            mark = {True: "ok", False: f"UNRESOLVED: {line.problem}", None: ""}[line.resolved]
             link = f"  {line.link}" if line.link else ""
             rows.append(f"  {line.label:<{width}}  {line.value}{link}  {mark}".rstrip())
         return "\n".join(rows)
@@ -68,10 +80,11 @@ def audit(
     model_name: str,
     mlflow_ui: str,
     instance: DagsterInstance,
-    repo: Path = Path("."),
+    repo: Path = CODE_ROOT,
     dagster_ui: str = DAGSTER_UI,
 ) -> AuditReport:
-    """Builds the chain for a model version / alias / index id and resolves every link.
+    """Builds the chain for a model version / alias / index id; fetches every link from its own
+    store and compares it with what the other links claim.
 
     `repo` is the code repository (for the commit); the data repository is the one recorded in
     the version's `lineage.dvc_repo` tag.
@@ -79,83 +92,152 @@ def audit(
     version_number = resolve_model_version(client, model_name, ref)
     version = client.get_model_version(model_name, version_number)
     tags = version.tags
-    run = client.get_run(version.run_id)
-    run_tags = run.data.tags
-    aliases = ", ".join(version.aliases) or "none"
+    run = _fetch_run(client, version.run_id)
+    run_tags = run.data.tags if run else {}
     report = AuditReport(model_version=version_number)
     add = report.lines.append
 
     md5 = tags.get("lineage.dvc_md5", "None")
     data_repo = Path(tags.get("lineage.dvc_repo", str(repo)))
+    data_rev = tags.get("lineage.data_git_rev", "unknown")
     add(AuditLine("data version", tags.get("lineage.data_version", "unknown")))
-    add(AuditLine("DVC md5", md5, str(data_repo / "data.dvc"), _dvc_object_exists(data_repo, md5) if md5 != "None" else None))
-    add(
-        AuditLine(
-            "data git revision",
-            tags.get("lineage.data_git_rev", "unknown"),
-            resolved=_git_has(data_repo, tags.get("lineage.data_git_rev", "")),
-        )
-    )
+    if md5 != "None":
+        add(_checked("DVC md5", md5, str(data_repo / "data.dvc"), _dvc_problem(data_repo, md5, data_rev)))
+    else:
+        add(AuditLine("DVC md5", "none (dataset not tracked by DVC: versioned by its content hash)"))
+    add(_checked("data git revision", data_rev, "", _commit_problem(data_repo, data_rev)))
     add(AuditLine("dataset", tags.get("lineage.dataset", "unknown")))
     add(AuditLine("prompt", f"{tags.get('lineage.prompt_id', '?')} (hash {tags.get('lineage.prompt_hash', '?')})"))
     add(AuditLine("LLM", tags.get("lineage.llm", "?")))
     add(AuditLine("candidate tagger", tags.get("lineage.tagger", "?")))
     add(AuditLine("text source", tags.get("lineage.text_source", "?")))
     add(AuditLine("backbones", f"{tags.get('lineage.frame_encoder', '?')} + {tags.get('lineage.text_encoder', '?')}"))
-    add(AuditLine("code commit", run_tags.get("git_commit", "unknown"), resolved=_git_has(repo, run_tags.get("git_commit", ""))))
+    code = run_tags.get("git_commit", "unknown")
+    shown = code.replace(DIRTY, " with uncommitted changes, diff ") if DIRTY in code else code
+    add(_checked("code commit", shown, "", _commit_problem(repo, code.split(DIRTY)[0])))
     dagster_run = run_tags.get("dagster.run_id", "")
     add(
-        AuditLine(
+        _checked(
             "Dagster run",
-            dagster_run,
+            dagster_run or "none",
             f"{dagster_ui}/runs/{dagster_run}",
-            instance.get_run_by_id(dagster_run) is not None if dagster_run else False,
+            _dagster_problem(instance, dagster_run, version.run_id, version_number),
         )
     )
     add(
-        AuditLine(
+        _checked(
             "MLflow run",
-            run.info.run_id,
-            f"{mlflow_ui}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}",
-            _mlflow_run_exists(client, run.info.run_id),
+            version.run_id,
+            f"{mlflow_ui}/#/experiments/{run.info.experiment_id if run else '?'}/runs/{version.run_id}",
+            _run_problem(run, version.run_id),
         )
     )
+    aliases = ", ".join(version.aliases) or "none"
     add(
-        AuditLine(
+        _checked(
             "model version",
             f"{model_name} v{version_number} (aliases: {aliases})",
             f"{mlflow_ui}/#/models/{model_name}/versions/{version_number}",
-            True,
+            _version_problem(tags, run_tags),
         )
     )
-    metrics = run.data.metrics
-    add(AuditLine("mR1 (validation split: model choice)", f"{metrics.get('val/mR1', float('nan')):.2f}"))
-    add(AuditLine("mR1 (test split: report)", f"{metrics.get('mR1', float('nan')):.2f}"))
+    metrics = run.data.metrics if run else {}
+    add(AuditLine("mR1 (validation split: model choice)", _figure(metrics.get("val/mR1"))))
+    add(AuditLine("mR1 (test split: report)", _figure(metrics.get("mR1"))))
     if "train/best_step" in metrics:
-        add(AuditLine("chosen checkpoint", f"step {metrics['train/best_step']:.0f} of {metrics['train/steps_done']:.0f} trained"))
+        trained = _figure(metrics.get("train/steps_done"), "{:.0f}")
+        add(AuditLine("chosen checkpoint", f"step {metrics['train/best_step']:.0f} of {trained} trained"))
     if "promotion.reason" in tags:
         add(AuditLine("promotion", tags["promotion.reason"]))
-    index_path = tags.get("index_path", "")
-    add(AuditLine("FAISS index", tags.get("index_id", "none"), index_path, Path(index_path).is_dir() if index_path else None))
+    index_id, index_path = tags.get("index_id", ""), tags.get("index_path", "")
+    if index_id:
+        problem = _index_problem(Path(index_path), index_id, version_number, tags.get("lineage.data_version", ""))
+        add(_checked("FAISS index", index_id, index_path, problem))
+    else:
+        add(AuditLine("FAISS index", "none"))
     return report
 
 
-def _git_has(repo: Path, commit: str) -> bool | None:
-    if not commit or commit == "unknown":
-        return None
-    result = subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=repo, capture_output=True)
-    return result.returncode == 0
+def _checked(label: str, value: str, link: str, problem: str) -> AuditLine:
+    return AuditLine(label, value, link, resolved=not problem, problem=problem)
 
 
-def _dvc_object_exists(repo: Path, md5: str) -> bool:
-    """Whether the DVC cache holds the tracked folder's manifest (`<md5>.dir`)."""
-    digest = md5.removesuffix(".dir")
-    return (repo / ".dvc" / "cache" / "files" / "md5" / digest[:2] / (digest[2:] + ".dir")).exists()
+def _figure(value: float | None, spec: str = "{:.2f}") -> str:
+    return "missing" if value is None else spec.format(value)
 
 
-def _mlflow_run_exists(client: MlflowClient, run_id: str) -> bool:
+def _fetch_run(client: MlflowClient, run_id: str) -> Run | None:
     try:
-        client.get_run(run_id)
+        return client.get_run(run_id)
     except MlflowException:
-        return False
-    return True
+        return None
+
+
+def _run_problem(run: Run | None, run_id: str) -> str:
+    """The MLflow run, fetched from the tracking store: it exists and finished."""
+    if run is None:
+        return f"run {run_id} not found in the tracking store"
+    if run.info.status != "FINISHED":
+        return f"run status is {run.info.status}, not FINISHED"
+    return ""
+
+
+def _version_problem(version_tags: dict[str, str], run_tags: dict[str, str]) -> str:
+    """The registry's lineage tags of the version must be those its training run recorded."""
+    differing = sorted(
+        key for key, value in version_tags.items() if key.startswith("lineage.") and run_tags.get(key) != value
+    )
+    return f"lineage differs from its MLflow run's: {', '.join(differing)}" if differing else ""
+
+
+def _dagster_problem(instance: DagsterInstance, run_id: str, mlflow_run: str, version: str) -> str:
+    """The Dagster run, fetched from the instance, must have materialised trained_encoder as this
+    MLflow run and model version."""
+    if not run_id:
+        return "the MLflow run names no Dagster run"
+    if instance.get_run_by_id(run_id) is None:
+        return f"run {run_id} not found in the Dagster instance"
+    for entry in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION):
+        materialization = entry.asset_materialization
+        if materialization is None or materialization.asset_key.to_user_string() != "trained_encoder":
+            continue
+        metadata = {key: getattr(value, "value", value) for key, value in materialization.metadata.items()}
+        claimed = (str(metadata.get("mlflow_run_id")), str(metadata.get("model_version")))
+        if claimed == (mlflow_run, version):
+            return ""
+        return f"its trained_encoder is MLflow run {claimed[0]}, model version {claimed[1]}"
+    return "the run materialised no trained_encoder"
+
+
+def _commit_problem(repo: Path, commit: str) -> str:
+    if not commit or commit == "unknown":
+        return "no commit recorded"
+    result = subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=repo, capture_output=True)
+    return "" if result.returncode == 0 else f"commit not found in the git repository {repo}"
+
+
+def _dvc_problem(repo: Path, md5: str, data_rev: str) -> str:
+    """The tracked folder's manifest (`<md5>.dir`) is in the DVC cache with that content hash, and
+    `data.dvc` at the recorded data revision records this md5."""
+    digest = md5.removesuffix(".dir")
+    cached = repo / ".dvc" / "cache" / "files" / "md5" / digest[:2] / (digest[2:] + ".dir")
+    if not cached.is_file():
+        return f"{cached} is not in the DVC cache"
+    if hashlib.md5(cached.read_bytes()).hexdigest() != digest:
+        return f"{cached}: content md5 differs from its name"
+    shown = subprocess.run(["git", "show", f"{data_rev}:data.dvc"], cwd=repo, capture_output=True, text=True)
+    if shown.returncode != 0:
+        return f"no data.dvc at data revision {data_rev}"
+    recorded = yaml.safe_load(shown.stdout)["outs"][0]["md5"]
+    return "" if recorded == md5 else f"data.dvc at {data_rev[:12]} records {recorded}"
+
+
+def _index_problem(path: Path, index_id: str, version: str, data_version: str) -> str:
+    """The index folder's files match its manifest, and its id names this model and data version."""
+    if index_id != index_key(version, data_version):
+        return f"the id does not name model version {version} and data version {data_version}"
+    try:
+        verify_manifest(path)
+    except (OSError, KeyError, ValueError) as error:
+        return str(error)
+    return ""

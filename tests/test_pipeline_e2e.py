@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -177,6 +178,52 @@ def test_audit_prints_the_whole_chain_and_every_link_resolves(materialised) -> N
         assert fact in text, f"{fact} missing from:\n{text}"
     by_index = audit(champion.tags["index_id"], client, "ampere-encoder", materialised["mlflow"], materialised["instance"])
     assert by_index.model_version == champion.version
+
+
+def test_audit_fails_naming_each_tampered_link(materialised) -> None:
+    """Each link tampered with in its own store, one at a time (and put back): the audit names it."""
+    client = MlflowClient(tracking_uri=materialised["mlflow"], registry_uri=materialised["mlflow"])
+    champion = client.get_model_version_by_alias("ampere-encoder", "champion")
+    run_id, tags = champion.run_id, champion.tags
+    run_tags = client.get_run(run_id).data.tags
+    md5 = tags["lineage.dvc_md5"].removesuffix(".dir")
+    dvc_object = materialised["repo"] / ".dvc" / "cache" / "files" / "md5" / md5[:2] / f"{md5[2:]}.dir"
+    index_file = next(Path(tags["index_path"]).glob("*.faiss"))
+
+    def version_tag(key: str, bad: str):
+        set_tag = lambda value: client.set_model_version_tag("ampere-encoder", champion.version, key, value)  # noqa: E731
+        return lambda: set_tag(bad), lambda: set_tag(tags[key])
+
+    def run_tag(key: str, bad: str):
+        return lambda: client.set_tag(run_id, key, bad), lambda: client.set_tag(run_id, key, run_tags[key])
+
+    def flip_last_byte(path: Path):
+        def flip() -> None:
+            data = bytearray(path.read_bytes())
+            data[-1] ^= 0xFF
+            path.write_bytes(bytes(data))
+
+        return flip, flip
+
+    tampers = {
+        "model version": version_tag("lineage.text_source", "raw"),
+        "MLflow run": (lambda: client.set_terminated(run_id, "FAILED"), lambda: client.set_terminated(run_id, "FINISHED")),
+        "Dagster run": run_tag("dagster.run_id", "00000000-0000-0000-0000-000000000000"),
+        "code commit": run_tag("git_commit", "f" * 40),
+        "DVC md5": flip_last_byte(dvc_object),
+        "data git revision": version_tag("lineage.data_git_rev", "e" * 40),
+        "FAISS index": flip_last_byte(index_file),
+    }
+    for label, (tamper, restore) in tampers.items():
+        tamper()
+        try:
+            report = audit("champion", client, "ampere-encoder", materialised["mlflow"], materialised["instance"])
+        finally:
+            restore()
+        assert label in report.unresolved and not report.ok, (label, report.to_text())
+        assert "UNRESOLVED: " in report.to_text()
+    report = audit("champion", client, "ampere-encoder", materialised["mlflow"], materialised["instance"])
+    assert report.ok, report.to_text()
 
 
 def test_nothing_before_reporting_reads_a_test_item(materialised) -> None:
