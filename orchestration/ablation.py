@@ -24,6 +24,7 @@ from ampere.train import TrainConfig  # noqa: E402
 from orchestration.assets import current_summaries  # noqa: E402
 from orchestration.config import config_from_dataclass, to_dataclass  # noqa: E402
 from orchestration.resources import MlflowResource, WorkspaceResource  # noqa: E402
+from orchestration.run_state import mlflow_runs_fail_with_their_step  # noqa: E402
 
 ABLATION_JOB = "ampere_ablation"
 
@@ -144,4 +145,9 @@ def ablation_study(
     )
 
 
-ablation_job = define_asset_job(ABLATION_JOB, selection=[ablation_study], description="The text-source ablation benchmark.")
+ablation_job = define_asset_job(
+    ABLATION_JOB,
+    selection=[ablation_study],
+    description="The text-source ablation benchmark.",
+    hooks={mlflow_runs_fail_with_their_step},
+)

@@ -553,7 +553,7 @@ def retrieval_evaluation(
     workspace.path("metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     table = markdown_table(reported["test"])
     mlflow_logging.log_retrieval_metrics(mlflow, trained_encoder["run_id"], metrics, table)
-    mlflow.client().set_terminated(trained_encoder["run_id"])
+    mlflow_logging.finish_training_run(mlflow, trained_encoder["run_id"], context.asset_key.to_user_string())
     context.log.info("retrieval on the test split:\n" + table)
     return Output(
         metrics,
@@ -638,6 +638,7 @@ def champion_promotion(
         "served_index": store.current(),
     }
     context.log.info(f"promotion: {decision}")
+    mlflow_logging.finish_training_run(mlflow, trained_encoder["run_id"], context.asset_key.to_user_string())
     return Output(
         decision,
         metadata={k: str(v) for k, v in decision.items()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -30,6 +31,8 @@ def _pipeline(args: argparse.Namespace) -> None:
     from dagster import DagsterEventType, DagsterInstance, ReexecutionOptions, build_reconstructable_job, execute_job
 
     from ampere.eval import markdown_table
+    from orchestration.resources import MlflowResource
+    from orchestration.run_state import process_tags, reap_dead_runs, reporting_slot_waits
     from orchestration.summary_shards import ALL_SHARDS_TAGS
 
     out = args.out.resolve()
@@ -48,23 +51,39 @@ def _pipeline(args: argparse.Namespace) -> None:
         },
     )
     instance = DagsterInstance.get()
+    mlflow = MlflowResource(tracking_uri=args.tracking_uri, artifact_root=args.artifact_root)
+    for run_id in reap_dead_runs(instance, mlflow):
+        print(f"run {run_id}: its process died; marked failed and its pool slots freed")
+    # SIGTERM stops the run as Ctrl-C does: Dagster records its end and frees the slots it claimed.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     started = time.perf_counter()
-    if args.reexecute:
-        # The parent's run config and tags are reused; only failed and not-run steps execute, and a
-        # killed training resumes from the checkpoint its root run left (trained_encoder).
-        result = execute_job(job, instance, reexecution_options=ReexecutionOptions.from_failure(args.reexecute, instance))
-    else:
-        run_config = {
-            "execution": {"config": {"in_process": {}}},
-            "loggers": {"console": {"config": {"log_level": "INFO"}}},
-            "ops": {
-                "asr_summaries": {"config": {"run_llm": args.text_source == "summary"}},
-                "training_set": {"config": {"text_source": args.text_source}},
-                "trained_encoder": {"config": dict(args.train)},
-            },
-        }
-        tags = {"ampere/text_source": args.text_source, **ALL_SHARDS_TAGS}
-        result = execute_job(job, instance, run_config=run_config, tags=tags)
+    with reporting_slot_waits(instance):
+        if args.reexecute:
+            # Only failed and not-run steps execute, with the parent's config and tags; a killed
+            # training resumes from the checkpoint its root run left (trained_encoder).
+            parent = instance.get_run_by_id(args.reexecute)
+            if parent is None:
+                raise SystemExit(f"no run {args.reexecute} in the Dagster instance at {os.environ['DAGSTER_HOME']}")
+            tags = {k: v for k, v in parent.tags.items() if k.startswith("ampere/") or k in ALL_SHARDS_TAGS}
+            result = execute_job(
+                job,
+                instance,
+                run_config=parent.run_config,
+                tags={**tags, **process_tags()},
+                reexecution_options=ReexecutionOptions.from_failure(args.reexecute, instance),
+            )
+        else:
+            run_config = {
+                "execution": {"config": {"in_process": {}}},
+                "loggers": {"console": {"config": {"log_level": "INFO"}}},
+                "ops": {
+                    "asr_summaries": {"config": {"run_llm": args.text_source == "summary"}},
+                    "training_set": {"config": {"text_source": args.text_source}},
+                    "trained_encoder": {"config": dict(args.train)},
+                },
+            }
+            tags = {"ampere/text_source": args.text_source, **ALL_SHARDS_TAGS, **process_tags()}
+            result = execute_job(job, instance, run_config=run_config, tags=tags)
     total = time.perf_counter() - started
     print(f"\nDagster run {result.run_id} ({'success' if result.success else 'FAILED'}), stage times:")
     starts: dict[str, float] = {}

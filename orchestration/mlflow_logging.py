@@ -64,6 +64,19 @@ def training_run(resource: MlflowResource, checkpoint_dir: Path, tags: dict[str,
     return TrainingRun(run.info, resumed=False)
 
 
+REPORTING_ASSETS = ("retrieval_evaluation", "champion_promotion")
+
+
+def finish_training_run(resource: MlflowResource, run_id: str, asset: str) -> None:
+    """Records that `asset` reported into the training run; the run ends FINISHED once every
+    reporting asset has (a failure before that ends it FAILED: `run_state`)."""
+    client = resource.client()
+    client.set_tag(run_id, f"done.{asset}", "true")
+    tags = client.get_run(run_id).data.tags
+    if all(tags.get(f"done.{name}") == "true" for name in REPORTING_ASSETS):
+        client.set_terminated(run_id)
+
+
 VALIDATION_METRICS = {"val_mR1": "curve/val_mR1", "val_loss": "curve/val_loss", "best_val_mR1": "curve/best_val_mR1"}
 
 
@@ -129,6 +142,7 @@ def log_encoder(
                 artifacts={"encoder": str(folder)},
                 pip_requirements=MODEL_REQUIREMENTS,
             )
+        client.update_run(run_id, status="RUNNING")  # leaving `start_run` ended it; the reporting assets end it
     _ensure_registered(resource)
     version = client.create_model_version(
         resource.registered_model,

@@ -108,6 +108,7 @@ def test_metrics_json_mlflow_run_and_registered_champion(materialised) -> None:
     assert run.data.metrics["mR1"] == pytest.approx(metrics["mR1"])
     assert run.data.metrics["val/mR1"] == pytest.approx(metrics["val/mR1"])
     assert run.data.tags["dagster.run_id"] == materialised["result"].run_id
+    assert run.info.status == "FINISHED"  # ended by the last reporting asset, not before
     assert run.data.params["steps"] == "4" and run.data.params["resolved_device"] == "cpu"
     assert "learning_curve.png" in {a.path.split("/")[-1] for a in client.list_artifacts(run.info.run_id, "plots")}
     assert [m.step for m in client.get_metric_history(run.info.run_id, "curve/val_mR1")] == [2, 4]
@@ -224,6 +225,25 @@ def test_audit_fails_naming_each_tampered_link(materialised) -> None:
         assert "UNRESOLVED: " in report.to_text()
     report = audit("champion", client, "ampere-encoder", materialised["mlflow"], materialised["instance"])
     assert report.ok, report.to_text()
+
+
+def test_a_failure_after_training_fails_its_mlflow_run_naming_the_step(materialised, tmp_path) -> None:
+    """The index store of a private copy is a file, so faiss_index fails after training: the
+    training's MLflow run ends FAILED with the step and the error, not RUNNING forever."""
+    copy = _private_copy(materialised, tmp_path)
+    shutil.rmtree(copy["workspace"] / "index_store")
+    (copy["workspace"] / "index_store").write_text("not a folder")
+    result = copy["job"].execute_in_process(
+        run_config=RUN_CONFIG, instance=copy["instance"], tags=ALL_SHARDS_TAGS, raise_on_error=False
+    )
+    assert not result.success
+    failed = {event.step_key for event in result.all_events if event.is_step_failure}
+    assert "faiss_index" in failed
+    run_id = result.output_for_node("trained_encoder")["run_id"]
+    run = MlflowClient(tracking_uri=materialised["mlflow"]).get_run(run_id)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["failed_step"] == "faiss_index"
+    assert "index_store" in run.data.tags["failure"]
 
 
 def test_nothing_before_reporting_reads_a_test_item(materialised) -> None:

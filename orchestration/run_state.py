@@ -1,0 +1,108 @@
+"""Runs end in a true state: a failed step fails its MLflow runs, a run whose process died is marked
+failed and frees its pool slots, and a step waiting for a pool slot says which run holds it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from dagster import DagsterInstance, DagsterRunStatus, HookContext, RunsFilter, failure_hook
+
+from mlflow import MlflowClient
+from orchestration.resources import MlflowResource
+
+HOST_TAG, PID_TAG = "ampere/host", "ampere/pid"
+POOLS = ("dvc", "llm", "accelerator")
+LIVE_STATUSES = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
+
+
+def process_tags() -> dict[str, str]:
+    """Tags naming the process that executes a run in process (`ampere pipeline`), for liveness checks."""
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+
+
+def fail_mlflow_runs(client: MlflowClient, experiment_id: str, dagster_run_id: str, reason: str, step: str) -> list[str]:
+    """Marks FAILED the RUNNING MLflow runs that the Dagster run opened or resumed, naming the step and reason."""
+    failed = []
+    for tag in ("dagster.run_id", "resumed_by_dagster_run"):
+        query = f"tags.`{tag}` = '{dagster_run_id}' and attributes.status = 'RUNNING'"
+        for run in client.search_runs([experiment_id], filter_string=query):
+            client.set_tag(run.info.run_id, "failed_step", step)
+            client.set_tag(run.info.run_id, "failure", reason[:4000])
+            client.set_terminated(run.info.run_id, "FAILED")
+            failed.append(run.info.run_id)
+    return failed
+
+
+@failure_hook(required_resource_keys={"mlflow"})
+def mlflow_runs_fail_with_their_step(context: HookContext) -> None:
+    """A step failure after an MLflow run was opened marks that run FAILED with the step and error."""
+    mlflow: MlflowResource = context.resources.mlflow
+    error = context.op_exception
+    reason = f"{type(error).__name__}: {error}" if error is not None else "step failed"
+    for run_id in fail_mlflow_runs(mlflow.client(), mlflow.experiment_id(), context.run_id, reason, context.step_key):
+        context.log.warning(f"MLflow run {run_id} marked FAILED (step {context.step_key})")
+
+
+def reap_dead_runs(instance: DagsterInstance, mlflow: MlflowResource) -> list[str]:
+    """Runs of this host whose executing process is gone: marked failed (Dagster and MLflow) and
+    their pool slots freed, so the next run does not wait for them. Returns their ids."""
+    host = socket.gethostname()
+    reaped = []
+    for run in instance.get_runs(filters=RunsFilter(statuses=LIVE_STATUSES)):
+        pid = run.tags.get(PID_TAG)
+        if run.tags.get(HOST_TAG) != host or pid is None or _alive(int(pid)):
+            continue
+        reason = f"process {pid} on {host} died while the run was {run.status.value}"
+        instance.report_run_failed(run, message=reason)
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        fail_mlflow_runs(mlflow.client(), mlflow.experiment_id(), run.run_id, reason, "process died")
+        reaped.append(run.run_id)
+    return reaped
+
+
+def slot_holders(instance: DagsterInstance) -> list[str]:
+    """One line per step waiting for a pool slot: the pool and the runs (steps) that hold it."""
+    lines = []
+    for pool in POOLS:
+        info = instance.event_log_storage.get_concurrency_info(pool)
+        holders = ", ".join(f"run {slot.run_id} (step {slot.step_key})" for slot in info.claimed_slots)
+        for pending in info.pending_steps:
+            if pending.assigned_timestamp is None:
+                lines.append(f"step {pending.step_key} of run {pending.run_id} waits for pool {pool!r}, held by {holders}")
+    return lines
+
+
+@contextmanager
+def reporting_slot_waits(instance: DagsterInstance, every_s: float = 10.0) -> Iterator[None]:
+    """While the body runs, prints (once each) which run holds a pool slot a step is waiting for."""
+    stop = threading.Event()
+    said: set[str] = set()
+
+    def watch() -> None:
+        while not stop.wait(every_s):
+            for line in slot_holders(instance):
+                if line not in said:
+                    said.add(line)
+                    print(line, flush=True)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
