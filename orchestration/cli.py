@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -32,7 +31,7 @@ def _pipeline(args: argparse.Namespace) -> None:
 
     from ampere.eval import markdown_table
     from orchestration.resources import MlflowResource
-    from orchestration.run_state import process_tags, reap_dead_runs, reporting_slot_waits
+    from orchestration.run_state import process_tags, reap_dead_runs, watching_own_run
     from orchestration.summary_shards import ALL_SHARDS_TAGS
 
     out = args.out.resolve()
@@ -54,10 +53,8 @@ def _pipeline(args: argparse.Namespace) -> None:
     mlflow = MlflowResource(tracking_uri=args.tracking_uri, artifact_root=args.artifact_root)
     for run_id in reap_dead_runs(instance, mlflow):
         print(f"run {run_id}: its process died; marked failed and its pool slots freed")
-    # SIGTERM stops the run as Ctrl-C does: Dagster records its end and frees the slots it claimed.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     started = time.perf_counter()
-    with reporting_slot_waits(instance):
+    with watching_own_run(instance, mlflow):
         if args.reexecute:
             # Only failed and not-run steps execute, with the parent's config and tags; a killed
             # training resumes from the checkpoint its root run left (trained_encoder).

@@ -1,21 +1,25 @@
 """Runs end in a true state: a failed step fails its MLflow runs, a run whose process died is marked
-failed and frees its pool slots, and a step waiting for a pool slot says which run holds it."""
+failed and frees its pool slots, a step waiting for a pool slot says which run holds it, and a
+signal stops a waiting run cleanly."""
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from dagster import DagsterInstance, DagsterRunStatus, HookContext, RunsFilter, failure_hook
+from dagster._utils.interrupts import check_captured_interrupt
 
 from mlflow import MlflowClient
 from orchestration.resources import MlflowResource
 
 HOST_TAG, PID_TAG = "ampere/host", "ampere/pid"
 POOLS = ("dvc", "llm", "accelerator")
+GRACE_S = 5.0
 LIVE_STATUSES = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
 
 
@@ -77,17 +81,30 @@ def slot_holders(instance: DagsterInstance) -> list[str]:
 
 
 @contextmanager
-def reporting_slot_waits(instance: DagsterInstance, every_s: float = 10.0) -> Iterator[None]:
-    """While the body runs, prints (once each) which run holds a pool slot a step is waiting for."""
+def watching_own_run(instance: DagsterInstance, mlflow: MlflowResource, every_s: float = 10.0) -> Iterator[None]:
+    """While this process executes a run in process: prints (once each) which run holds a pool slot
+    a step waits for, and ends the run cleanly on SIGTERM/SIGINT while it waits.
+
+    Dagster's in-process executor only records a signal while no step code runs and never looks at
+    it while steps wait for slots; a signal still unheeded after `GRACE_S` is handled here: the run
+    is reported canceled, its claims and slots freed, its MLflow runs failed, and the process exits.
+    """
     stop = threading.Event()
     said: set[str] = set()
 
     def watch() -> None:
-        while not stop.wait(every_s):
-            for line in slot_holders(instance):
-                if line not in said:
-                    said.add(line)
-                    print(line, flush=True)
+        ticks, interrupted_for = 0, 0.0
+        while not stop.wait(1.0):
+            ticks += 1
+            interrupted_for = interrupted_for + 1.0 if check_captured_interrupt() else 0.0
+            if interrupted_for > GRACE_S:
+                _cancel_own_runs(instance, mlflow)
+                os._exit(128 + signal.SIGTERM)
+            if ticks % every_s == 0:
+                for line in slot_holders(instance):
+                    if line not in said:
+                        said.add(line)
+                        print(line, flush=True)
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
@@ -96,6 +113,19 @@ def reporting_slot_waits(instance: DagsterInstance, every_s: float = 10.0) -> It
     finally:
         stop.set()
         thread.join()
+
+
+def _cancel_own_runs(instance: DagsterInstance, mlflow: MlflowResource) -> None:
+    """Cancels the live runs this process executes and frees their claims (see `watching_own_run`).
+    Claims are freed last, just before the process exits, so the waiting executor cannot renew them."""
+    reason = "stopped by a signal while waiting for a pool slot"
+    runs = instance.get_runs(filters=RunsFilter(statuses=LIVE_STATUSES, tags=process_tags()))
+    for run in runs:
+        fail_mlflow_runs(mlflow.client(), mlflow.experiment_id(), run.run_id, reason, "signal")
+        instance.report_run_canceled(run, message=reason)
+        print(f"run {run.run_id} canceled: {reason}", flush=True)
+    for run in runs:
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
 
 
 def _alive(pid: int) -> bool:

@@ -1,9 +1,11 @@
-"""Through Dagster: a pipeline run killed (SIGKILL) during training, re-executed from failure,
-resumes its training from the checkpoint and continues the same MLflow run."""
+"""Through Dagster: a pipeline run killed (SIGKILL) during training, with the project's pools, is
+found dead by the next `ampere pipeline` (marked failed, its pool slot freed) with no help; re-executed
+from failure, it resumes its training from the checkpoint and continues the same MLflow run."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,21 +13,23 @@ import time
 from pathlib import Path
 
 import pytest
-from dagster import AssetKey, DagsterInstance, DagsterRunStatus, ReexecutionOptions, build_reconstructable_job, execute_job
+from dagster import AssetKey, DagsterInstance, DagsterRunStatus
 
 from ampere.data.format import SplitFractions
 from ampere.data.synth import generate
 from ampere.train import latest_checkpoint, load_checkpoint
 from mlflow import MlflowClient
+from orchestration.cli import PROJECT_DAGSTER_HOME
 
 STEPS, EVAL_EVERY = 24, 2
 
 
 @pytest.fixture()
 def dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh instance with the project's settings (its pools: one `accelerator` slot)."""
     home = tmp_path / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    shutil.copy(PROJECT_DAGSTER_HOME / "dagster.yaml", home / "dagster.yaml")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     return home
 
@@ -60,22 +64,18 @@ def test_a_killed_training_resumes_when_its_run_is_reexecuted(tmp_path: Path, da
     [run] = instance.get_runs()
     assert folder.name == run.run_id  # checkpoints are addressed by the root run
     assert run.status == DagsterRunStatus.STARTED  # nothing marked it: the process was killed
-    instance.report_run_failed(run)  # what run monitoring or the UI's "Terminate" records
+    held = instance.event_log_storage.get_concurrency_info("accelerator").claimed_slots
+    assert [slot.run_id for slot in held] == [run.run_id]  # and it still holds the training slot
 
-    job = build_reconstructable_job(
-        "orchestration.definitions",
-        "pipeline_job_at",
-        reconstructable_kwargs={
-            "workspace": str(out),
-            "dataset": str(dataset),
-            "tracking_uri": mlflow_db,
-            "artifact_root": str(tmp_path / "artifacts"),
-            "summarizer_backend": "llamacpp",
-            "summarizer_model": None,
-        },
+    again = subprocess.run(
+        [*command[:1], "pipeline", "--reexecute", run.run_id, *command[2:]],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
     )
-    with execute_job(job, instance, reexecution_options=ReexecutionOptions.from_failure(run.run_id, instance)) as result:
-        assert result.success
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert f"run {run.run_id}: its process died; marked failed and its pool slots freed" in again.stdout
+    assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.FAILURE
+    assert not instance.event_log_storage.get_concurrency_info("accelerator").claimed_slots
+    [result] = [r for r in instance.get_runs() if r.run_id != run.run_id]
     rerun = instance.get_run_by_id(result.run_id)
     assert rerun.root_run_id == run.run_id and rerun.parent_run_id == run.run_id
     # Only the steps after the last finished one ran again: raw data, summaries and features were reused.
@@ -96,3 +96,37 @@ def test_a_killed_training_resumes_when_its_run_is_reexecuted(tmp_path: Path, da
     curve = client.get_metric_history(run_id, "curve/val_mR1")
     assert sorted(m.step for m in curve) == list(range(EVAL_EVERY, STEPS + 1, EVAL_EVERY))  # one curve, no gap
     assert mlflow_run.info.status == "FINISHED"
+
+
+def test_a_step_waiting_for_a_slot_names_its_holder_and_sigterm_stops_it_cleanly(tmp_path: Path, dagster_home: Path) -> None:
+    """Another run holds the one `accelerator` slot: `ampere pipeline` says which run holds it while
+    training waits, and SIGTERM ends the waiting run as failed or canceled, its claims released."""
+    dataset = generate(tmp_path / "data", products=7, seed=3, clip_frames=4, fractions=SplitFractions(0.3, 0.3))
+    instance = DagsterInstance.get()
+    holder = "11111111-2222-3333-4444-555555555555"
+    instance.event_log_storage.initialize_concurrency_limit_to_default("accelerator")  # the project's limit: 1
+    assert instance.event_log_storage.claim_concurrency_slot("accelerator", holder, "trained_encoder").is_claimed
+    command = [
+        str(Path(sys.executable).parent / "ampere"),
+        *("pipeline", "--dataset", str(dataset), "--out", str(tmp_path / "out"), "--text-source", "none"),
+        *("--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--artifact-root", str(tmp_path / "artifacts")),
+    ]
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "PYTHONUNBUFFERED": "1"}
+    log_path = tmp_path / "waiting.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 600
+            while f"waits for pool 'accelerator', held by run {holder} (step trained_encoder)" not in log_path.read_text():
+                assert process.poll() is None, log_path.read_text()[-3000:]
+                assert time.monotonic() < deadline, "no message about the held slot within 600 s"
+                time.sleep(0.5)
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=120) != 0
+        finally:
+            process.kill()
+    [run] = instance.get_runs()
+    assert run.status in (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED), log_path.read_text()[-3000:]
+    info = instance.event_log_storage.get_concurrency_info("accelerator")
+    assert [slot.run_id for slot in info.claimed_slots] == [holder]
+    assert not [step for step in info.pending_steps if step.run_id == run.run_id]
