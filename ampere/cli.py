@@ -6,6 +6,7 @@ import argparse
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from ampere.asr.quality import CLIP_DOMAINS, load_attributes, quality_table, sum
 from ampere.asr.summarizer import SummaryResult, build_summarizer
 from ampere.data.format import SPLITS, load_items
 from ampere.data.synth import add_products, generate
+from ampere.home import HOME_ENV, PROJECT_FOLDER, Home, find_home
 from ampere.models.backbones import build_text_encoder
 
 QUALITY_EXPERIMENT = "ampere-summary-quality"
@@ -28,6 +30,12 @@ EXAMPLE_WORDS = 24
 def build_parser() -> argparse.ArgumentParser:
     """The parser for the library's own commands."""
     parser = argparse.ArgumentParser(prog="ampere", description="AMPere: cross-domain product retrieval")
+    parser.add_argument(
+        "--home",
+        type=Path,
+        help=f"where the project's state lives: Dagster instance, MLflow store, workspace, dataset "
+        f"(default: ${HOME_ENV}, else the project folder {PROJECT_FOLDER})",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     data = commands.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
     synth = data.add_parser("synth", help="write a synthetic ROPE-like dataset (deterministic for a seed)")
@@ -43,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     quality = summaries.add_parser("quality", help="attribute recall/precision of one prompt's summaries, logged to MLflow")
     _add_summary_arguments(quality)
     quality.add_argument("--prompt", default=DEFAULT_PROMPT_ID, help="packaged prompt id")
-    quality.add_argument("--tracking-uri", default="sqlite:///mlflow/mlflow.db")
+    quality.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI, else the home's MLflow store")
     quality.set_defaults(handler=_summaries_quality)
     compare = summaries.add_parser("compare", help="two prompts' summary quality side by side, with examples")
     _add_summary_arguments(compare)
@@ -60,7 +68,7 @@ def _add_summary_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample")
     parser.add_argument("--split", choices=[*SPLITS, "all"], default="val",
                         help="whose clips to summarise (default val: prompts are chosen on validation products)")
-    parser.add_argument("--cache", type=Path, default=Path("workspace/summary_cache.sqlite"))
+    parser.add_argument("--cache", type=Path, help="summary cache (default: the home's workspace/summary_cache.sqlite)")
     parser.add_argument("--model", help="GGUF model path (default: the packaged SmolLM2)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="llama.cpp threads (default: all cores)")
 
@@ -172,9 +180,28 @@ def _summaries_compare(args: argparse.Namespace) -> None:
         print("| " + " | ".join(_cell(cell) for cell in row) + " |")
 
 
+HOME_DEFAULTS: dict[str, Callable[[Home], Any]] = {
+    "dataset": lambda home: home.dataset,
+    "out": lambda home: home.workspace,
+    "cache": lambda home: home.workspace / "summary_cache.sqlite",
+    "store": lambda home: home.workspace / "index_store",
+    "tracking_uri": lambda home: home.tracking_uri,
+    "artifact_root": lambda home: str(home.artifact_root),
+}
+
+
+def with_home(args: argparse.Namespace) -> argparse.Namespace:
+    """`args.home` resolved (`find_home`) and every unset location argument filled from it."""
+    args.home = find_home(args.home)
+    for name, default in HOME_DEFAULTS.items():
+        if getattr(args, name, ...) is None:
+            setattr(args, name, default(args.home))
+    return args
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point for the library commands alone (`python -m ampere.cli`)."""
-    args = build_parser().parse_args(argv)
+    args = with_home(build_parser().parse_args(argv))
     args.handler(args)
 
 

@@ -8,31 +8,38 @@ raw items, LLM summaries and frame features). Usage:
 """
 
 import argparse
-import os
 import time
 from pathlib import Path
 
+from ampere.home import find_home
 from orchestration.cli import train_setting, use_dagster_home
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workspace", type=Path, default=Path("workspace"))
-    parser.add_argument("--dataset", type=Path, default=Path("data"))
+    parser.add_argument("--home", type=Path, help="the project's home (default: $AMPERE_HOME, else the project folder)")
+    parser.add_argument("--workspace", type=Path, help="default: the home's workspace/")
+    parser.add_argument("--dataset", type=Path, help="default: the home's data/")
     parser.add_argument("--sources", nargs="+", default=["none", "raw", "keywords", "summary", "text-only"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--train", type=train_setting, action="append", default=[], metavar="FIELD=VALUE",
                         help="a TrainConfig field for every cell (repeatable), as for `ampere pipeline`")
-    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow/mlflow.db"))
+    parser.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI, else the home's MLflow store")
     args = parser.parse_args()
-    use_dagster_home()
+    home = find_home(args.home)
+    use_dagster_home(home)
+    workspace, dataset = (args.workspace or home.workspace).resolve(), (args.dataset or home.dataset).resolve()
     from dagster import DagsterInstance
 
     from orchestration.ablation import ABLATION_JOB
     from orchestration.definitions import build_defs
 
     defs = build_defs(
-        workspace=str(args.workspace.resolve()), dataset=str(args.dataset.resolve()), tracking_uri=args.tracking_uri
+        workspace=str(workspace),
+        dataset=str(dataset),
+        tracking_uri=args.tracking_uri or home.tracking_uri,
+        artifact_root=str(home.artifact_root),
+        repo_dir=str(home.root),
     )
     config = {"sources": args.sources, "seeds": args.seeds, **dict(args.train)}
     started = time.perf_counter()
@@ -40,7 +47,7 @@ def main() -> None:
         run_config={"ops": {"ablation_study": {"config": config}}}, instance=DagsterInstance.get()
     )
     print(f"\nablation finished in {time.perf_counter() - started:.0f} s (Dagster run {result.run_id})\n")
-    print((args.workspace / "ablation" / "table.md").read_text())
+    print((workspace / "ablation" / "table.md").read_text())
 
 
 if __name__ == "__main__":

@@ -12,21 +12,27 @@ from typing import Any
 
 from ampere import cli as library_cli
 from ampere.asr.prompts import DEFAULT_PROMPT_ID, PROMPT_DIR
+from ampere.home import PROJECT_FOLDER, Home
 
-PROJECT_DAGSTER_HOME = Path(__file__).resolve().parents[1] / "dagster_home"
+TRACKING_HELP = "MLflow tracking URI (default: MLFLOW_TRACKING_URI, else the home's mlflow/mlflow.db)"
+STORE_HELP = "index store (default: the home's workspace/index_store)"
+
+PROJECT_DAGSTER_HOME = PROJECT_FOLDER / "dagster_home"
 
 
-def use_dagster_home() -> Path:
-    """DAGSTER_HOME, defaulting to the project's dagster_home/ (so `dagster dev` shows the runs)."""
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(PROJECT_DAGSTER_HOME)))
-    home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():
-        (home / "dagster.yaml").write_text((PROJECT_DAGSTER_HOME / "dagster.yaml").read_text())
-    return home
+def use_dagster_home(home: Home) -> Path:
+    """Points DAGSTER_HOME at the home's instance (created with the project's dagster.yaml), so
+    `ampere`, `dagster dev` and the daemon see the same runs."""
+    folder = home.dagster_home
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / "dagster.yaml").exists():
+        (folder / "dagster.yaml").write_text((PROJECT_DAGSTER_HOME / "dagster.yaml").read_text())
+    os.environ["DAGSTER_HOME"] = str(folder)
+    return folder
 
 
 def _pipeline(args: argparse.Namespace) -> None:
-    use_dagster_home()
+    use_dagster_home(args.home)
     from dagster import DagsterEventType, DagsterInstance, ReexecutionOptions, build_reconstructable_job, execute_job
 
     from ampere.eval import markdown_table
@@ -79,7 +85,12 @@ def _pipeline(args: argparse.Namespace) -> None:
                     "trained_encoder": {"config": dict(args.train)},
                 },
             }
-            tags = {"ampere/text_source": args.text_source, **ALL_SHARDS_TAGS, **process_tags()}
+            tags = {
+                "ampere/text_source": args.text_source,
+                "ampere/dataset": str(args.dataset.resolve()),
+                **ALL_SHARDS_TAGS,
+                **process_tags(),
+            }
             result = execute_job(job, instance, run_config=run_config, tags=tags)
     total = time.perf_counter() - started
     print(f"\nDagster run {result.run_id} ({'success' if result.success else 'FAILED'}), stage times:")
@@ -106,7 +117,7 @@ def _pipeline(args: argparse.Namespace) -> None:
 
 
 def _audit(args: argparse.Namespace) -> None:
-    use_dagster_home()
+    use_dagster_home(args.home)
     from dagster import DagsterInstance
 
     from orchestration.audit import audit
@@ -150,7 +161,7 @@ def _status(args: argparse.Namespace) -> None:
 
 
 def _wait_run(args: argparse.Namespace) -> None:
-    use_dagster_home()
+    use_dagster_home(args.home)
     from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
     key, _, value = args.tag.partition("=")
@@ -192,8 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = library_cli.build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     pipeline = commands.add_parser("pipeline", help="run the whole Dagster job in process on a dataset folder")
-    pipeline.add_argument("--dataset", type=Path, default=Path("data"))
-    pipeline.add_argument("--out", type=Path, default=Path("workspace"))
+    pipeline.add_argument("--dataset", type=Path, help="dataset folder (default: the home's data/)")
+    pipeline.add_argument("--out", type=Path, help="workspace folder (default: the home's workspace/)")
     pipeline.add_argument("--text-source", choices=["summary", "raw", "none"], default="summary")
     pipeline.add_argument(
         "--train",
@@ -204,8 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="a TrainConfig field for this run (repeatable; VALUE read as JSON, else as text), e.g. --train steps=300 "
         "--train seed=1 --train device=cuda --train 'lr_factors={\"head\": 0.5}'",
     )
-    pipeline.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow/mlflow.db"))
-    pipeline.add_argument("--artifact-root", default="mlflow/artifacts")
+    pipeline.add_argument("--tracking-uri", help=TRACKING_HELP)
+    pipeline.add_argument("--artifact-root", help="artifact folder of a sqlite store (default: the home's mlflow/artifacts)")
     pipeline.add_argument("--summarizer-backend", choices=["llamacpp", "vllm", "transformers"], default="llamacpp")
     pipeline.add_argument("--summarizer-model", default=None, help="GGUF path / HF model dir / vLLM model name")
     prompts = sorted(p.stem for p in PROMPT_DIR.glob("*.json"))
@@ -220,16 +231,16 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline.set_defaults(handler=_pipeline)
     audit = commands.add_parser("audit", help="print the chain behind a model version, alias or index id")
     audit.add_argument("ref", help="model version number, alias (champion) or index id")
-    audit.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow/mlflow.db"))
+    audit.add_argument("--tracking-uri", help=TRACKING_HELP)
     audit.add_argument("--mlflow-ui", default="http://127.0.0.1:5000")
     audit.set_defaults(handler=_audit)
     index = commands.add_parser("index", help="the served FAISS index: current, rollback, history")
     index.add_argument("index_command", choices=["current", "rollback", "history"])
-    index.add_argument("--store", type=Path, default=Path("workspace/index_store"))
+    index.add_argument("--store", type=Path, help=STORE_HELP)
     index.set_defaults(handler=_index)
     status = commands.add_parser("status", help="the champion model and the served index")
-    status.add_argument("--store", type=Path, default=Path("workspace/index_store"))
-    status.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow/mlflow.db"))
+    status.add_argument("--store", type=Path, help=STORE_HELP)
+    status.add_argument("--tracking-uri", help=TRACKING_HELP)
     status.set_defaults(handler=_status)
     wait = commands.add_parser(
         "wait-run", help="wait for a Dagster run carrying a tag to finish (runs finished before it started do not count)"
@@ -242,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `ampere` console command."""
-    args = build_parser().parse_args(argv)
+    args = library_cli.with_home(build_parser().parse_args(argv))
     args.handler(args)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dagster import Definitions, FilesystemIOManager, JobDefinition
 
 from ampere.asr.prompts import DEFAULT_PROMPT_ID
+from ampere.home import find_home
 from orchestration.ablation import ablation_job, ablation_study
 from orchestration.assets import PIPELINE_ASSETS
 from orchestration.checks import PIPELINE_CHECKS
@@ -22,16 +23,23 @@ from orchestration.summary_shards import ShardedParquetIOManager
 
 
 def build_defs(
-    workspace: str = "workspace",
-    dataset: str = "data",
-    tracking_uri: str = "sqlite:///mlflow/mlflow.db",
-    artifact_root: str = "mlflow/artifacts",
+    workspace: str | None = None,
+    dataset: str | None = None,
+    tracking_uri: str | None = None,
+    artifact_root: str | None = None,
     summarizer_backend: str = "llamacpp",
     summarizer_model: str | None = None,
     summarizer_prompt: str = DEFAULT_PROMPT_ID,
-    repo_dir: str = ".",
+    repo_dir: str | None = None,
 ) -> Definitions:
-    """All assets, checks, jobs, schedules and sensors, with resources pointed at the given places."""
+    """All assets, checks, jobs, schedules and sensors, with resources pointed at the given places;
+    a place not given is the home's (`ampere.home.find_home`), whatever the current directory."""
+    home = find_home()
+    workspace = workspace or str(home.workspace)
+    dataset = dataset or str(home.dataset)
+    tracking_uri = tracking_uri or home.tracking_uri
+    artifact_root = artifact_root or str(home.artifact_root)
+    repo_dir = repo_dir or str(home.root)
     return Definitions(
         assets=[*PIPELINE_ASSETS, ablation_study],
         asset_checks=PIPELINE_CHECKS,

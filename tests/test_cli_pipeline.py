@@ -12,6 +12,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pandas as pd
+from dagster import DagsterInstance
 from PIL import Image
 
 COLOURS = [(200, 30, 30), (30, 160, 40), (40, 60, 200), (220, 200, 40), (120, 40, 160), (30, 180, 180)]
@@ -89,30 +90,27 @@ def _hand_made_dataset(root: Path) -> Path:
 
 
 def test_ampere_pipeline_on_a_hand_made_dataset(tmp_path: Path) -> None:
+    """Run from an unrelated folder with only AMPERE_HOME set: the Dagster runs, the MLflow store and
+    the workspace all land in that home, nothing in the current directory; the run names its dataset."""
     dataset = _hand_made_dataset(tmp_path / "dataset")
-    out = tmp_path / "out"
-    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "dagster_home")}
+    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = home / "workspace"
+    env = {**os.environ, "AMPERE_HOME": str(home)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("DAGSTER_HOME", None)
     command = [
         str(Path(sys.executable).parent / "ampere"),
-        "pipeline",
-        "--dataset",
-        str(dataset),
-        "--out",
-        str(out),
-        "--text-source",
-        "raw",
-        "--train",
-        "steps=2",
-        "--train",
-        "eval_every=1",
-        "--tracking-uri",
-        f"sqlite:///{tmp_path}/mlflow.db",
-        "--artifact-root",
-        str(tmp_path / "artifacts"),
+        *("pipeline", "--dataset", str(dataset), "--text-source", "raw"),
+        *("--train", "steps=2", "--train", "eval_every=1"),
     ]
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(command, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "P2S" in result.stdout and "mR1" in result.stdout and "val mR1" in result.stdout
+    assert not list(elsewhere.iterdir())
+    assert (home / "mlflow" / "mlflow.db").is_file() and (home / "dagster_home" / "dagster.yaml").is_file()
+    runs = DagsterInstance.from_config(str(home / "dagster_home")).get_runs()
+    assert [run.tags["ampere/dataset"] for run in runs] == [str(dataset)]
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0.0 <= metrics["mR1"] <= 100.0 and 0.0 <= metrics["val/mR1"] <= 100.0

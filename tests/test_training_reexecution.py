@@ -44,7 +44,7 @@ def test_a_killed_training_resumes_when_its_run_is_reexecuted(tmp_path: Path, da
         *("--train", f"steps={STEPS}", "--train", f"eval_every={EVAL_EVERY}", "--train", "patience=0"),
         *("--train", "batch_size=3"),
     ]
-    env = {**os.environ, "DAGSTER_HOME": str(dagster_home)}
+    env = {**os.environ, "AMPERE_HOME": str(dagster_home.parent)}
     with open(tmp_path / "first.log", "wb") as log:
         first = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
@@ -111,7 +111,7 @@ def test_a_step_waiting_for_a_slot_names_its_holder_and_sigterm_stops_it_cleanly
         *("pipeline", "--dataset", str(dataset), "--out", str(tmp_path / "out"), "--text-source", "none"),
         *("--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--artifact-root", str(tmp_path / "artifacts")),
     ]
-    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "AMPERE_HOME": str(dagster_home.parent), "PYTHONUNBUFFERED": "1"}
     log_path = tmp_path / "waiting.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
