@@ -22,9 +22,9 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 import pandas as pd  # noqa: E402
 
-from ampere.features import ItemFeatures  # noqa: E402
+from ampere.models.features import ItemFeatures  # noqa: E402
 from ampere.models.tower import TowerConfig  # noqa: E402
-from ampere.train import ALIGNMENTS, TRAINING_SPLITS, TrainConfig, train_tower  # noqa: E402
+from ampere.training.train import ALIGNMENTS, TRAINING_SPLITS, TrainConfig, train_tower  # noqa: E402
 from orchestration.cli import train_setting  # noqa: E402
 
 DEFAULT_FEATURES = Path(__file__).resolve().parents[1] / "workspace" / "features" / "features.npz"

@@ -34,8 +34,8 @@ import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
 
 from ampere.data.frames import load_frames  # noqa: E402
-from ampere.features import _unique_frames, visual_features  # noqa: E402
 from ampere.models.backbones import FrameEncoder  # noqa: E402
+from ampere.models.features import _unique_frames, visual_features  # noqa: E402
 from ampere.models.onnx_backbone import OnnxFrameEncoder, cpu_cores, frames_to_pixels, session_options  # noqa: E402
 
 

@@ -15,7 +15,7 @@ import time
 import faiss
 import numpy as np
 
-from ampere.index import IndexConfig, make_index, perturbed_queries, recall_at_10
+from ampere.retrieval.index import IndexConfig, make_index, perturbed_queries, recall_at_10
 
 
 def _unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/training_throughput.py [--features workspace/features/features.npz]
 
-Runs the real training loop (``ampere.train.train_tower``: batch gathering, forward, losses,
+Runs the real training loop (``ampere.training.train.train_tower``: batch gathering, forward, losses,
 backward, clipping, AdamW, scheduler, validation) with the default TowerConfig / TrainConfig,
 except for the step budget and the evaluation interval. The first interval is warm-up; each later
 one is timed (its validation embedding included). Without the features file, random features of
@@ -23,9 +23,9 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from ampere.features import ItemFeatures  # noqa: E402
+from ampere.models.features import ItemFeatures  # noqa: E402
 from ampere.models.tower import TowerConfig  # noqa: E402
-from ampere.train import TRAINING_SPLITS, TrainConfig, product_items, resolve_device, train_tower  # noqa: E402
+from ampere.training.train import TRAINING_SPLITS, TrainConfig, product_items, resolve_device, train_tower  # noqa: E402
 
 DEFAULT_FEATURES = Path(__file__).resolve().parents[1] / "workspace" / "features" / "features.npz"
 

@@ -14,14 +14,14 @@ from mlflow.entities import Metric, Param  # noqa: E402
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from ampere.ablation import SOURCES, AblationConfig, markdown, run_ablation, summarize  # noqa: E402
 from ampere.asr.candidates import TitleTagger, materials  # noqa: E402
 from ampere.asr.keywords import KeywordExtractor  # noqa: E402
-from ampere.features import ItemFeatures  # noqa: E402
-from ampere.lineage import code_version  # noqa: E402
+from ampere.lineage.versions import code_version  # noqa: E402
 from ampere.models.backbones import build_text_encoder  # noqa: E402
-from ampere.train import TrainConfig  # noqa: E402
-from orchestration.assets import current_summaries  # noqa: E402
+from ampere.models.features import ItemFeatures  # noqa: E402
+from ampere.training.ablation import SOURCES, AblationConfig, markdown, run_ablation, summarize  # noqa: E402
+from ampere.training.train import TrainConfig  # noqa: E402
+from orchestration.assets.summaries import current_summaries  # noqa: E402
 from orchestration.config import config_from_dataclass, to_dataclass  # noqa: E402
 from orchestration.resources import MlflowResource, WorkspaceResource  # noqa: E402
 from orchestration.run_state import mlflow_runs_fail_with_their_step  # noqa: E402

@@ -5,7 +5,6 @@ Dagster instance, the DVC cache and git, the index folder) and compared with wha
 claim; a link that is missing or disagrees is UNRESOLVED, with the reason, and the audit fails.
 """
 
-import hashlib
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,9 +14,10 @@ from dagster import DagsterEventType, DagsterInstance
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
-from ampere.index import verify_manifest
-from ampere.index_store import index_key
-from ampere.lineage import CODE_ROOT, DIRTY
+from ampere.lineage.hashing import content_hash
+from ampere.lineage.versions import CODE_ROOT, DIRTY
+from ampere.retrieval.index import verify_manifest
+from ampere.retrieval.index_store import index_key
 from mlflow import MlflowClient
 
 DAGSTER_UI = "http://127.0.0.1:3000"
@@ -223,7 +223,7 @@ def _dvc_problem(repo: Path, md5: str, data_rev: str) -> str:
     cached = repo / ".dvc" / "cache" / "files" / "md5" / digest[:2] / (digest[2:] + ".dir")
     if not cached.is_file():
         return f"{cached} is not in the DVC cache"
-    if hashlib.md5(cached.read_bytes()).hexdigest() != digest:
+    if content_hash(cached, "file", algorithm="md5") != digest:
         return f"{cached}: content md5 differs from its name"
     shown = subprocess.run(["git", "show", f"{data_rev}:data.dvc"], cwd=repo, capture_output=True, text=True)
     if shown.returncode != 0:

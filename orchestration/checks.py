@@ -5,8 +5,8 @@ import math
 import pandas as pd
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
 
-from ampere.eval import DIRECTIONS
-from ampere.validation import raw_items_expectations, summaries_expectations, training_set_expectations, validate
+from ampere.data.validation import raw_items_expectations, summaries_expectations, training_set_expectations, validate
+from ampere.retrieval.eval import DIRECTIONS
 from orchestration.assets import asr_summaries, raw_items, retrieval_evaluation, training_set
 from orchestration.summary_shards import SUMMARY_SHARDS
 

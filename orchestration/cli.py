@@ -35,7 +35,7 @@ def _pipeline(args: argparse.Namespace) -> None:
     use_dagster_home(args.home)
     from dagster import DagsterEventType, DagsterInstance, ReexecutionOptions, build_reconstructable_job, execute_job
 
-    from ampere.eval import markdown_table
+    from ampere.retrieval.eval import markdown_table
     from orchestration.resources import MlflowResource
     from orchestration.run_state import process_tags, reap_dead_runs, watching_own_run
     from orchestration.summary_shards import ALL_SHARDS_TAGS
@@ -131,7 +131,7 @@ def _audit(args: argparse.Namespace) -> None:
 
 
 def _index(args: argparse.Namespace) -> None:
-    from ampere.index_store import IndexStore
+    from ampere.retrieval.index_store import IndexStore
 
     store = IndexStore(args.store)
     if args.index_command == "rollback":
@@ -144,7 +144,7 @@ def _index(args: argparse.Namespace) -> None:
 
 
 def _status(args: argparse.Namespace) -> None:
-    from ampere.index_store import IndexStore
+    from ampere.retrieval.index_store import IndexStore
     from orchestration.mlflow_logging import alias_version
     from orchestration.resources import MlflowResource
 
@@ -186,7 +186,7 @@ def _wait_run(args: argparse.Namespace) -> None:
 
 def train_setting(text: str) -> tuple[str, Any]:
     """``FIELD=VALUE`` of a TrainConfig field; VALUE parsed as JSON when it is JSON, else kept as text."""
-    from ampere.train import TrainConfig
+    from ampere.training.train import TrainConfig
 
     name, sep, raw = text.partition("=")
     known = [f.name for f in fields(TrainConfig)]

@@ -16,9 +16,9 @@ import pandas as pd  # noqa: E402
 from mlflow.entities import Metric, Param, RunInfo  # noqa: E402
 
 import mlflow  # noqa: E402
-from ampere.encoder_io import load_tower, save_tower  # noqa: E402
+from ampere.models.encoder_io import load_tower, save_tower  # noqa: E402
 from ampere.models.tower import AmpereTower, TowerConfig  # noqa: E402
-from ampere.serving import EncoderModel  # noqa: E402
+from ampere.retrieval.serving import EncoderModel  # noqa: E402
 from orchestration.resources import MlflowResource  # noqa: E402
 
 MODEL_REQUIREMENTS = ["torch", "numpy"]

@@ -18,8 +18,8 @@ from ampere.asr.candidates import TaggerConfig
 from ampere.asr.prompts import DEFAULT_PROMPT_ID, Prompt, load_prompt
 from ampere.asr.summarizer import Summarizer, build_summarizer
 from ampere.data.format import SplitFractions
-from ampere.index_store import IndexStore
-from ampere.lineage import folder_fingerprint, git_commit
+from ampere.lineage.versions import folder_fingerprint, git_commit
+from ampere.retrieval.index_store import IndexStore
 from mlflow import MlflowClient
 from orchestration.config import config_from_dataclass, to_dataclass
 

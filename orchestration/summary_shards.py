@@ -12,7 +12,7 @@ import pandas as pd
 from dagster import ConfigurableIOManager, InputContext, OutputContext, StaticPartitionsDefinition
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from ampere.shards import shard_keys
+from ampere.asr.shards import shard_keys
 
 SUMMARY_SHARDS = StaticPartitionsDefinition(shard_keys())
 

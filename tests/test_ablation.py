@@ -4,11 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ampere.ablation import AblationConfig, markdown, run_ablation, source_texts, summarize
 from ampere.asr.keywords import candidates, frequent_words, mmr
-from ampere.eval import DIRECTIONS, bootstrap_r1
 from ampere.models.backbones import build_text_encoder
-from ampere.train import TrainConfig
+from ampere.retrieval.eval import DIRECTIONS, bootstrap_r1
+from ampere.training.ablation import AblationConfig, markdown, run_ablation, source_texts, summarize
+from ampere.training.train import TrainConfig
 
 
 def _items(products: int = 6) -> pd.DataFrame:

@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from ampere.features import ItemFeatures, text_features, visual_features
 from ampere.models import TowerConfig, build_frame_encoder, build_text_encoder
-from ampere.train import TrainConfig, embed, train_tower
+from ampere.models.features import ItemFeatures, text_features, visual_features
+from ampere.training.train import TrainConfig, embed, train_tower
 
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30)]
 TEXTS = {

@@ -8,9 +8,9 @@ import pytest
 from dagster import AssetKey, DagsterInvalidConfigError, Definitions, validate_run_config
 
 from ampere.asr.candidates import TaggerConfig
-from ampere.train import TrainConfig
+from ampere.training.train import TrainConfig
 from orchestration.ablation import ABLATION_JOB, AblationStudyConfig
-from orchestration.assets import EncoderConfig
+from orchestration.assets.training import EncoderConfig
 from orchestration.config import to_dataclass
 from orchestration.definitions import defs
 from orchestration.jobs import PIPELINE_JOB

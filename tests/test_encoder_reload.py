@@ -11,11 +11,11 @@ import pytest
 import torch
 
 import mlflow
-from ampere.encoder_io import CONFIG, load_tower, save_tower
-from ampere.features import ItemFeatures
 from ampere.models import AmpereTower, TowerConfig
-from ampere.serving import EncoderModel
-from ampere.train import embed
+from ampere.models.encoder_io import CONFIG, load_tower, save_tower
+from ampere.models.features import ItemFeatures
+from ampere.retrieval.serving import EncoderModel
+from ampere.training.train import embed
 from mlflow import MlflowClient
 
 # Not the code's defaults anywhere it matters, so a reload must read them from config.json.

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ampere.eval import DIRECTIONS, direction_hits, evaluate, markdown_table, metrics_from_embeddings_frame, recall_at_k
+from ampere.retrieval.eval import DIRECTIONS, direction_hits, evaluate, markdown_table, metrics_from_embeddings_frame, recall_at_k
 
 # Hand-computed case (ks 1, 2, 5):
 # gallery g0 [1,0] a | g1 [0,1] b | g2 [1,0] c | g3 [-1,0] c | g4 [0,-1] d

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ampere.features import ItemFeatures, media_digest, text_features, text_inputs, visual_features
 from ampere.models import FrameEncoder, TextEncoder, build_frame_encoder, build_text_encoder
+from ampere.models.features import ItemFeatures, media_digest, text_features, text_inputs, visual_features
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ampere.index import IndexConfig, build_indexes, load_index, search, stable_id
+from ampere.retrieval.index import IndexConfig, build_indexes, load_index, search, stable_id
 
 
 def _frame(seed: int = 0) -> pd.DataFrame:

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ampere.index import IndexConfig, IndexQualityError, build_indexes
-from ampere.index_store import IndexConflictError, IndexReader, IndexStore, NoPreviousIndexError, index_key
+from ampere.retrieval.index import IndexConfig, IndexQualityError, build_indexes
+from ampere.retrieval.index_store import IndexConflictError, IndexReader, IndexStore, NoPreviousIndexError, index_key
 
 DIM = 16
 REPO = Path(__file__).resolve().parents[1]
@@ -151,8 +151,8 @@ KILLED_PUBLISHER = textwrap.dedent(
     import sys, time
     from pathlib import Path
     import numpy as np, pandas as pd
-    from ampere.index import build_indexes
-    from ampere.index_store import IndexStore
+    from ampere.retrieval.index import build_indexes
+    from ampere.retrieval.index_store import IndexStore
 
     root, marker = sys.argv[1], Path(sys.argv[2])
     vectors = np.random.default_rng(9).normal(size=(20000, 64)).astype(np.float32)

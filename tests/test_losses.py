@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from ampere.losses import cross_domain_loss, info_nce
+from ampere.training.losses import cross_domain_loss, info_nce
 
 
 def test_info_nce_perfect_alignment_hand_value():
@@ -46,7 +46,7 @@ def _unit(*shape, seed=0):
 
 
 def test_alignment_terms_use_only_items_with_text():
-    from ampere.alignment import alignment_losses
+    from ampere.training.alignment import alignment_losses
 
     visual = tuple(_unit(5, 8, seed=i) for i in range(3))
     text = tuple(_unit(5, 8, seed=10 + i) for i in range(3))
@@ -72,7 +72,7 @@ def test_alignment_terms_use_only_items_with_text():
 
 
 def test_cosface_margin_and_scale():
-    from ampere.cosface import CosFace
+    from ampere.training.cosface import CosFace
 
     head = CosFace(4, 3)
     assert (head.scale, head.margin) == (64.0, 0.4)
@@ -91,7 +91,7 @@ def test_cosface_margin_and_scale():
 
 
 def test_learnable_temperature_is_clamped():
-    from ampere.losses import TEMPERATURE_RANGE, Temperature
+    from ampere.training.losses import TEMPERATURE_RANGE, Temperature
 
     t = Temperature(0.05)
     assert math.isclose(t().item(), 0.05, rel_tol=1e-6)

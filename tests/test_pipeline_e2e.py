@@ -19,12 +19,12 @@ from dagster import AssetKey, DagsterInstance
 from ampere.asr.cache import SummaryCache, cache_key
 from ampere.asr.candidates import llm_inputs
 from ampere.asr.prompts import DEFAULT_PROMPT_ID, load_prompt
+from ampere.asr.shards import shard_of
 from ampere.asr.summarizer import build_summarizer
 from ampere.data.format import SplitFractions, read_items
 from ampere.data.synth import generate
-from ampere.eval import DIRECTIONS
-from ampere.index_store import IndexReader, IndexStore
-from ampere.shards import shard_of
+from ampere.retrieval.eval import DIRECTIONS
+from ampere.retrieval.index_store import IndexReader, IndexStore
 from mlflow import MlflowClient
 from orchestration.assets import PIPELINE_ASSETS
 from orchestration.audit import audit

@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from ampere.features import ItemFeatures
+from ampere.lineage.promotion import decide_promotion, validation_mr1
+from ampere.models.features import ItemFeatures
 from ampere.models.tower import AmpereTower, TowerConfig
-from ampere.promotion import decide_promotion, validation_mr1
 
 
 def test_first_model_is_promoted() -> None:

@@ -17,7 +17,7 @@ from dagster import (
     op,
 )
 
-from ampere.shards import shard_keys
+from ampere.asr.shards import shard_keys
 from orchestration.resources import WorkspaceResource
 from orchestration.sensors import dvc_data_sensor, pipeline_failure_sensor
 

@@ -14,9 +14,9 @@ import pytest
 from dagster import AssetKey, DagsterInstance
 
 from ampere.asr.prompts import DEFAULT_PROMPT_ID
+from ampere.asr.shards import SHARD_COUNT, shard_keys, shard_of
 from ampere.data.synth import generate
-from ampere.shards import SHARD_COUNT, shard_keys, shard_of
-from orchestration.assets import current_summaries
+from orchestration.assets.summaries import current_summaries
 from orchestration.definitions import build_defs
 from orchestration.jobs import PIPELINE_JOB
 from orchestration.summary_shards import ALL_SHARDS_TAGS

@@ -5,11 +5,11 @@ import pytest
 import torch
 from torch import nn
 
-from ampere.eval import evaluate
-from ampere.features import ItemFeatures
 from ampere.models import TowerConfig
+from ampere.models.features import ItemFeatures
 from ampere.models.tower import AmpereTower
-from ampere.train import (
+from ampere.retrieval.eval import evaluate
+from ampere.training.train import (
     TrainConfig,
     _batch_loss,
     _lr_factor,

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from ampere.features import ItemFeatures
 from ampere.models import TowerConfig
-from ampere.train import TrainConfig, latest_checkpoint, load_checkpoint, train_tower
+from ampere.models.features import ItemFeatures
+from ampere.training.train import TrainConfig, latest_checkpoint, load_checkpoint, train_tower
 
 TOWER = TowerConfig(
     visual_dim=8,
@@ -35,9 +35,9 @@ CFG = TrainConfig(
 # Trains with checkpoints and, once the first checkpoint is written, waits to be killed.
 CHILD = """
 import json, sys, time
-from ampere.features import ItemFeatures
+from ampere.models.features import ItemFeatures
 from ampere.models import TowerConfig
-from ampere.train import TrainConfig, train_tower
+from ampere.training.train import TrainConfig, train_tower
 
 features = ItemFeatures.load(sys.argv[1])
 tower_cfg = TowerConfig.from_dict(json.loads(sys.argv[2]))

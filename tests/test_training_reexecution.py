@@ -17,7 +17,7 @@ from dagster import AssetKey, DagsterInstance, DagsterRunStatus
 
 from ampere.data.format import SplitFractions
 from ampere.data.synth import generate
-from ampere.train import latest_checkpoint, load_checkpoint
+from ampere.training.train import latest_checkpoint, load_checkpoint
 from mlflow import MlflowClient
 from orchestration.cli import PROJECT_DAGSTER_HOME
 

@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from ampere.validation import raw_items_expectations, summaries_expectations, training_set_expectations, validate
+from ampere.data.validation import raw_items_expectations, summaries_expectations, training_set_expectations, validate
 
 
 def _failed(df: pd.DataFrame, expectations: list) -> dict[str, int]:

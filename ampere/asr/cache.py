@@ -12,7 +12,6 @@ cost LLM time; a new prompt, model or decoding setting is a new key and tries ag
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 import time
@@ -21,8 +20,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ampere.asr.prompts import Prompt, canonical_json
+from ampere.asr.prompts import Prompt
 from ampere.asr.summarizer import EMPTY_RESULT, Summarizer, SummaryResult
+from ampere.lineage.hashing import canonical_json, content_hash
 
 _QUERY_CHUNK = 500
 
@@ -45,13 +45,13 @@ CREATE TABLE IF NOT EXISTS summaries (
 
 def transcript_sha256(transcript: str) -> str:
     """Hex sha256 of a transcript's UTF-8 text."""
-    return hashlib.sha256(transcript.encode("utf-8")).hexdigest()
+    return content_hash(transcript, "text")
 
 
 def cache_key(transcript: str, prompt: Prompt, model_id: str, decoding: dict) -> str:
     """sha256 identifying one transcript's summary under one prompt, model and decoding."""
     parts = [transcript_sha256(transcript), prompt.id, prompt.hash, model_id, canonical_json(decoding)]
-    return hashlib.sha256(canonical_json(parts).encode("utf-8")).hexdigest()
+    return content_hash(parts, "json")
 
 
 class SummaryCache:

@@ -26,8 +26,6 @@ best-scored words are kept, then grouped into runs of consecutive words.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections import Counter
 from collections.abc import Iterable
@@ -40,6 +38,7 @@ from sklearn.linear_model import LogisticRegression
 
 from ampere.asr.keywords import frequent_words, tokens
 from ampere.asr.prompts import MAX_FEATURE_CHARS, PHRASE_SEPARATOR, Prompt
+from ampere.lineage.hashing import content_hash
 
 FEATURES = (
     "lift", "unseen", "log_df", "stop", "number", "length",
@@ -217,7 +216,7 @@ class TitleTagger:
             "own": sorted(self._in_own_title.items()),
             "titles": sorted(self._in_titles.items()),
         }
-        return hashlib.sha256(json.dumps(state, sort_keys=True).encode("utf-8")).hexdigest()[:12]
+        return content_hash(state, "json", 12)
 
 
 def materials(tagger: TitleTagger, transcripts: Iterable[str], separator: str = PHRASE_SEPARATOR) -> list[str]:

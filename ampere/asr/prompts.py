@@ -7,10 +7,11 @@ examples changes the hash, and with it every summary cache key.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from ampere.lineage.hashing import content_hash
 
 PROMPT_DIR = Path(__file__).parent / "prompts"
 TRANSCRIPT_PLACEHOLDER = "{transcript}"
@@ -76,16 +77,6 @@ def grounded_schema(material: str) -> dict:
 def answer_schema(prompt: Prompt, material: str) -> dict:
     """The JSON schema an answer to ``prompt`` about ``material`` is constrained to."""
     return grounded_schema(material) if prompt.reads_candidates else SUMMARY_SCHEMA
-
-
-def canonical_json(value: object) -> str:
-    """Deterministic JSON text: sorted keys, compact separators, UTF-8 kept."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def short_hash(text: str) -> str:
-    """First 12 hex digits of the sha256 of ``text``."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
 def answer_json(product_name: str, features: list[str]) -> str:
@@ -177,6 +168,6 @@ def load_prompt(prompt_id: str = DEFAULT_PROMPT_ID, path: str | Path | None = No
         system=data["system"],
         user_template=data["user_template"],
         examples=examples,
-        hash=short_hash(canonical_json(data)),
+        hash=content_hash(data, "json", 12),
         input=data.get("input", "transcript"),
     )

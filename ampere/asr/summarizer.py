@@ -21,7 +21,6 @@ Backends:
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 from collections.abc import Callable
@@ -32,7 +31,7 @@ from typing import Any, Literal, Protocol
 
 from tqdm.auto import tqdm
 
-from ampere.asr.prompts import SUMMARY_SCHEMA, Prompt, answer_schema, canonical_json, load_prompt, short_hash
+from ampere.asr.prompts import SUMMARY_SCHEMA, Prompt, answer_schema, load_prompt
 from ampere.asr.text import (
     clean_transcript,
     complete_features,
@@ -41,6 +40,7 @@ from ampere.asr.text import (
     parse_summary,
     render_summary,
 )
+from ampere.lineage.hashing import content_hash
 
 Status = Literal["ok", "empty", "failed"]
 # Version of what happens to a parsed answer (part of the cache key): bump it when it changes.
@@ -144,7 +144,7 @@ class GenerationConfig:
         return {
             "backend": backend,
             "constraint": constraint,
-            "schema": short_hash(canonical_json(SUMMARY_SCHEMA)),
+            "schema": content_hash(SUMMARY_SCHEMA, "json", 12),
             "postprocess": POSTPROCESS_VERSION,
             **shared,
         }
@@ -237,23 +237,10 @@ def _attempt_rounds(
 
 
 @cache
-def path_sha256(path: str) -> str:
-    """sha256 of a file, or of a directory's files (relative names and contents, sorted)."""
-    root = Path(path)
-    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
-    digest = hashlib.sha256()
-    for file in files:
-        if root.is_dir():
-            digest.update(str(file.relative_to(root)).encode("utf-8") + b"\0")
-        with open(file, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
-
-
 def versioned_model_id(path: str) -> str:
-    """``<file or folder name>@<first 12 hex of its content sha256>``."""
-    return f"{Path(path).name}@{path_sha256(str(Path(path).resolve()))[:12]}"
+    """``<file or folder name>@<first 12 hex of its content sha256>`` (hashed once per process)."""
+    resolved = Path(path).resolve()
+    return f"{resolved.name}@{content_hash(resolved, 'tree' if resolved.is_dir() else 'file', 12)}"
 
 
 def packaged_gguf_path() -> str:

@@ -8,7 +8,6 @@ Text is kept as written (control characters included): cleaning is the summarize
 
 from __future__ import annotations
 
-import hashlib
 import json
 import posixpath
 from collections import defaultdict
@@ -21,6 +20,7 @@ import pyarrow.parquet as pq
 
 from ampere.data.frames import MediaError, is_image, is_video
 from ampere.data.frames import check_media as check_media_file
+from ampere.lineage.hashing import content_hash
 
 DOMAINS = ("page", "short", "live")
 DOMAIN_CODE = {"page": "P", "short": "S", "live": "L"}
@@ -74,8 +74,7 @@ DEFAULT_FRACTIONS = SplitFractions()
 
 def _position(product_id: str) -> float:
     """A stable position in [0, 1) for a product id (sha256)."""
-    digest = hashlib.sha256(product_id.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
+    return int(content_hash(product_id, "text", 16), 16) / 2**64
 
 
 def split_for_product(product_id: str, fractions: SplitFractions = DEFAULT_FRACTIONS) -> str:

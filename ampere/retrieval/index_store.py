@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ampere.index import DomainIndex, load_index, sha256_file, verify_manifest
+from ampere.lineage.hashing import content_hash
+from ampere.retrieval.index import DomainIndex, load_index, verify_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def _fsync_tree(folder: Path) -> None:
 
 def _tree_digest(folder: Path) -> dict[str, str]:
     """sha256 of every file under ``folder``, by relative path."""
-    return {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {str(p.relative_to(folder)): content_hash(p, "file") for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 class IndexStore:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ampere.losses import info_nce
+from ampere.training.losses import info_nce
 
 DOMAIN_PAIRS = ((0, 1), (0, 2), (1, 2))  # P-S, P-L, S-L
 

@@ -1,11 +1,11 @@
 """Training of the shared tower with cross-domain InfoNCE over batches of distinct products.
 
 Objective per batch (P, S, L items of the same products, in-batch negatives): InfoNCE between
-the fused embeddings of P-S, P-L and S-L, plus weighted alignment terms (``ampere.alignment``)
-and, optionally, a CosFace product-id classifier (``ampere.cosface``).
+the fused embeddings of P-S, P-L and S-L, plus weighted alignment terms (``ampere.training.alignment``)
+and, optionally, a CosFace product-id classifier (``ampere.training.cosface``).
 
 The budget is counted in optimizer steps (warm-up then cosine over ``steps``). Every
-``eval_every`` steps the tower is evaluated on the validation split (mR1, ``ampere.eval``);
+``eval_every`` steps the tower is evaluated on the validation split (mR1, ``ampere.retrieval.eval``);
 the best validation checkpoint is the one returned, and training stops early after
 ``patience`` evaluations without improvement. Training reads train and validation items only:
 test items are refused. It can checkpoint at every evaluation and resume from the latest
@@ -26,12 +26,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ampere.alignment import alignment_losses
-from ampere.cosface import CosFace
-from ampere.eval import evaluate
-from ampere.features import ItemFeatures
-from ampere.losses import Temperature, cross_domain_loss
+from ampere.models.features import ItemFeatures
 from ampere.models.tower import AmpereTower, TowerConfig, TowerOutput
+from ampere.retrieval.eval import evaluate
+from ampere.training.alignment import alignment_losses
+from ampere.training.cosface import CosFace
+from ampere.training.losses import Temperature, cross_domain_loss
 
 TRAIN_DOMAINS = ("page", "short", "live")
 TRAINING_SPLITS = ("train", "val")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ampere.eval import evaluate
-from ampere.features import ItemFeatures
+from ampere.models.features import ItemFeatures
 from ampere.models.tower import AmpereTower
-from ampere.train import embed
+from ampere.retrieval.eval import evaluate
+from ampere.training.train import embed
 
 
 def validation_mr1(tower: AmpereTower, features: ItemFeatures) -> float:

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 from pathlib import Path
+
+from ampere.lineage.hashing import content_hash
 
 CODE_ROOT = Path(__file__).resolve().parent.parent
 DIRTY = "+dirty."
 
 
 def folder_fingerprint(folder: Path) -> str:
-    """sha256 over every file's relative path and bytes, in sorted order (16 hex chars)."""
-    digest = hashlib.sha256()
-    root = Path(folder)
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(root).as_posix().encode())
-        digest.update(b"\0")
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()[:16]
+    """The content hash of a folder's tree (16 hex chars)."""
+    return content_hash(folder, "tree", 16)
 
 
 def git_commit(repo: Path) -> str:
@@ -37,11 +32,9 @@ def code_version(repo: Path = CODE_ROOT) -> str:
     untracked = _git(repo, "ls-files", "--others", "--exclude-standard", "-z").stdout.split(b"\0")
     if not diff and untracked == [b""]:
         return commit
-    digest = hashlib.sha256(diff)
-    for name in sorted(n for n in untracked if n):
-        digest.update(b"\0" + name + b"\0")
-        digest.update(hashlib.sha256((repo / name.decode()).read_bytes()).digest())
-    return commit + DIRTY + digest.hexdigest()[:12]
+    names = sorted(name for name in untracked if name)
+    state = diff + b"".join(b"\0" + name + b"\0" + bytes.fromhex(content_hash(repo / name.decode(), "file")) for name in names)
+    return commit + DIRTY + content_hash(state, "bytes", 12)
 
 
 def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[bytes]:

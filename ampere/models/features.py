@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections import deque
@@ -17,6 +16,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ampere.data.frames import NUM_FRAMES, MediaError, load_frames
+from ampere.lineage.hashing import content_hash
 from ampere.models.backbones import ImageEncoder, TextEncoder
 
 TextSource = Literal["summary", "raw", "none"]
@@ -103,19 +103,8 @@ class ItemFeatures:
 
 
 def media_digest(path: str | Path) -> str:
-    """sha256 of a media file's bytes; for a folder, of its sorted files' names and bytes."""
-    path = Path(path)
-    h = hashlib.sha256()
-    if path.is_dir():
-        for f in sorted(p for p in path.iterdir() if p.is_file()):
-            data = f.read_bytes()
-            h.update(f.name.encode() + b"\0" + len(data).to_bytes(8, "little"))
-            h.update(data)
-    else:
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
+    """sha256 of a media file's bytes; for a frame folder, of its tree (names and bytes)."""
+    return content_hash(path, "tree" if Path(path).is_dir() else "file")
 
 
 def _cache_file(cache_dir: Path, encoder_id: str, digest: str) -> Path:
@@ -128,7 +117,7 @@ def _unique_frames(frames: list[Image.Image]) -> tuple[list[Image.Image], np.nda
     unique: list[Image.Image] = []
     inverse = []
     for im in frames:
-        key = hashlib.sha1(f"{im.mode}{im.size}".encode() + im.tobytes()).digest()
+        key = content_hash(f"{im.mode}{im.size}".encode() + im.tobytes(), "bytes")
         if key not in keys:
             keys[key] = len(unique)
             unique.append(im)

@@ -6,7 +6,7 @@ between shards, and re-running one shard touches only that shard's transcripts.
 
 from __future__ import annotations
 
-import hashlib
+from ampere.lineage.hashing import content_hash
 
 SHARD_COUNT = 16
 
@@ -18,5 +18,5 @@ def shard_keys(count: int = SHARD_COUNT) -> list[str]:
 
 def shard_of(item_id: str, count: int = SHARD_COUNT) -> str:
     """The shard key of one item (sha256 of its id, modulo ``count``)."""
-    digest = hashlib.sha256(item_id.encode("utf-8")).hexdigest()
+    digest = content_hash(item_id, "text")
     return f"{int(digest[:8], 16) % count:02d}"

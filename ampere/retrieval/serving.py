@@ -9,7 +9,7 @@ import mlflow.pyfunc
 import numpy as np
 import torch
 
-from ampere.encoder_io import load_tower
+from ampere.models.encoder_io import load_tower
 
 
 class EncoderModel(mlflow.pyfunc.PythonModel):

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ampere.eval import DIRECTIONS, bootstrap_r1, direction_hits, evaluate
-from ampere.features import ItemFeatures, text_features, text_inputs
+from ampere.models.features import ItemFeatures, text_features, text_inputs
 from ampere.models.tower import TowerConfig
-from ampere.train import TRAINING_SPLITS, TrainConfig, embed, train_tower
+from ampere.retrieval.eval import DIRECTIONS, bootstrap_r1, direction_hits, evaluate
+from ampere.training.train import TRAINING_SPLITS, TrainConfig, embed, train_tower
 
 SOURCES = ("none", "raw", "keywords", "phrases", "summary", "text-only")
 R1_KEYS = [f"{d}/R@1" for d in DIRECTIONS]

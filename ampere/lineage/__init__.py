@@ -1,0 +1,1 @@
+"""Lineage: content fingerprints and code versions, one hashing helper, and promotion decisions."""

@@ -1,0 +1,101 @@
+"""Data stage: the DVC-tracked raw items (record and media checks, data version) and the quarantine of every rejected record."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from dagster import (
+    AssetExecutionContext,
+    DataVersion,
+    MetadataValue,
+    Output,
+    asset,
+)
+
+from ampere.data.format import read_items
+from ampere.models.features import ItemFeatures
+from orchestration.assets.metadata import preview, write_quarantine
+from orchestration.resources import (
+    DatasetResource,
+    DvcResource,
+    WorkspaceResource,
+)
+
+
+@asset(
+    pool="dvc",
+    group_name="data",
+    code_version="2",
+    description="Raw items of the DVC-tracked dataset; bad records quarantined with reasons.",
+)
+def raw_items(
+    context: AssetExecutionContext,
+    dataset: DatasetResource,
+    dvc: DvcResource,
+    workspace: WorkspaceResource,
+) -> Output[pd.DataFrame]:
+    """Reads items.jsonl, checks every record and its media, and records the data version."""
+    version = dvc.data_version(dataset.path)
+    items, problems = read_items(Path(dataset.path), dataset.fractions())
+    quarantine = [{"item_id": p.item_id, "line": p.line, "reason": p.reason} for p in problems]
+    write_quarantine(workspace.path("quarantine", "raw_items.jsonl"), quarantine)
+    for record in quarantine[:20]:
+        context.log.warning(f"quarantined {record['item_id'] or '?'} (line {record['line']}): {record['reason']}")
+    metadata: dict[str, Any] = {
+        "dataset": MetadataValue.path(str(Path(dataset.path).resolve())),
+        "received": len(items) + len(quarantine),
+        "accepted": len(items),
+        "quarantined": len(quarantine),
+        "products": int(items["product_id"].nunique()),
+        "per_domain": MetadataValue.json(items["domain"].value_counts().to_dict()),
+        "products_per_split": MetadataValue.json(items.groupby("split")["product_id"].nunique().to_dict()),
+        "data_version": version["data_version"],
+        "dvc_md5": str(version["dvc_md5"]),
+        "git_rev": version["git_rev"],
+        "preview": preview(items, ["item_id", "product_id", "domain", "split", "title", "asr"]),
+    }
+    if quarantine:
+        metadata["quarantine"] = MetadataValue.md(pd.DataFrame(quarantine).head(20).to_markdown(index=False))
+    items.attrs.update(
+        data_version=version["data_version"],
+        dvc_md5=str(version["dvc_md5"]),
+        data_git_rev=version["git_rev"],
+        dataset=str(Path(dataset.path).resolve()),
+        dvc_repo=str(Path(dvc.repo_dir).resolve()),
+    )
+    return Output(items, data_version=DataVersion(version["data_version"]), metadata=metadata)
+
+
+@asset(
+    group_name="data",
+    code_version="1",
+    description="Every record rejected on the way to the model, with the stage and the reason; counts add up.",
+)
+def quarantined_items(
+    context: AssetExecutionContext,
+    raw_items: pd.DataFrame,
+    backbone_features: str,
+    workspace: WorkspaceResource,
+) -> Output[pd.DataFrame]:
+    """Collects the quarantine of this run's raw_items (record checks) and backbone_features (media decoding)."""
+    frames = []
+    for stage in ("raw_items", "backbone_features"):
+        path = workspace.path("quarantine", f"{stage}.jsonl")
+        records = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        frames.append(pd.DataFrame(records, columns=["item_id", "line", "reason"]).assign(stage=stage))
+    quarantine = pd.concat(frames, ignore_index=True)[["stage", "item_id", "line", "reason"]]
+    received = len(raw_items) + int((quarantine["stage"] == "raw_items").sum())
+    accepted = len(ItemFeatures.load(Path(backbone_features)).item_ids)
+    if received != accepted + len(quarantine):
+        raise ValueError(f"counts do not add up: received {received} != accepted {accepted} + quarantined {len(quarantine)}")
+    return Output(
+        quarantine,
+        metadata={
+            "received": received,
+            "accepted": accepted,
+            "quarantined": len(quarantine),
+            "per_stage": MetadataValue.json(quarantine["stage"].value_counts().to_dict()),
+            "records": MetadataValue.md(quarantine.head(50).to_markdown(index=False) if len(quarantine) else "none"),
+        },
+    )

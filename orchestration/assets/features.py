@@ -1,0 +1,83 @@
+"""Feature stage: frozen-backbone frame and text features of every item."""
+
+import json
+import time
+
+import numpy as np
+import pandas as pd
+from dagster import (
+    AssetExecutionContext,
+    Config,
+    MetadataValue,
+    Output,
+    asset,
+)
+
+from ampere.models.backbones import build_frame_encoder, build_text_encoder
+from ampere.models.features import ItemFeatures, text_features, visual_features
+from orchestration.assets.metadata import write_quarantine
+from orchestration.resources import (
+    WorkspaceResource,
+)
+
+
+class FeaturesConfig(Config):
+    """Frozen backbones used to precompute frame and text features."""
+
+    frame_encoder: str = "efficientnet-lite0"
+    text_encoder: str = "all-MiniLM-L6-v2"
+
+
+@asset(
+    group_name="model",
+    code_version="1",
+    description="Frozen-backbone features: 8 frame vectors and 33 text token states per item (frames cached by media hash).",
+)
+def backbone_features(
+    context: AssetExecutionContext,
+    config: FeaturesConfig,
+    training_set: pd.DataFrame,
+    workspace: WorkspaceResource,
+) -> Output[str]:
+    """Encodes every item's frames and text; media that fail to decode are quarantined, not dropped silently."""
+    started = time.perf_counter()
+    frame_encoder = build_frame_encoder(config.frame_encoder)
+    frames, failures = visual_features(
+        list(training_set["media_path"]), frame_encoder, workspace.folder("feature_cache")
+    )
+    visual_seconds = time.perf_counter() - started
+    text_encoder = build_text_encoder(config.text_encoder)
+    states, mask = text_features(list(training_set["text"]), text_encoder)
+    failed_rows = {index for index, _ in failures}
+    keep = np.array([i not in failed_rows for i in range(len(training_set))])
+    quarantine = [{"item_id": training_set["item_id"].iloc[index], "reason": reason} for index, reason in failures]
+    write_quarantine(workspace.path("quarantine", "backbone_features.jsonl"), quarantine)
+    kept = training_set[keep]
+    features = ItemFeatures(
+        item_ids=list(kept["item_id"]),
+        product_ids=list(kept["product_id"]),
+        domains=list(kept["domain"]),
+        splits=list(kept["split"]),
+        frames=frames[keep],
+        text=states[keep],
+        text_mask=mask[keep],
+    )
+    path = workspace.path("features", "features.npz")
+    features.save(path)
+    (path.with_suffix(".json")).write_text(
+        json.dumps({"frame_encoder": frame_encoder.id, "text_encoder": text_encoder.id, **training_set.attrs}, default=str)
+    )
+    return Output(
+        str(path),
+        metadata={
+            "items": len(features.item_ids),
+            "quarantined": len(quarantine),
+            "frame_encoder": frame_encoder.id,
+            "text_encoder": text_encoder.id,
+            "visual_seconds": round(visual_seconds, 2),
+            "frames_shape": str(tuple(features.frames.shape)),
+            "text_shape": str(tuple(features.text.shape)),
+            "path": MetadataValue.path(str(path)),
+        },
+    )
+

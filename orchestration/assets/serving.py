@@ -1,0 +1,217 @@
+"""Serving stage: embeddings, the immutable FAISS index, the test-split report and champion promotion on validation."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from dagster import (
+    AssetExecutionContext,
+    Config,
+    MetadataValue,
+    Output,
+    asset,
+)
+
+from ampere.lineage.promotion import decide_promotion, validation_mr1
+from ampere.models.features import ItemFeatures
+from ampere.retrieval.eval import evaluate, markdown_table
+from ampere.retrieval.index import build_indexes
+from ampere.retrieval.index_store import index_key
+from ampere.training.train import (
+    embed,
+)
+from orchestration import mlflow_logging
+from orchestration.resources import (
+    IndexStoreResource,
+    MlflowResource,
+    WorkspaceResource,
+)
+
+
+@asset(group_name="serving", code_version="1", description="128-d L2-normalised embeddings of every item (embeddings.parquet).")
+def embeddings(
+    context: AssetExecutionContext,
+    backbone_features: str,
+    trained_encoder: dict[str, Any],
+    workspace: WorkspaceResource,
+    mlflow: MlflowResource,
+) -> Output[str]:
+    """Embeds every item with the registered model version (read back from MLflow)."""
+    features = ItemFeatures.load(Path(backbone_features))
+    tower = mlflow_logging.load_registered_tower(mlflow, trained_encoder["model_uri"])
+    vectors = embed(tower, features)
+    df = pd.DataFrame(
+        {
+            "item_id": features.item_ids,
+            "product_id": features.product_ids,
+            "domain": features.domains,
+            "split": features.splits,
+            "embedding": [row.astype(np.float32) for row in vectors],
+        }
+    )
+    path = workspace.path("embeddings.parquet")
+    df.to_parquet(path, index=False)
+    return Output(
+        str(path),
+        metadata={
+            "items": len(df),
+            "dim": int(vectors.shape[1]),
+            "model_version": trained_encoder["version"],
+            "path": MetadataValue.path(str(path)),
+        },
+    )
+
+
+@asset(
+    group_name="serving",
+    code_version="2",
+    description="One FAISS index per gallery domain, published immutably under the id (model version, data version).",
+)
+def faiss_index(
+    context: AssetExecutionContext,
+    embeddings: str,
+    trained_encoder: dict[str, Any],
+    index_store: IndexStoreResource,
+    mlflow: MlflowResource,
+) -> Output[dict[str, Any]]:
+    """Builds the indexes in a staging folder and publishes them; serving switches only on promotion."""
+    df = pd.read_parquet(embeddings)
+    index_id = index_key(trained_encoder["version"], trained_encoder["lineage"]["data_version"])
+    info: dict[str, Any] = {}
+    path = index_store.store().publish(lambda folder: info.update(build_indexes(df, folder)), index_id)
+    client = mlflow.client()
+    client.log_artifacts(trained_encoder["run_id"], str(path), artifact_path=f"indexes/{index_id}")
+    client.set_model_version_tag(mlflow.registered_model, trained_encoder["version"], "index_id", index_id)
+    client.set_model_version_tag(mlflow.registered_model, trained_encoder["version"], "index_path", str(path))
+    table = pd.DataFrame(
+        [{"domain": d, **{k: v for k, v in i.items() if not isinstance(v, dict | list)}} for d, i in info.items()]
+    )
+    return Output(
+        {"index_id": index_id, "path": str(path)},
+        metadata={
+            "index_id": index_id,
+            "path": MetadataValue.path(str(path)),
+            "served_index": str(index_store.store().current()),
+            "indexes": MetadataValue.md(table.to_markdown(index=False)),
+        },
+    )
+
+
+@asset(
+    group_name="serving",
+    code_version="2",
+    description=(
+        "Six-direction retrieval R@1/5/10 and mR1 on the test split, the report (metrics.json, MLflow metrics); "
+        "the validation figures beside it, on which every choice is made."
+    ),
+)
+def retrieval_evaluation(
+    context: AssetExecutionContext,
+    embeddings: str,
+    trained_encoder: dict[str, Any],
+    workspace: WorkspaceResource,
+    mlflow: MlflowResource,
+) -> Output[dict[str, float]]:
+    """Reports P2S, P2L, S2P, S2L, L2P, L2S on the test items (and on the validation items, prefixed `val/`)."""
+    df = pd.read_parquet(embeddings)
+    vectors = np.stack(df["embedding"].to_numpy()).astype(np.float32)
+    columns = list(df["product_id"]), list(df["domain"]), list(df["split"])
+    reported = {split: evaluate(vectors, *columns, split=split) for split in ("test", "val")}
+    figures = lambda evaluation, prefix: {f"{prefix}{k}": v for k, v in evaluation.items() if "/R@" in k or k == "mR1"}  # noqa: E731
+    metrics = figures(reported["test"], "") | figures(reported["val"], "val/")
+    workspace.path("metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    table = markdown_table(reported["test"])
+    mlflow_logging.log_retrieval_metrics(mlflow, trained_encoder["run_id"], metrics, table)
+    mlflow_logging.finish_training_run(mlflow, trained_encoder["run_id"], context.asset_key.to_user_string())
+    context.log.info("retrieval on the test split:\n" + table)
+    return Output(
+        metrics,
+        metadata={
+            "mR1": metrics["mR1"],
+            "val_mR1": metrics["val/mR1"],
+            "table": MetadataValue.md(table),
+            "val_table": MetadataValue.md(markdown_table(reported["val"])),
+            "queries": MetadataValue.json({k: v for k, v in reported["test"].items() if k.endswith(("queries", "excluded"))}),
+            "mlflow_run": MetadataValue.url(trained_encoder["run_url"]),
+            "metrics_json": MetadataValue.path(str(workspace.path("metrics.json"))),
+        },
+    )
+
+
+# A champion is re-evaluated on the challenger's inputs, so both must read the same kind of inputs.
+COMPARABLE_LINEAGE = ("text_source", "frame_encoder", "text_encoder")
+
+
+class PromotionConfig(Config):
+    """`force=True` promotes the challenger whatever its figures (recorded as the reason)."""
+
+    force: bool = False
+
+
+@asset(
+    group_name="serving",
+    code_version="2",
+    deps=["retrieval_evaluation"],
+    description=(
+        "Moves alias `champion` and the served index to the new version only if it beats the champion "
+        "on the validation items of this data version (test items are never read)."
+    ),
+)
+def champion_promotion(
+    context: AssetExecutionContext,
+    config: PromotionConfig,
+    backbone_features: str,
+    trained_encoder: dict[str, Any],
+    faiss_index: dict[str, Any],
+    mlflow: MlflowResource,
+    index_store: IndexStoreResource,
+) -> Output[dict[str, Any]]:
+    """Evaluates challenger and champion on this run's validation items and promotes the challenger if its mR1 is higher."""
+    client = mlflow.client()
+    challenger = trained_encoder["version"]
+    champion = mlflow_logging.alias_version(mlflow, "champion")
+    features = ItemFeatures.load(Path(backbone_features)).only(["val"])
+    challenger_mr1 = validation_mr1(
+        mlflow_logging.load_registered_tower(mlflow, trained_encoder["model_uri"]), features
+    )
+    champion_mr1 = None
+    incomparable = ""
+    if champion is not None:
+        champion_tags = client.get_model_version(mlflow.registered_model, champion).tags
+        incomparable = ", ".join(
+            f"{key}: {champion_tags.get(f'lineage.{key}')} vs {trained_encoder['lineage'].get(key)}"
+            for key in COMPARABLE_LINEAGE
+            if champion_tags.get(f"lineage.{key}") != str(trained_encoder["lineage"].get(key))
+        )
+    if champion is not None and not incomparable:
+        tower = mlflow_logging.load_registered_tower(mlflow, f"models:/{mlflow.registered_model}/{champion}")
+        champion_mr1 = validation_mr1(tower, features)
+    promote, reason = decide_promotion(challenger_mr1, champion_mr1, config.force, incomparable)
+    reason = reason.replace("vs champion", f"vs champion v{champion}")
+    store = index_store.store()
+    if promote:
+        client.set_registered_model_alias(mlflow.registered_model, "champion", challenger)
+        store.swap(faiss_index["index_id"])
+    client.set_model_version_tag(
+        mlflow.registered_model, challenger, "promotion.reason", f"{'promoted' if promote else 'not promoted'}: {reason}"
+    )
+    decision = {
+        "promoted": promote,
+        "challenger_version": challenger,
+        "previous_champion": champion,
+        "champion_version": challenger if promote else champion,
+        "challenger_val_mR1": challenger_mr1,
+        "champion_val_mR1": champion_mr1,
+        "validation_items": len(features),
+        "reason": reason,
+        "served_index": store.current(),
+    }
+    context.log.info(f"promotion: {decision}")
+    mlflow_logging.finish_training_run(mlflow, trained_encoder["run_id"], context.asset_key.to_user_string())
+    return Output(
+        decision,
+        metadata={k: str(v) for k, v in decision.items()}
+        | {"registered_model": MetadataValue.url(mlflow.model_url(str(decision["champion_version"])))},
+    )

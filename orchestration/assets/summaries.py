@@ -1,0 +1,199 @@
+"""ASR stage: LLM summaries per shard (cached, with lineage) and the validated training set that reads them."""
+
+from typing import Any
+
+import pandas as pd
+from dagster import (
+    AssetExecutionContext,
+    BackfillPolicy,
+    Config,
+    MetadataValue,
+    Output,
+    asset,
+)
+
+from ampere.asr.cache import summarize_cached, transcript_sha256
+from ampere.asr.candidates import llm_inputs, no_candidates_reason
+from ampere.asr.shards import shard_of
+from ampere.models.features import text_inputs
+from orchestration.assets.metadata import preview
+from orchestration.resources import (
+    SummarizerResource,
+)
+from orchestration.summary_shards import SUMMARY_SHARDS
+
+
+class SummariesConfig(Config):
+    """`run_llm=False` skips the LLM (for the `raw` and `none` text sources, which do not read summaries)."""
+
+    run_llm: bool = True
+
+
+SUMMARY_COLUMNS = [
+    "item_id",
+    "shard",
+    "asr_sha256",
+    "status",
+    "summary",
+    "error",
+    "product_name",
+    "features",
+    "prompt_id",
+    "prompt_hash",
+    "llm",
+    "backend",
+    "tagger",
+]
+LINEAGE_COLUMNS = ["prompt_id", "prompt_hash", "llm", "backend", "tagger"]
+
+
+def _shard_table(frame: pd.DataFrame, shards: list[str]) -> MetadataValue:
+    """Markdown table: per shard of the run, transcripts and how many are ok / empty / failed / skipped."""
+    counts = pd.crosstab(frame["shard"], frame["status"]).reindex(index=shards, fill_value=0)
+    counts.insert(0, "transcripts", counts.sum(axis=1))
+    return MetadataValue.md(counts.rename_axis("shard").reset_index().to_markdown(index=False))
+
+
+@asset(
+    pool="llm",
+    group_name="asr",
+    code_version="3",
+    partitions_def=SUMMARY_SHARDS,
+    backfill_policy=BackfillPolicy.single_run(),
+    io_manager_key="summaries_io_manager",
+    description=(
+        "LLM summaries 'Product name: …; Features: …' of short and live transcripts (by default of the phrases a "
+        "title-supervised tagger picks from them), cached by content; "
+        "partitioned into 16 shards by item id, so a backfill or re-run touches only its shards."
+    ),
+)
+def asr_summaries(
+    context: AssetExecutionContext,
+    config: SummariesConfig,
+    raw_items: pd.DataFrame,
+    summarizer: SummarizerResource,
+) -> Output[pd.DataFrame]:
+    """Summarises the short/live transcripts of the run's shards; only transcripts missing from the cache cost an LLM call."""
+    shards = sorted(context.partition_keys)
+    clips = raw_items[raw_items["domain"] != "page"]
+    clips = clips.assign(shard=[shard_of(item_id) for item_id in clips["item_id"]])
+    clips = clips[clips["shard"].isin(shards)]
+    prompt = summarizer.prompt()
+    lineage = {"prompt_id": prompt.id, "prompt_hash": prompt.hash, "llm": "none", "backend": summarizer.backend, "tagger": "none"}
+    base = pd.DataFrame(
+        {
+            "item_id": list(clips["item_id"]),
+            "shard": list(clips["shard"]),
+            "asr_sha256": [transcript_sha256(text) for text in clips["asr"]],
+        }
+    )
+    if not config.run_llm:
+        frame = base.assign(status="skipped", summary="", error=None, product_name="", features=[[] for _ in range(len(base))])
+        frame = frame.assign(**lineage)[SUMMARY_COLUMNS]
+        return Output(frame, metadata={"skipped": len(frame), "shards": ", ".join(shards), **lineage})
+    engine = summarizer.summarizer()
+    inputs, lineage["tagger"] = llm_inputs(prompt, raw_items, list(clips["asr"]), summarizer.tagger_config())
+    results, stats = summarize_cached(inputs, engine, prompt, summarizer.cache())
+    lineage["llm"] = engine.model_id
+    frame = base.assign(
+        status=[r.status for r in results],
+        summary=[r.text for r in results],
+        error=[no_candidates_reason(asr, text) or r.error for asr, text, r in zip(clips["asr"], inputs, results, strict=True)],
+        product_name=[r.product_name for r in results],
+        features=[list(r.features) for r in results],
+        **lineage,
+    )[SUMMARY_COLUMNS]
+    failed = frame[frame["status"] == "failed"]
+    for row in failed.head(20).itertuples():
+        context.log.warning(f"summary failed for {row.item_id}: {row.error}")
+    preview = clips[["item_id", "asr"]].assign(llm_input=inputs).merge(frame[["item_id", "status", "summary"]], on="item_id")
+    metadata: dict[str, Any] = {
+        **lineage,
+        "shards": ", ".join(shards),
+        "per_shard": _shard_table(frame, shards),
+        "transcripts": len(frame),
+        "llm_calls": stats.calls,
+        "cache_hits": stats.cache_hits,
+        "empty": stats.empty,
+        "failed": stats.failed,
+        "tokens_in": stats.tokens_in,
+        "tokens_out": stats.tokens_out,
+        "seconds": round(stats.seconds, 2),
+        "transcripts_per_s": round(stats.calls / stats.seconds, 3) if stats.seconds > 0 else 0.0,
+        "preview": preview(preview, ["item_id", "asr", "llm_input", "status", "summary"], width=120),
+    }
+    if len(failed):
+        metadata["failures"] = MetadataValue.md(failed[["item_id", "error"]].head(20).to_markdown(index=False))
+    return Output(frame, metadata=metadata)
+
+
+def current_summaries(raw_items: pd.DataFrame, asr_summaries: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The summaries of the items in ``raw_items`` and their lineage; raises when shards are out of date.
+
+    Every short/live item needs a summary of its current transcript, and all of them must come
+    from one prompt and LLM. The error names the shards to re-materialise.
+    """
+    clips = raw_items.loc[raw_items["domain"] != "page", ["item_id", "asr"]]
+    merged = clips.merge(asr_summaries, on="item_id", how="left")
+    missing = merged["status"].isna()
+    stale = ~missing & (merged["asr_sha256"] != [transcript_sha256(text) for text in merged["asr"]])
+    problems, shards = [], set()
+    for label, rows in (("without a summary", missing), ("whose transcript changed after its summary", stale)):
+        if rows.any():
+            found = sorted({shard_of(item_id) for item_id in merged.loc[rows, "item_id"]})
+            problems.append(f"{int(rows.sum())} item(s) {label} (shards {', '.join(found)})")
+            shards.update(found)
+    if problems:
+        raise ValueError(
+            "asr_summaries is out of date: " + "; ".join(problems) + ". Materialise asr_summaries for those shards, "
+            f"e.g. `dagster asset materialize -m orchestration.definitions --select asr_summaries --partition {min(shards)}`."
+        )
+    combos = merged.groupby(LINEAGE_COLUMNS)["shard"].agg(lambda keys: ", ".join(sorted(set(keys))))
+    if len(combos) > 1:
+        described = "; ".join(f"{'/'.join(lineage)} in shards {keys}" for lineage, keys in combos.items())
+        raise ValueError(f"asr_summaries mixes prompts, LLMs or taggers across shards ({described}): re-materialise all shards")
+    lineage = dict(zip(LINEAGE_COLUMNS, combos.index[0], strict=True)) if len(combos) else {}
+    return merged.drop(columns=["asr"]), lineage
+
+
+class TrainingSetConfig(Config):
+    """Which text feeds the text branch for short/live items: `summary` (LLM), `raw` (ASR) or `none`."""
+
+    text_source: str = "summary"
+
+
+@asset(
+    group_name="data",
+    code_version="1",
+    description="Items joined with the text each one feeds the model; validated by a blocking Great Expectations check.",
+)
+def training_set(
+    context: AssetExecutionContext,
+    config: TrainingSetConfig,
+    raw_items: pd.DataFrame,
+    asr_summaries: pd.DataFrame,
+) -> Output[pd.DataFrame]:
+    """One row per item with its `text` for the chosen text source."""
+    if config.text_source not in ("summary", "raw", "none"):
+        raise ValueError(f"text_source must be summary, raw or none, not {config.text_source!r}")
+    summaries, lineage = current_summaries(raw_items, asr_summaries)
+    if config.text_source == "summary" and (summaries["status"] == "skipped").any():
+        raise ValueError("text_source=summary needs summaries: materialise asr_summaries with run_llm=true")
+    df = raw_items.merge(summaries[["item_id", "status", "summary"]], on="item_id", how="left")
+    df["summary_status"] = df["status"].fillna("n/a")
+    df["text"] = text_inputs(
+        list(df["domain"]), list(df["title"]), list(df["asr"]), list(df["summary"].fillna("")), config.text_source
+    )
+    df = df.drop(columns=["status"])
+    df.attrs = {**raw_items.attrs, **lineage, "text_source": config.text_source}
+    return Output(
+        df,
+        metadata={
+            "rows": len(df),
+            "products": int(df["product_id"].nunique()),
+            "text_source": config.text_source,
+            "empty_text": int((df["text"].str.strip() == "").sum()),
+            "per_split": MetadataValue.json(df["split"].value_counts().to_dict()),
+            "preview": preview(df, ["item_id", "domain", "split", "summary_status", "text"], width=100),
+        },
+    )

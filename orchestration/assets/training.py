@@ -1,0 +1,141 @@
+"""Training stage: the AMPere tower trained on the train split, chosen on validation, logged and registered in MLflow."""
+
+import json
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from dagster import (
+    AssetExecutionContext,
+    MetadataValue,
+    Output,
+    asset,
+)
+
+from ampere.lineage.versions import code_version
+from ampere.models.features import ItemFeatures
+from ampere.models.tower import TowerConfig
+from ampere.training.train import (
+    TRAINING_SPLITS,
+    TrainConfig,
+    latest_checkpoint,
+    load_checkpoint,
+    resolve_device,
+    train_tower,
+)
+from orchestration import mlflow_logging
+from orchestration.config import config_from_dataclass, to_dataclass
+from orchestration.resources import (
+    MlflowResource,
+    WorkspaceResource,
+)
+
+EncoderConfig = config_from_dataclass(
+    TrainConfig,
+    "EncoderConfig",
+    "Training settings of the shared tower (backbones frozen): every field of ampere.training.train.TrainConfig.",
+)
+
+
+def _checkpoint_dir(context: AssetExecutionContext, config: TrainConfig, workspace: WorkspaceResource) -> Path:
+    """The configured checkpoint folder, else one per root run: a re-execution of a run resumes its training."""
+    if config.checkpoint_dir is not None:
+        return Path(config.checkpoint_dir)
+    return workspace.folder("checkpoints", context.run.root_run_id or context.run.run_id)
+
+
+def _device_params(train_cfg: TrainConfig) -> dict[str, str]:
+    """The device training runs on and its name (the GPU's, or "cpu"), for MLflow params and metadata."""
+    device = resolve_device(train_cfg.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return {"resolved_device": str(device), "device_name": name}
+
+
+@asset(
+    pool="accelerator",
+    group_name="model",
+    code_version="2",
+    description=(
+        "The AMPere shared tower trained with cross-domain InfoNCE on the train split, its checkpoint chosen on "
+        "validation mR1 (early stopping); logged to MLflow and registered. Never reads a test item."
+    ),
+)
+def trained_encoder(
+    context: AssetExecutionContext,
+    config: EncoderConfig,
+    backbone_features: str,
+    mlflow: MlflowResource,
+    workspace: WorkspaceResource,
+) -> Output[dict[str, Any]]:
+    """Trains the tower (resuming this run's checkpoint after a crash), logs curves and the model to MLflow, registers it."""
+    features = ItemFeatures.load(Path(backbone_features)).only(TRAINING_SPLITS)
+    lineage = json.loads(Path(backbone_features).with_suffix(".json").read_text())
+    tower_cfg = TowerConfig(
+        visual_dim=features.frames.shape[-1], text_dim=features.text.shape[-1], text_tokens=features.text.shape[1]
+    )
+    train_cfg = to_dataclass(TrainConfig, config)
+    folder = _checkpoint_dir(context, train_cfg, workspace)
+    train_cfg = replace(train_cfg, checkpoint_dir=str(folder))
+    run = mlflow_logging.training_run(
+        mlflow,
+        folder,
+        tags={
+            "dagster.run_id": context.run.run_id,
+            "dagster.asset_key": context.asset_key.to_user_string(),
+            "git_commit": code_version(),
+            **{f"lineage.{k}": str(v) for k, v in lineage.items()},
+        },
+        params={
+            **asdict(train_cfg),
+            **_device_params(train_cfg),
+            **{f"tower.{k}": v for k, v in asdict(tower_cfg).items()},
+        },
+    )
+    checkpoint = latest_checkpoint(folder)
+    if run.resumed and checkpoint is not None:
+        context.log.info(f"resuming training from {checkpoint} (MLflow run {run.info.run_id})")
+        mlflow_logging.log_missing_evaluations(mlflow, run.info.run_id, load_checkpoint(checkpoint)["history"])
+    started = time.perf_counter()
+    result = train_tower(
+        features,
+        tower_cfg,
+        train_cfg,
+        on_eval=lambda row: mlflow_logging.log_evaluation(mlflow, run.info.run_id, row),
+        resume=True,
+    )
+    seconds = time.perf_counter() - started
+    summary = {
+        "best_step": result.best_step,
+        "best_val_mR1": result.best_val_mR1,
+        "steps_done": result.steps_done,
+        "stopped_early": float(result.stopped_early),
+    }
+    registered = mlflow_logging.log_encoder(mlflow, run.info.run_id, result.tower, tower_cfg, result.history, lineage, summary)
+    run_url = mlflow.run_url(run.info.experiment_id, run.info.run_id)
+    curve = pd.DataFrame(result.history).round(4)
+    return Output(
+        {
+            **registered,
+            "run_id": run.info.run_id,
+            "experiment_id": run.info.experiment_id,
+            "run_url": run_url,
+            "lineage": lineage,
+            "best_val_mR1": result.best_val_mR1,
+        },
+        metadata={
+            "mlflow_run_id": run.info.run_id,
+            "mlflow_run": MetadataValue.url(run_url),
+            "model_version": registered["version"],
+            "model_uri": registered["model_uri"],
+            "registered_model": MetadataValue.url(mlflow.model_url(registered["version"])),
+            **summary,
+            "stopped_early": result.stopped_early,
+            "resumed": run.resumed,
+            **_device_params(train_cfg),
+            "train_seconds": round(seconds, 2),
+            "learning_curve": MetadataValue.md(curve.to_markdown(index=False)),
+        },
+    )
