@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -33,8 +34,13 @@ def code_version(repo: Path = CODE_ROOT) -> str:
     if not diff and untracked == [b""]:
         return commit
     names = sorted(name for name in untracked if name)
-    state = diff + b"".join(b"\0" + name + b"\0" + bytes.fromhex(content_hash(repo / name.decode(), "file")) for name in names)
+    state = diff + b"".join(b"\0" + name + b"\0" + _blob(repo / name.decode()) for name in names)
     return commit + DIRTY + content_hash(state, "bytes", 12)
+
+
+def _blob(path: Path) -> bytes:
+    """What git would store for an untracked entry: a symlink's target, else the file's digest."""
+    return os.readlink(path).encode() if path.is_symlink() else bytes.fromhex(content_hash(path, "file"))
 
 
 def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
