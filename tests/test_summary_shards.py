@@ -133,11 +133,19 @@ def test_summaries_check_validates_the_runs_shards_only(sharded) -> None:
 
     result = _run(sharded, instance, partition_key=good)
     (check,) = [c for c in result.get_asset_check_evaluations() if c.asset_key == AssetKey("asr_summaries")]
-    assert check.passed and check.metadata["shards"].value == good
+    assert check.passed and check.partition == check.metadata["shard"].value == good
 
     job = sharded["defs"].resolve_job_def(PIPELINE_JOB)
     only_check = job.get_subset(asset_selection=set(), asset_check_selection={check.asset_check_key}).execute_in_process(
         instance=instance, partition_key=bad, raise_on_error=False
     )
     (failed,) = only_check.get_asset_check_evaluations()
-    assert not failed.passed and failed.metadata["shards"].value == bad
+    assert not failed.passed and failed.partition == failed.metadata["shard"].value == bad
+
+    every = job.get_subset(asset_selection=set(), asset_check_selection={check.asset_check_key}).execute_in_process(
+        instance=instance, tags=ALL_SHARDS_TAGS, raise_on_error=False
+    )
+    per_shard = {c.partition: c.passed for c in every.get_asset_check_evaluations() if c.partition is not None}
+    assert per_shard == {key: key != bad for key in shard_keys()}  # each shard's own result, in its partition
+    (overall,) = [c for c in every.get_asset_check_evaluations() if c.partition is None]
+    assert not overall.passed and overall.metadata["failed_shards"].value == bad
