@@ -27,6 +27,7 @@ from orchestration.resources import MlflowResource, WorkspaceResource  # noqa: E
 from orchestration.run_state import mlflow_runs_fail_with_their_step  # noqa: E402
 
 ABLATION_JOB = "ampere_ablation"
+ABLATION_EXPERIMENT = "ampere-ablation"  # apart from the training runs, which the `ampere` experiment opens on
 
 
 class _AblationCells(Config):
@@ -89,7 +90,7 @@ def ablation_study(
         context.log.info(f"phrases: title-tagger@{tagger.fingerprint()} fitted on the training products")
         items["phrases"] = materials(tagger, items["asr"].where(items["domain"] != "page", ""), separator=", ")
     client = mlflow.client()
-    experiment_id = mlflow.experiment_id()
+    experiment_id = mlflow.experiment_id(ABLATION_EXPERIMENT)
     parent = client.create_run(
         experiment_id,
         tags={MLFLOW_RUN_NAME: "text-source-ablation", "dagster.run_id": context.run.run_id, "git_commit": code_version()},

@@ -124,7 +124,7 @@ def _audit(args: argparse.Namespace) -> None:
     from orchestration.resources import MlflowResource
 
     resource = MlflowResource(tracking_uri=args.tracking_uri, ui_url=args.mlflow_ui)
-    report = audit(args.ref, resource.client(), resource.registered_model, args.mlflow_ui, DagsterInstance.get())
+    report = audit(args.ref, resource.client(), resource.registered_model, resource.ui_base(), DagsterInstance.get())
     print(report.to_text())
     if not report.ok:
         raise SystemExit("some links of the chain did not resolve")
@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit = commands.add_parser("audit", help="print the chain behind a model version, alias or index id")
     audit.add_argument("ref", help="model version number, alias (champion) or index id")
     audit.add_argument("--tracking-uri", help=TRACKING_HELP)
-    audit.add_argument("--mlflow-ui", default="http://127.0.0.1:5000")
+    audit.add_argument("--mlflow-ui", help="MLflow UI for the links (default: the tracking server, else http://127.0.0.1:5000)")
     audit.set_defaults(handler=_audit)
     index = commands.add_parser("index", help="the served FAISS index: current, rollback, history")
     index.add_argument("index_command", choices=["current", "rollback", "history"])

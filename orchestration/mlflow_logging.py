@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import tempfile
 from dataclasses import dataclass
@@ -12,8 +13,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import torch  # noqa: E402
 from mlflow.entities import Metric, Param, RunInfo  # noqa: E402
+from mlflow.models import ModelSignature, infer_signature  # noqa: E402
 
 import mlflow  # noqa: E402
 from ampere.models.encoder_io import load_tower, save_tower  # noqa: E402
@@ -117,6 +121,15 @@ def _curves(history: list[dict[str, float]], best_step: int, path: Path) -> Path
     return path
 
 
+def curve_markdown(history: list[dict[str, float]], best_step: int, run_url: str) -> str:
+    """The learning-curve plot as a Markdown image (Dagster shows it in the asset's metadata), with
+    a link to the same plot in the MLflow run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        png = _curves(history, best_step, Path(tmp) / "learning_curve.png").read_bytes()
+    image = base64.b64encode(png).decode("ascii")
+    return f"![learning curve](data:image/png;base64,{image})\n\n[the plot in MLflow (plots/learning_curve.png)]({run_url})"
+
+
 def log_encoder(
     resource: MlflowResource,
     run_id: str,
@@ -141,6 +154,7 @@ def log_encoder(
                 python_model=EncoderModel(),
                 artifacts={"encoder": str(folder)},
                 pip_requirements=MODEL_REQUIREMENTS,
+                signature=encoder_signature(tower, config),
             )
         client.update_run(run_id, status="RUNNING")  # leaving `start_run` ended it; the reporting assets end it
     _ensure_registered(resource)
@@ -153,6 +167,18 @@ def log_encoder(
     )
     client.set_registered_model_alias(resource.registered_model, "challenger", version.version)
     return {"version": str(version.version), "model_uri": f"models:/{resource.registered_model}/{version.version}"}
+
+
+def encoder_signature(tower: AmpereTower, config: TowerConfig) -> ModelSignature:
+    """The pyfunc's input and output schema, from one example of the tower's own shapes."""
+    example = {
+        "frames": np.zeros((1, config.num_frames, config.visual_dim), np.float32),
+        "text": np.zeros((1, config.text_tokens, config.text_dim), np.float32),
+        "text_mask": np.ones((1, config.text_tokens), bool),
+    }
+    with torch.inference_mode():
+        output = tower.eval()(*(torch.as_tensor(example[key]) for key in ("frames", "text", "text_mask"))).numpy()
+    return infer_signature(example, output)
 
 
 def _ensure_registered(resource: MlflowResource) -> None:

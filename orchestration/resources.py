@@ -113,6 +113,9 @@ def _require_in_sync(repo: Path, dvc_path: Path, dataset_path: str) -> None:
         )
 
 
+LOCAL_MLFLOW_UI = "http://127.0.0.1:5000"
+
+
 class MlflowResource(ConfigurableResource):
     """MLflow tracking store and model registry, used through an explicit `MlflowClient`."""
 
@@ -120,7 +123,7 @@ class MlflowResource(ConfigurableResource):
     artifact_root: str = "mlflow/artifacts"
     experiment: str = "ampere"
     registered_model: str = "ampere-encoder"
-    ui_url: str = "http://127.0.0.1:5000"
+    ui_url: str | None = None  # the MLflow UI; default: the tracking server, else `bash mlflow/serve.sh`'s
 
     def client(self) -> MlflowClient:
         """A client bound to this tracking URI (and registry); one per URI per process."""
@@ -135,24 +138,35 @@ class MlflowResource(ConfigurableResource):
             return prefix + str(db)
         return self.tracking_uri
 
-    def experiment_id(self) -> str:
-        """The experiment's id, created with a local artifact root on first use."""
+    def experiment_id(self, name: str | None = None) -> str:
+        """The id of the experiment `name` (default: the training runs' experiment), created with a
+        local artifact root on first use."""
         client = self.client()
-        found: Experiment | None = client.get_experiment_by_name(self.experiment)
+        name = name or self.experiment
+        found: Experiment | None = client.get_experiment_by_name(name)
         if found is not None:
             return found.experiment_id
         location = None
         if "://" not in self.artifact_root:
             location = Path(self.artifact_root).resolve().as_uri()
-        return client.create_experiment(self.experiment, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location)
+
+    def ui_base(self) -> str:
+        """The MLflow UI that shows this store: `ui_url`, else the tracking server itself, else the
+        local UI of `bash mlflow/serve.sh`."""
+        if self.ui_url:
+            return self.ui_url.rstrip("/")
+        if self.tracking_uri.startswith(("http://", "https://")):
+            return self.tracking_uri.rstrip("/")
+        return LOCAL_MLFLOW_UI
 
     def run_url(self, experiment_id: str, run_id: str) -> str:
         """Link to a run in the MLflow UI."""
-        return f"{self.ui_url}/#/experiments/{experiment_id}/runs/{run_id}"
+        return f"{self.ui_base()}/#/experiments/{experiment_id}/runs/{run_id}"
 
     def model_url(self, version: str) -> str:
         """Link to a registered model version in the MLflow UI."""
-        return f"{self.ui_url}/#/models/{self.registered_model}/versions/{version}"
+        return f"{self.ui_base()}/#/models/{self.registered_model}/versions/{version}"
 
 
 @functools.cache

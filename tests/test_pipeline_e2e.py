@@ -16,6 +16,7 @@ import torch
 import yaml
 from dagster import AssetKey, DagsterInstance
 
+import mlflow
 from ampere.asr.cache import SummaryCache, cache_key
 from ampere.asr.candidates import llm_inputs
 from ampere.asr.prompts import DEFAULT_PROMPT_ID, load_prompt
@@ -109,6 +110,15 @@ def test_metrics_json_mlflow_run_and_registered_champion(materialised) -> None:
     assert run.data.metrics["val/mR1"] == pytest.approx(metrics["val/mR1"])
     assert run.data.tags["dagster.run_id"] == materialised["result"].run_id
     assert run.info.status == "FINISHED"  # ended by the last reporting asset, not before
+    assert run.data.tags["mlflow.runName"] == f"summary · {run.data.tags['lineage.data_version'][:24]}"
+    assert "Dagster run" in run.data.tags["mlflow.note.content"]
+    assert "challenger" not in champion.aliases  # moved off the version once it was promoted
+    mlflow.set_tracking_uri(materialised["mlflow"])
+    signature = mlflow.models.get_model_info(f"runs:/{champion.run_id}/encoder").signature
+    assert signature is not None and {spec.name for spec in signature.inputs.inputs} == {"frames", "text", "text_mask"}
+    event = materialised["instance"].get_latest_materialization_event(AssetKey("trained_encoder"))
+    plot = event.asset_materialization.metadata["learning_curve_plot"].value
+    assert plot.startswith("![learning curve](data:image/png;base64,") and champion.run_id in plot
     assert run.data.params["steps"] == "4" and run.data.params["resolved_device"] == "cpu"
     assert "learning_curve.png" in {a.path.split("/")[-1] for a in client.list_artifacts(run.info.run_id, "plots")}
     assert [m.step for m in client.get_metric_history(run.info.run_id, "curve/val_mR1")] == [2, 4]

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ampere.data.frames import NUM_FRAMES
+
 
 @dataclass
 class TowerConfig:
@@ -17,7 +19,7 @@ class TowerConfig:
     visual_dim: int = 1280
     text_dim: int = 384
     width: int = 512
-    num_frames: int = 8
+    num_frames: int = NUM_FRAMES
     text_tokens: int = 33
     temporal_layers: int = 2
     fusion_layers: int = 4

@@ -193,6 +193,7 @@ def champion_promotion(
     store = index_store.store()
     if promote:
         client.set_registered_model_alias(mlflow.registered_model, "champion", challenger)
+        client.delete_registered_model_alias(mlflow.registered_model, "challenger")  # a champion is no challenger
         store.swap(faiss_index["index_id"])
     client.set_model_version_tag(
         mlflow.registered_model, challenger, "promotion.reason", f"{'promoted' if promote else 'not promoted'}: {reason}"
@@ -202,8 +203,8 @@ def champion_promotion(
         "challenger_version": challenger,
         "previous_champion": champion,
         "champion_version": challenger if promote else champion,
-        "challenger_val_mR1": challenger_mr1,
-        "champion_val_mR1": champion_mr1,
+        "challenger_val_mR1": round(challenger_mr1, 2),
+        "champion_val_mR1": None if champion_mr1 is None else round(champion_mr1, 2),
         "validation_items": len(features),
         "reason": reason,
         "served_index": store.current(),

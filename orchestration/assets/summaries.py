@@ -106,7 +106,7 @@ def asr_summaries(
     failed = frame[frame["status"] == "failed"]
     for row in failed.head(20).itertuples():
         context.log.warning(f"summary failed for {row.item_id}: {row.error}")
-    preview = clips[["item_id", "asr"]].assign(llm_input=inputs).merge(frame[["item_id", "status", "summary"]], on="item_id")
+    shown = clips[["item_id", "asr"]].assign(llm_input=inputs).merge(frame[["item_id", "status", "summary"]], on="item_id")
     metadata: dict[str, Any] = {
         **lineage,
         "shards": ", ".join(shards),
@@ -120,7 +120,7 @@ def asr_summaries(
         "tokens_out": stats.tokens_out,
         "seconds": round(stats.seconds, 2),
         "transcripts_per_s": round(stats.calls / stats.seconds, 3) if stats.seconds > 0 else 0.0,
-        "preview": preview(preview, ["item_id", "asr", "llm_input", "status", "summary"], width=120),
+        "preview": preview(shown, ["item_id", "asr", "llm_input", "status", "summary"], width=120),
     }
     if len(failed):
         metadata["failures"] = MetadataValue.md(failed[["item_id", "error"]].head(20).to_markdown(index=False))

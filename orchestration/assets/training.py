@@ -14,6 +14,7 @@ from dagster import (
     Output,
     asset,
 )
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME, MLFLOW_RUN_NOTE
 
 from ampere.lineage.versions import code_version
 from ampere.models.features import ItemFeatures
@@ -86,6 +87,13 @@ def trained_encoder(
             "dagster.run_id": context.run.run_id,
             "dagster.asset_key": context.asset_key.to_user_string(),
             "git_commit": code_version(),
+            MLFLOW_RUN_NAME: f"{lineage.get('text_source')} · {str(lineage.get('data_version'))[:24]}",
+            MLFLOW_RUN_NOTE: (
+                f"AMPere tower trained by Dagster run {context.run.run_id} on {lineage.get('dataset')} "
+                f"(data version {lineage.get('data_version')}), text source {lineage.get('text_source')}, prompt "
+                f"{lineage.get('prompt_id', '-')}, frame encoder {lineage.get('frame_encoder')}; "
+                "checkpoint chosen on validation mR1."
+            ),
             **{f"lineage.{k}": str(v) for k, v in lineage.items()},
         },
         params={
@@ -109,7 +117,7 @@ def trained_encoder(
     seconds = time.perf_counter() - started
     summary = {
         "best_step": result.best_step,
-        "best_val_mR1": result.best_val_mR1,
+        "best_val_mR1": round(result.best_val_mR1, 2),
         "steps_done": result.steps_done,
         "stopped_early": float(result.stopped_early),
     }
@@ -136,6 +144,7 @@ def trained_encoder(
             "resumed": run.resumed,
             **_device_params(train_cfg),
             "train_seconds": round(seconds, 2),
+            "learning_curve_plot": MetadataValue.md(mlflow_logging.curve_markdown(result.history, result.best_step, run_url)),
             "learning_curve": MetadataValue.md(curve.to_markdown(index=False)),
         },
     )
