@@ -15,14 +15,15 @@ from dagster import (
     sensor,
 )
 
+from ampere.home import find_home
 from orchestration.jobs import pipeline_job
 from orchestration.resources import WorkspaceResource
 from orchestration.summary_shards import ALL_SHARDS_TAGS
 
-DVC_FILE = Path("data.dvc")
+DVC_FILE = "data.dvc"
 
 
-def dvc_md5(dvc_file: Path = DVC_FILE) -> str | None:
+def dvc_md5(dvc_file: Path) -> str | None:
     """The md5 recorded in a .dvc file, or None when the file is missing."""
     if not dvc_file.exists():
         return None
@@ -36,10 +37,11 @@ def dvc_md5(dvc_file: Path = DVC_FILE) -> str | None:
     description="Requests a retraining run when data.dvc records an md5 that raw_items has not been materialised from.",
 )
 def dvc_data_sensor(context: SensorEvaluationContext):
-    """Fires once per new DVC data version (cursor = last md5 seen)."""
-    md5 = dvc_md5()
+    """Fires once per new DVC data version (cursor = last md5 seen) of the home's data.dvc."""
+    dvc_file = find_home().root / DVC_FILE
+    md5 = dvc_md5(dvc_file)
     if md5 is None:
-        return SkipReason(f"{DVC_FILE} not found")
+        return SkipReason(f"{dvc_file} not found")
     if md5 == context.cursor:
         return SkipReason(f"data version {md5} already seen")
     context.update_cursor(md5)

@@ -27,7 +27,7 @@ def _write_dvc(folder: Path, md5: str) -> None:
 
 
 def test_dvc_sensor_fires_once_per_new_md5(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AMPERE_HOME", str(tmp_path))
     instance = DagsterInstance.ephemeral()
     _write_dvc(tmp_path, "aaa.dir")
     first = dvc_data_sensor(build_sensor_context(instance=instance))
@@ -41,7 +41,7 @@ def test_dvc_sensor_fires_once_per_new_md5(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_dvc_sensor_skips_a_version_already_materialised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AMPERE_HOME", str(tmp_path))
     instance = DagsterInstance.ephemeral()
     instance.report_runless_asset_event(AssetMaterialization("raw_items", metadata={"dvc_md5": "ccc.dir"}))
     _write_dvc(tmp_path, "ccc.dir")
@@ -50,7 +50,7 @@ def test_dvc_sensor_skips_a_version_already_materialised(tmp_path: Path, monkeyp
 
 
 def test_dvc_sensor_skips_without_dvc_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AMPERE_HOME", str(tmp_path))
     assert isinstance(dvc_data_sensor(build_sensor_context(instance=DagsterInstance.ephemeral())), SkipReason)
 
 
