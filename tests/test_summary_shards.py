@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from dagster import AssetKey, DagsterInstance
+from dagster import AssetKey, DagsterEventType, DagsterInstance, EventRecordsFilter
 
 from ampere.asr.prompts import DEFAULT_PROMPT_ID
 from ampere.asr.shards import SHARD_COUNT, shard_keys, shard_of
@@ -81,6 +81,14 @@ def test_full_run_materialises_every_shard_and_a_partial_rerun_rewrites_one(shar
     instance = DagsterInstance.ephemeral()
     _run(sharded, instance, tags=ALL_SHARDS_TAGS)
     assert sorted(p.name for p in sharded["files"].iterdir()) == [f"shard-{k}.parquet" for k in shard_keys()]
+    for key in shard_keys():  # each shard's materialisation describes that shard
+        records = instance.get_event_records(
+            EventRecordsFilter(DagsterEventType.ASSET_MATERIALIZATION, AssetKey("asr_summaries"), asset_partitions=[key]),
+            limit=1,
+        )
+        metadata = records[0].asset_materialization.metadata
+        rows = len(pd.read_parquet(sharded["files"] / f"shard-{key}.parquet"))
+        assert metadata["shard"].value == key and metadata["shard_transcripts"].value == metadata["shard_skipped"].value == rows
     partitions = instance.get_materialized_partitions(AssetKey("asr_summaries"))
     assert partitions == set(shard_keys())
 

@@ -90,6 +90,7 @@ def asr_summaries(
     if not config.run_llm:
         frame = base.assign(status="skipped", summary="", error=None, product_name="", features=[[] for _ in range(len(base))])
         frame = frame.assign(**lineage)[SUMMARY_COLUMNS]
+        _describe_each_shard(context, frame, shards)
         return Output(frame, metadata={"skipped": len(frame), "shards": ", ".join(shards), **lineage})
     engine = summarizer.summarizer()
     inputs, lineage["tagger"] = llm_inputs(prompt, raw_items, list(clips["asr"]), summarizer.tagger_config())
@@ -124,7 +125,16 @@ def asr_summaries(
     }
     if len(failed):
         metadata["failures"] = MetadataValue.md(failed[["item_id", "error"]].head(20).to_markdown(index=False))
+    _describe_each_shard(context, frame, shards)
     return Output(frame, metadata=metadata)
+
+
+def _describe_each_shard(context: AssetExecutionContext, frame: pd.DataFrame, shards: list[str]) -> None:
+    """Each shard's materialisation also says what that shard holds (the run's figures cover all its shards)."""
+    for shard in shards:
+        statuses = frame.loc[frame["shard"] == shard, "status"]
+        counts = {f"shard_{status}": int((statuses == status).sum()) for status in ("ok", "empty", "failed", "skipped")}
+        context.add_asset_metadata({"shard": shard, "shard_transcripts": len(statuses), **counts}, partition_key=shard)
 
 
 def current_summaries(raw_items: pd.DataFrame, asr_summaries: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
