@@ -6,6 +6,7 @@ claim; a link that is missing or disagrees is UNRESOLVED, with the reason, and t
 """
 
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -217,19 +218,28 @@ def _commit_problem(repo: Path, commit: str) -> str:
 
 
 def _dvc_problem(repo: Path, md5: str, data_rev: str) -> str:
-    """The tracked folder's manifest (`<md5>.dir`) is in the DVC cache with that content hash, and
-    `data.dvc` at the recorded data revision records this md5."""
+    """The tracked folder's manifest (`<md5>.dir`) is in the DVC cache or a local remote with that
+    content hash, and `data.dvc` at the recorded data revision records this md5."""
     digest = md5.removesuffix(".dir")
-    cached = repo / ".dvc" / "cache" / "files" / "md5" / digest[:2] / (digest[2:] + ".dir")
-    if not cached.is_file():
-        return f"{cached} is not in the DVC cache"
-    if content_hash(cached, "file", algorithm="md5") != digest:
-        return f"{cached}: content md5 differs from its name"
+    stores = [repo / ".dvc" / "cache", *_local_remotes(repo)]
+    found = [store / "files" / "md5" / digest[:2] / f"{digest[2:]}.dir" for store in stores]
+    found = [path for path in found if path.is_file()]
+    if not found:
+        return f"{md5} is in neither the DVC cache nor a local remote ({', '.join(map(str, stores))})"
+    if content_hash(found[0], "file", algorithm="md5") != digest:
+        return f"{found[0]}: content md5 differs from its name"
     shown = subprocess.run(["git", "show", f"{data_rev}:data.dvc"], cwd=repo, capture_output=True, text=True)
     if shown.returncode != 0:
         return f"no data.dvc at data revision {data_rev}"
     recorded = yaml.safe_load(shown.stdout)["outs"][0]["md5"]
     return "" if recorded == md5 else f"data.dvc at {data_rev[:12]} records {recorded}"
+
+
+def _local_remotes(repo: Path) -> list[Path]:
+    """The DVC remotes of `repo` that are local folders (`dvc remote list`)."""
+    listed = subprocess.run([sys.executable, "-m", "dvc", "remote", "list"], cwd=repo, capture_output=True, text=True)
+    urls = [line.split()[1] for line in listed.stdout.splitlines() if len(line.split()) >= 2]
+    return [Path(url) for url in urls if "://" not in url]
 
 
 def _index_problem(path: Path, index_id: str, version: str, data_version: str) -> str:
