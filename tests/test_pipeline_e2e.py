@@ -20,7 +20,7 @@ import mlflow
 from ampere.asr.cache import SummaryCache, cache_key
 from ampere.asr.candidates import llm_inputs
 from ampere.asr.prompts import DEFAULT_PROMPT_ID, load_prompt
-from ampere.asr.shards import shard_of
+from ampere.asr.shards import shard_keys, shard_of
 from ampere.asr.summarizer import build_summarizer
 from ampere.data.format import SplitFractions, read_items
 from ampere.data.synth import generate
@@ -77,8 +77,8 @@ def test_every_asset_is_materialised(materialised) -> None:
 
 def test_raw_items_data_version_is_the_dvc_md5(materialised) -> None:
     md5 = yaml.safe_load((materialised["repo"] / "data.dvc").read_text())["outs"][0]["md5"]
-    event = materialised["instance"].get_latest_materialization_event(AssetKey("raw_items"))
-    metadata = event.asset_materialization.metadata
+    [materialization] = materialised["result"].asset_materializations_for_node("raw_items")
+    metadata = materialization.metadata
     assert metadata["dvc_md5"].value == md5
     assert metadata["data_version"].value == f"dvc:{md5}"
     assert metadata["received"].value == metadata["accepted"].value + metadata["quarantined"].value
@@ -86,12 +86,15 @@ def test_raw_items_data_version_is_the_dvc_md5(materialised) -> None:
 
 def test_blocking_check_ran_and_passed(materialised) -> None:
     checks = materialised["result"].get_asset_check_evaluations()
-    assert sorted(c.check_name for c in checks) == [
-        "asr_summaries_expectations_pass",
-        "raw_items_expectations_pass",
-        "retrieval_metrics_valid",
-        "training_set_expectations_pass",
-    ]
+    names = [c.check_name for c in checks]
+    assert {name: names.count(name) for name in names} == {
+        "asr_summaries_expectations_pass": 17,  # one per shard, in its partition, and their conjunction
+        "raw_items_expectations_pass": 1,
+        "retrieval_metrics_valid": 1,
+        "training_set_expectations_pass": 1,
+    }
+    shards = sorted(c.partition for c in checks if c.check_name == "asr_summaries_expectations_pass" and c.partition)
+    assert shards == shard_keys()
     assert all(c.passed for c in checks)
 
 
@@ -116,8 +119,8 @@ def test_metrics_json_mlflow_run_and_registered_champion(materialised) -> None:
     mlflow.set_tracking_uri(materialised["mlflow"])
     signature = mlflow.models.get_model_info(f"runs:/{champion.run_id}/encoder").signature
     assert signature is not None and {spec.name for spec in signature.inputs.inputs} == {"frames", "text", "text_mask"}
-    event = materialised["instance"].get_latest_materialization_event(AssetKey("trained_encoder"))
-    plot = event.asset_materialization.metadata["learning_curve_plot"].value
+    [materialization] = materialised["result"].asset_materializations_for_node("trained_encoder")
+    plot = materialization.metadata["learning_curve_plot"].value
     assert plot.startswith("![learning curve](data:image/png;base64,") and champion.run_id in plot
     assert run.data.params["steps"] == "4" and run.data.params["resolved_device"] == "cpu"
     assert "learning_curve.png" in {a.path.split("/")[-1] for a in client.list_artifacts(run.info.run_id, "plots")}
