@@ -16,7 +16,8 @@ def _repo(root: Path) -> str:
     run("git", "init", "-q")
     run("git", "config", "user.email", "test@ampere.local")
     run("git", "config", "user.name", "test")
-    (root / "code.py").write_text("x = 1\n")
+    (root / "ampere").mkdir()
+    (root / "ampere" / "code.py").write_text("x = 1\n")
     run("git", "add", "-A")
     run("git", "commit", "-q", "-m", "code")
     return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
@@ -25,17 +26,19 @@ def _repo(root: Path) -> str:
 def test_code_version_names_a_dirty_tree_by_a_hash_of_its_changes(tmp_path: Path) -> None:
     commit = _repo(tmp_path)
     assert code_version(tmp_path) == commit
-    (tmp_path / "code.py").write_text("x = 2\n")
+    (tmp_path / "dvc.lock").write_text("a record beside the code\n")
+    assert code_version(tmp_path) == commit  # not code
+    (tmp_path / "ampere" / "code.py").write_text("x = 2\n")
     edited = code_version(tmp_path)
     assert edited.startswith(commit + DIRTY) and edited == code_version(tmp_path)
-    (tmp_path / "notes.py").write_text("y = 1\n")
+    (tmp_path / "ampere" / "notes.py").write_text("y = 1\n")
     (tmp_path / "elsewhere").mkdir()
-    (tmp_path / "link").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (tmp_path / "ampere" / "link").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
     with_untracked = code_version(tmp_path)
     assert with_untracked.startswith(commit + DIRTY) and with_untracked != edited
-    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "ampere" / "code.py").write_text("x = 1\n")
     for name in ("notes.py", "link"):
-        (tmp_path / name).unlink()
+        (tmp_path / "ampere" / name).unlink()
     (tmp_path / "elsewhere").rmdir()
     assert code_version(tmp_path) == commit
 

@@ -10,6 +10,7 @@ from ampere.lineage.hashing import content_hash
 
 CODE_ROOT = Path(__file__).resolve().parent.parent
 DIRTY = "+dirty."
+CODE_PATHS = ("ampere", "orchestration", "pyproject.toml")  # what runs; the same as dvc.yaml's code deps
 
 
 def folder_fingerprint(folder: Path) -> str:
@@ -24,13 +25,15 @@ def git_commit(repo: Path) -> str:
 
 
 def code_version(repo: Path = CODE_ROOT) -> str:
-    """The code's commit; `<commit>+dirty.<12 hex>` when the tree differs from it (sha256 of
-    `git diff HEAD` and of every untracked, non-ignored file); "unknown" outside git."""
+    """The code's commit; `<commit>+dirty.<12 hex>` when its code (`CODE_PATHS`) differs from it
+    (sha256 of `git diff HEAD` and of every untracked, non-ignored file there); "unknown" outside
+    git. Records of runs beside the code (dvc.lock, README figures) do not make it dirty."""
     commit = git_commit(repo)
     if commit == "unknown":
         return commit
-    diff = _git(repo, "diff", "HEAD", "--binary").stdout
-    untracked = _git(repo, "ls-files", "--others", "--exclude-standard", "-z").stdout.split(b"\0")
+    paths = [path for path in CODE_PATHS if (repo / path).exists()]
+    diff = _git(repo, "diff", "HEAD", "--binary", "--", *paths).stdout
+    untracked = _git(repo, "ls-files", "--others", "--exclude-standard", "-z", "--", *paths).stdout.split(b"\0")
     if not diff and untracked == [b""]:
         return commit
     names = sorted(name for name in untracked if name)
