@@ -8,9 +8,12 @@ from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetCheckSeverity,
+    AssetKey,
+    AssetRecordsFilter,
     MetadataValue,
     asset_check,
 )
+from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluationTargetMaterializationData
 
 from ampere.data.validation import raw_items_expectations, summaries_expectations, training_set_expectations, validate
 from ampere.retrieval.eval import DIRECTIONS
@@ -68,6 +71,7 @@ def asr_summaries_expectations_pass(context: AssetCheckExecutionContext, asr_sum
             check_name=key.name,
             passed=result.passed,
             metadata=result.metadata,
+            target_materialization_data=_latest_materialization(context, key.asset_key, shard),
             severity=AssetCheckSeverity.ERROR,
             blocking=True,
             partition=shard,
@@ -77,6 +81,20 @@ def asr_summaries_expectations_pass(context: AssetCheckExecutionContext, asr_sum
         passed=not failed,
         severity=AssetCheckSeverity.ERROR,
         metadata={"shards": f"{shards[0]}..{shards[-1]}", "failed_shards": ", ".join(failed) or "none"},
+    )
+
+
+def _latest_materialization(
+    context: AssetCheckExecutionContext, asset_key: AssetKey, partition: str
+) -> AssetCheckEvaluationTargetMaterializationData | None:
+    """The materialisation of `partition` that a per-shard evaluation checked (as Dagster links its own)."""
+    wanted = AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition])
+    records = context.instance.fetch_materializations(wanted, limit=1)
+    if not records.records:
+        return None
+    latest = records.records[0]
+    return AssetCheckEvaluationTargetMaterializationData(
+        run_id=latest.event_log_entry.run_id, storage_id=latest.storage_id, timestamp=latest.timestamp
     )
 
 
