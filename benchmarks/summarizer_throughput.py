@@ -47,6 +47,7 @@ from ampere.asr.summarizer import (
 )
 from ampere.asr.text import clean_transcript
 from ampere.data.format import load_items
+from ampere.home import find_home
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,7 @@ def report(totals: dict[str, Measurement]) -> float:
 def main(argv: list[str] | None = None) -> None:
     """Parse arguments, build both sides, measure, report."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset", type=Path, default=Path("data"))
+    parser.add_argument("--dataset", type=Path, default=find_home().dataset)
     parser.add_argument("--transcripts", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2, help="timed passes per side")
     parser.add_argument("--chunk", type=int, help="transcripts per alternation (default: 8 llamacpp, all vllm)")

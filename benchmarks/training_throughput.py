@@ -23,11 +23,12 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from ampere.home import find_home
 from ampere.models.features import ItemFeatures  # noqa: E402
 from ampere.models.tower import TowerConfig  # noqa: E402
 from ampere.training.train import TRAINING_SPLITS, TrainConfig, product_items, resolve_device, train_tower  # noqa: E402
 
-DEFAULT_FEATURES = Path(__file__).resolve().parents[1] / "workspace" / "features" / "features.npz"
+DEFAULT_FEATURES = find_home().workspace / "features" / "features.npz"
 
 
 def random_features(products: int, tower: TowerConfig, seed: int = 0) -> ItemFeatures:
