@@ -4,5 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 GX_ANALYTICS_ENABLED=false
-# pytest-randomly shuffles the order on every run (it prints its seed; `--randomly-seed=N` repeats an order)
-.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# Tests run in a random order (pytest-randomly); SEED=N repeats an order.
+seed=${SEED:-$RANDOM}
+echo "test order: --randomly-seed=$seed"
+.venv/bin/python -m pytest -q -p no:cacheprovider -p randomly --randomly-seed="$seed" "$@"
