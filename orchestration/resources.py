@@ -114,6 +114,8 @@ def _require_in_sync(repo: Path, dvc_path: Path, dataset_path: str) -> None:
 
 
 LOCAL_MLFLOW_UI = "http://127.0.0.1:5000"
+# The MLflow UI opens an experiment of this kind on its training runs (not on the GenAI overview).
+EXPERIMENT_KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 
 
 class MlflowResource(ConfigurableResource):
@@ -145,11 +147,13 @@ class MlflowResource(ConfigurableResource):
         name = name or self.experiment
         found: Experiment | None = client.get_experiment_by_name(name)
         if found is not None:
+            if found.tags.get(EXPERIMENT_KIND_TAG) != TRAINING_KIND:
+                client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
             return found.experiment_id
         location = None
         if "://" not in self.artifact_root:
             location = Path(self.artifact_root).resolve().as_uri()
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: TRAINING_KIND})
 
     def ui_base(self) -> str:
         """The MLflow UI that shows this store: `ui_url`, else the tracking server itself, else the
