@@ -153,8 +153,8 @@ def test_rematerialising_summaries_calls_the_llm_zero_times(materialised) -> Non
     assert result.success
     event = materialised["instance"].get_latest_materialization_event(AssetKey("asr_summaries"))
     metadata = event.asset_materialization.metadata
-    assert metadata["llm_calls"].value == 0
-    assert metadata["cache_hits"].value + metadata["empty"].value == metadata["transcripts"].value
+    assert metadata["run_llm_calls"].value == 0
+    assert metadata["run_cache_hits"].value + metadata["run_empty"].value == metadata["run_transcripts"].value
 
 
 def test_a_challenger_that_is_not_better_is_not_promoted_and_the_served_index_stays(materialised) -> None:
@@ -381,7 +381,7 @@ def test_changing_transcripts_costs_one_llm_call_per_new_llm_input(materialised,
     md5 = _dvc_commit(copy["repo"])
     assert run().success
     metadata = copy["instance"].get_latest_materialization_event(AssetKey("asr_summaries")).asset_materialization.metadata
-    assert metadata["llm_calls"].value == expected
+    assert metadata["run_llm_calls"].value == expected
     assert _new_llm_inputs(copy["repo"], copy["workspace"]) == 0
     raw = copy["instance"].get_latest_materialization_event(AssetKey("raw_items")).asset_materialization.metadata
     original = yaml.safe_load((materialised["repo"] / "data.dvc").read_text())["outs"][0]["md5"]
@@ -423,7 +423,7 @@ def test_a_one_shard_rerun_calls_the_llm_for_that_shard_only(materialised, tmp_p
     )
     assert result.success
     metadata = instance.get_latest_materialization_event(AssetKey("asr_summaries")).asset_materialization.metadata
-    assert (metadata["llm_calls"].value, metadata["shards"].value) == (expected, shard_of(first["item_id"]))
+    assert (metadata["run_llm_calls"].value, metadata["run_shards"].value) == (expected, shard_of(first["item_id"]))
     result = job.execute_in_process(
         run_config=RUN_CONFIG, instance=instance, asset_selection=[AssetKey("training_set")], raise_on_error=False
     )

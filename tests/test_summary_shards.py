@@ -88,7 +88,7 @@ def test_full_run_materialises_every_shard_and_a_partial_rerun_rewrites_one(shar
         )
         metadata = records[0].asset_materialization.metadata
         rows = len(pd.read_parquet(sharded["files"] / f"shard-{key}.parquet"))
-        assert metadata["shard"].value == key and metadata["shard_transcripts"].value == metadata["shard_skipped"].value == rows
+        assert metadata["shard"].value == key and metadata["transcripts"].value == metadata["skipped"].value == rows
     partitions = instance.get_materialized_partitions(AssetKey("asr_summaries"))
     assert partitions == set(shard_keys())
 

@@ -91,7 +91,7 @@ def asr_summaries(
         frame = base.assign(status="skipped", summary="", error=None, product_name="", features=[[] for _ in range(len(base))])
         frame = frame.assign(**lineage)[SUMMARY_COLUMNS]
         _describe_each_shard(context, frame, shards)
-        return Output(frame, metadata={"skipped": len(frame), "shards": ", ".join(shards), **lineage})
+        return Output(frame, metadata={"run_skipped": len(frame), "run_shards": ", ".join(shards), **lineage})
     engine = summarizer.summarizer()
     inputs, lineage["tagger"] = llm_inputs(prompt, raw_items, list(clips["asr"]), summarizer.tagger_config())
     results, stats = summarize_cached(inputs, engine, prompt, summarizer.cache())
@@ -108,33 +108,33 @@ def asr_summaries(
     for row in failed.head(20).itertuples():
         context.log.warning(f"summary failed for {row.item_id}: {row.error}")
     shown = clips[["item_id", "asr"]].assign(llm_input=inputs).merge(frame[["item_id", "status", "summary"]], on="item_id")
-    metadata: dict[str, Any] = {
+    metadata: dict[str, Any] = {  # the run's figures, over all its shards (`run_`); each shard's own: below
         **lineage,
-        "shards": ", ".join(shards),
-        "per_shard": _shard_table(frame, shards),
-        "transcripts": len(frame),
-        "llm_calls": stats.calls,
-        "cache_hits": stats.cache_hits,
-        "empty": stats.empty,
-        "failed": stats.failed,
-        "tokens_in": stats.tokens_in,
-        "tokens_out": stats.tokens_out,
-        "seconds": round(stats.seconds, 2),
-        "transcripts_per_s": round(stats.calls / stats.seconds, 3) if stats.seconds > 0 else 0.0,
+        "run_shards": ", ".join(shards),
+        "run_per_shard": _shard_table(frame, shards),
+        "run_transcripts": len(frame),
+        "run_llm_calls": stats.calls,
+        "run_cache_hits": stats.cache_hits,
+        "run_empty": stats.empty,
+        "run_failed": stats.failed,
+        "run_tokens_in": stats.tokens_in,
+        "run_tokens_out": stats.tokens_out,
+        "run_seconds": round(stats.seconds, 2),
+        "run_transcripts_per_s": round(stats.calls / stats.seconds, 3) if stats.seconds > 0 else 0.0,
         "preview": preview(shown, ["item_id", "asr", "llm_input", "status", "summary"], width=120),
     }
     if len(failed):
-        metadata["failures"] = MetadataValue.md(failed[["item_id", "error"]].head(20).to_markdown(index=False))
+        metadata["run_failures"] = MetadataValue.md(failed[["item_id", "error"]].head(20).to_markdown(index=False))
     _describe_each_shard(context, frame, shards)
     return Output(frame, metadata=metadata)
 
 
 def _describe_each_shard(context: AssetExecutionContext, frame: pd.DataFrame, shards: list[str]) -> None:
-    """Each shard's materialisation also says what that shard holds (the run's figures cover all its shards)."""
+    """Each shard's materialisation says what that shard holds (the `run_` figures cover all the run's shards)."""
     for shard in shards:
         statuses = frame.loc[frame["shard"] == shard, "status"]
-        counts = {f"shard_{status}": int((statuses == status).sum()) for status in ("ok", "empty", "failed", "skipped")}
-        context.add_asset_metadata({"shard": shard, "shard_transcripts": len(statuses), **counts}, partition_key=shard)
+        counts = {status: int((statuses == status).sum()) for status in ("ok", "empty", "failed", "skipped")}
+        context.add_asset_metadata({"shard": shard, "transcripts": len(statuses), **counts}, partition_key=shard)
 
 
 def current_summaries(raw_items: pd.DataFrame, asr_summaries: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
