@@ -21,11 +21,14 @@ from ampere.asr.cache import SummaryCache, cache_key
 from ampere.asr.candidates import llm_inputs
 from ampere.asr.prompts import DEFAULT_PROMPT_ID, load_prompt
 from ampere.asr.shards import shard_keys, shard_of
+from ampere.asr.summaries import summarize_transcripts
 from ampere.asr.summarizer import build_summarizer
 from ampere.data.format import SplitFractions, read_items
 from ampere.data.synth import generate
+from ampere.models.backbones import build_frame_encoder, build_text_encoder
 from ampere.retrieval.eval import DIRECTIONS
 from ampere.retrieval.index_store import IndexReader, IndexStore
+from ampere.retrieval.query import Query, QueryEncoder, QueryError
 from mlflow import MlflowClient
 from orchestration.assets import PIPELINE_ASSETS
 from orchestration.audit import audit
@@ -257,6 +260,46 @@ def test_a_failure_after_training_fails_its_mlflow_run_naming_the_step(materiali
     assert run.info.status == "FAILED"
     assert run.data.tags["failed_step"] == "faiss_index"
     assert "index_store" in run.data.tags["failure"]
+
+
+def test_a_raw_query_of_an_indexed_item_gives_its_stored_embedding(materialised) -> None:
+    """A page image with its title, a short clip and a live frame folder with their transcripts,
+    embedded from raw media through `QueryEncoder` (the transcripts summarised through the same
+    prompt, tagger and cache), give the champion's stored embeddings."""
+    items, _ = read_items(materialised["repo"] / "data", FRACTIONS)
+    workspace = materialised["root"] / "workspace"
+    stored = pd.read_parquet(workspace / "embeddings.parquet").set_index("item_id")
+    client = MlflowClient(tracking_uri=materialised["mlflow"], registry_uri=materialised["mlflow"])
+    champion = client.get_model_version_by_alias("ampere-encoder", "champion")
+    resource = MlflowResource(tracking_uri=materialised["mlflow"])
+    tower = load_registered_tower(resource, f"models:/ampere-encoder/{champion.version}")
+    prompt = load_prompt(champion.tags["lineage.prompt_id"])
+    llm, cache = build_summarizer("llamacpp", prompt), SummaryCache(workspace / "summary_cache.sqlite")
+
+    def summarize(transcripts: list[str]) -> list[str]:
+        return [result.text for result in summarize_transcripts(prompt, items, transcripts, llm, cache).results]
+
+    encoder = QueryEncoder(tower, build_frame_encoder(), build_text_encoder(), champion.tags["lineage.text_source"], summarize)
+    chosen = [
+        items[items["domain"] == "page"].iloc[0],
+        items[(items["domain"] == "short") & (items["asr"].str.strip() != "")].iloc[0],
+        items[(items["domain"] == "live") & (items["asr"].str.strip() != "")].iloc[0],
+    ]
+    queries = [
+        Query(row["domain"], Path(row["media_path"]), row["title"] if row["domain"] == "page" else row["asr"]) for row in chosen
+    ]
+    vectors = encoder.embed(queries)
+    cache.close()
+    for row, vector in zip(chosen, vectors, strict=True):
+        reference = np.asarray(stored.loc[row["item_id"], "embedding"], dtype=np.float32)
+        cosine = float(vector @ reference / (np.linalg.norm(vector) * np.linalg.norm(reference)))
+        assert cosine >= 0.9999, (row["item_id"], cosine)
+    with pytest.raises(QueryError, match="unknown domain 'shop'"):
+        encoder.embed([Query("shop", queries[0].media)])
+    broken = materialised["root"] / "broken.png"
+    broken.write_bytes(b"not an image")
+    with pytest.raises(QueryError, match="query 0 .*broken.png"):
+        encoder.embed([Query("page", broken, "a title")])
 
 
 def test_nothing_before_reporting_reads_a_test_item(materialised) -> None:

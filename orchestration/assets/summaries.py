@@ -12,9 +12,10 @@ from dagster import (
     asset,
 )
 
-from ampere.asr.cache import summarize_cached, transcript_sha256
-from ampere.asr.candidates import llm_inputs, no_candidates_reason
+from ampere.asr.cache import transcript_sha256
+from ampere.asr.candidates import no_candidates_reason
 from ampere.asr.shards import shard_of
+from ampere.asr.summaries import summarize_transcripts
 from ampere.models.features import text_inputs
 from orchestration.assets.metadata import preview
 from orchestration.resources import (
@@ -93,8 +94,8 @@ def asr_summaries(
         _describe_each_shard(context, frame, shards)
         return Output(frame, metadata={"run_skipped": len(frame), "run_shards": ", ".join(shards), **lineage})
     engine = summarizer.summarizer()
-    inputs, lineage["tagger"] = llm_inputs(prompt, raw_items, list(clips["asr"]), summarizer.tagger_config())
-    results, stats = summarize_cached(inputs, engine, prompt, summarizer.cache())
+    done = summarize_transcripts(prompt, raw_items, list(clips["asr"]), engine, summarizer.cache(), summarizer.tagger_config())
+    inputs, results, stats, lineage["tagger"] = done.inputs, done.results, done.stats, done.tagger
     lineage["llm"] = engine.model_id
     frame = base.assign(
         status=[r.status for r in results],

@@ -1,0 +1,39 @@
+"""From transcripts to summaries, the one way the pipeline and a query both take: the LLM inputs
+the prompt reads (the tagger's candidate phrases, fitted on the training items, or the cleaned
+transcript), summarised through the content-hash cache."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from ampere.asr.cache import SummaryCache, SummaryStats, summarize_cached
+from ampere.asr.candidates import TaggerConfig, llm_inputs
+from ampere.asr.prompts import Prompt
+from ampere.asr.summarizer import Summarizer, SummaryResult
+
+
+@dataclass(frozen=True)
+class Summaries:
+    """Row-aligned with the transcripts: what the LLM read, what it answered, and the run's figures."""
+
+    inputs: list[str]
+    results: list[SummaryResult]
+    stats: SummaryStats
+    tagger: str  # "none" or the fitted tagger's "title-tagger@<fingerprint>"
+
+
+def summarize_transcripts(
+    prompt: Prompt,
+    items: pd.DataFrame,
+    transcripts: list[str],
+    summarizer: Summarizer,
+    cache: SummaryCache,
+    tagger_config: TaggerConfig | None = None,
+) -> Summaries:
+    """Summaries of `transcripts`; `items` (with their splits) is the dataset whose training titles
+    supervise the candidate tagger, as in `llm_inputs`."""
+    inputs, tagger = llm_inputs(prompt, items, transcripts, tagger_config)
+    results, stats = summarize_cached(inputs, summarizer, prompt, cache)
+    return Summaries(inputs=inputs, results=results, stats=stats, tagger=tagger)
