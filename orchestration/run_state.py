@@ -18,7 +18,6 @@ from mlflow import MlflowClient
 from orchestration.resources import MlflowResource
 
 HOST_TAG, PID_TAG = "ampere/host", "ampere/pid"
-POOLS = ("dvc", "llm", "accelerator")
 GRACE_S = 5.0
 LIVE_STATUSES = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
 
@@ -28,12 +27,14 @@ def process_tags() -> dict[str, str]:
     return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
 
 
-def fail_mlflow_runs(client: MlflowClient, experiment_id: str, dagster_run_id: str, reason: str, step: str) -> list[str]:
-    """Marks FAILED the RUNNING MLflow runs that the Dagster run opened or resumed, naming the step and reason."""
+def fail_mlflow_runs(client: MlflowClient, dagster_run_id: str, reason: str, step: str) -> list[str]:
+    """Marks FAILED the RUNNING MLflow runs that the Dagster run opened or resumed, in any experiment
+    (training runs, ablation runs), naming the step and reason."""
+    experiments = [experiment.experiment_id for experiment in client.search_experiments()]
     failed = []
     for tag in ("dagster.run_id", "resumed_by_dagster_run"):
         query = f"tags.`{tag}` = '{dagster_run_id}' and attributes.status = 'RUNNING'"
-        for run in client.search_runs([experiment_id], filter_string=query):
+        for run in client.search_runs(experiments, filter_string=query):
             client.set_tag(run.info.run_id, "failed_step", step)
             client.set_tag(run.info.run_id, "failure", reason[:4000])
             client.set_terminated(run.info.run_id, "FAILED")
@@ -47,7 +48,7 @@ def mlflow_runs_fail_with_their_step(context: HookContext) -> None:
     mlflow: MlflowResource = context.resources.mlflow
     error = context.op_exception
     reason = f"{type(error).__name__}: {error}" if error is not None else "step failed"
-    for run_id in fail_mlflow_runs(mlflow.client(), mlflow.experiment_id(), context.run_id, reason, context.step_key):
+    for run_id in fail_mlflow_runs(mlflow.client(), context.run_id, reason, context.step_key):
         context.log.warning(f"MLflow run {run_id} marked FAILED (step {context.step_key})")
 
 
@@ -56,14 +57,14 @@ def reap_dead_runs(instance: DagsterInstance, mlflow: MlflowResource) -> list[st
     their pool slots freed, so the next run does not wait for them. Returns their ids."""
     host = socket.gethostname()
     reaped = []
-    for run in instance.get_runs(filters=RunsFilter(statuses=LIVE_STATUSES)):
+    for run in instance.get_runs(filters=RunsFilter(statuses=LIVE_STATUSES, tags={HOST_TAG: host})):
         pid = run.tags.get(PID_TAG)
-        if run.tags.get(HOST_TAG) != host or pid is None or _alive(int(pid)):
+        if pid is None or _alive(int(pid)):
             continue
         reason = f"process {pid} on {host} died while the run was {run.status.value}"
         instance.report_run_failed(run, message=reason)
         instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
-        fail_mlflow_runs(mlflow.client(), mlflow.experiment_id(), run.run_id, reason, "process died")
+        fail_mlflow_runs(mlflow.client(), run.run_id, reason, "process died")
         reaped.append(run.run_id)
     return reaped
 
@@ -71,7 +72,7 @@ def reap_dead_runs(instance: DagsterInstance, mlflow: MlflowResource) -> list[st
 def slot_holders(instance: DagsterInstance) -> list[str]:
     """One line per step waiting for a pool slot: the pool and the runs (steps) that hold it."""
     lines = []
-    for pool in POOLS:
+    for pool in sorted(instance.event_log_storage.get_concurrency_keys()):
         info = instance.event_log_storage.get_concurrency_info(pool)
         holders = ", ".join(f"run {slot.run_id} (step {slot.step_key})" for slot in info.claimed_slots)
         for pending in info.pending_steps:
@@ -121,7 +122,7 @@ def _cancel_own_runs(instance: DagsterInstance, mlflow: MlflowResource) -> None:
     reason = "stopped by a signal while waiting for a pool slot"
     runs = instance.get_runs(filters=RunsFilter(statuses=LIVE_STATUSES, tags=process_tags()))
     for run in runs:
-        fail_mlflow_runs(mlflow.client(), mlflow.experiment_id(), run.run_id, reason, "signal")
+        fail_mlflow_runs(mlflow.client(), run.run_id, reason, "signal")
         instance.report_run_canceled(run, message=reason)
         print(f"run {run.run_id} canceled: {reason}", flush=True)
     for run in runs:
