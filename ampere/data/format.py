@@ -18,8 +18,7 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 
-from ampere.data.frames import MediaError, is_image, is_video
-from ampere.data.frames import check_media as check_media_file
+from ampere.data.frames import MediaError, is_image, is_video, load_frames
 from ampere.lineage.hashing import content_hash
 
 DOMAINS = ("page", "short", "live")
@@ -237,7 +236,7 @@ def _media_reason(domain: str, media: str, root: Path, media_check: bool) -> str
             return f"frame {escaping.name!r} of {media!r} resolves to {_outside(escaping, root)}, outside the dataset folder"
     if media_check:
         try:
-            check_media_file(path)
+            load_frames(path)  # what backbone_features will decode
         except MediaError as error:
             return f"corrupt media: {error}"
     return ""

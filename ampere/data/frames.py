@@ -63,12 +63,6 @@ def load_frames(path: str | Path, num_segments: int = NUM_FRAMES) -> list[Image.
     raise MediaError(path, f"unsupported media type {path.suffix!r}")
 
 
-def check_media(path: str | Path) -> None:
-    """Decode what the pipeline will decode (``load_frames``): the whole image, a video's frames
-    up to the sampled positions, the sampled images of a frame folder; MediaError otherwise."""
-    load_frames(path)
-
-
 def frame_files(folder: Path) -> list[Path]:
     """Image files of a frame folder, sorted by name; MediaError when there are none."""
     files = sorted((p for p in folder.iterdir() if p.is_file() and is_image(p)), key=lambda p: p.name)
