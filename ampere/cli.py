@@ -59,7 +59,31 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--prompt-b", default=DEFAULT_PROMPT_ID)
     compare.add_argument("--examples", type=int, default=3, help="example rows to print")
     compare.set_defaults(handler=_summaries_compare)
+
+    serve = commands.add_parser("serve", help="HTTP search over the served index: JSON API, a page, /health, /metrics")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--store", type=Path, help="index store (default: the home's workspace/index_store)")
+    serve.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI, else the home's MLflow store")
+    serve.add_argument("--cache", type=Path, help="summary cache (default: the home's workspace/summary_cache.sqlite)")
+    serve.add_argument("--max-upload-mb", type=float, default=20.0, help="largest accepted photo or clip")
+    serve.set_defaults(handler=_serve)
     return parser
+
+
+def _serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from ampere.serve.app import ServeConfig, create_app
+
+    config = ServeConfig(
+        index_store=args.store,
+        tracking_uri=args.tracking_uri,
+        summary_cache=args.cache,
+        max_upload_bytes=int(args.max_upload_mb * 2**20),
+    )
+    print(f"AMPere search on http://{args.host}:{args.port}/ (index store {args.store}, MLflow {args.tracking_uri})", flush=True)
+    uvicorn.run(create_app(config), host=args.host, port=args.port, log_level="warning")
 
 
 def _add_summary_arguments(parser: argparse.ArgumentParser) -> None:

@@ -41,13 +41,16 @@ def test_build_and_search_match_brute_force(tmp_path):
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["domains"]["short"]["index_type"] == "IndexIDMap2(IndexFlatIP)" and manifest["domains"]["short"]["dim"] == 16
     assert manifest["domains"]["short"]["fallback"] is None and manifest["config"]["exact_below"] == 50_000
-    assert set(manifest["domains"]["live"]["files"]) == {"live.faiss", "live.ids.parquet"}
+    assert set(manifest["domains"]["live"]["files"]) == {"live.faiss", "live.ids.parquet", "live.vectors.npy"}
 
     ids = pd.read_parquet(tmp_path / "short.ids.parquet")
     assert ids["id"].tolist() == [stable_id(i) for i in ids["item_id"]]
     loaded = load_index(tmp_path, "short")
     short = df[df["domain"] == "short"]
     np.testing.assert_array_equal(np.sort(loaded.ids.index.to_numpy()), np.sort(ids["id"].to_numpy()))
+    for item_id, embedding in zip(short["item_id"], short["embedding"], strict=True):  # an indexed item is a query
+        np.testing.assert_array_equal(loaded.vector(item_id), np.asarray(embedding, dtype=np.float32))
+    assert loaded.vector("not-indexed") is None
 
     gallery = np.stack(short["embedding"].to_list()).astype(np.float32)
     queries = np.stack(df[df["domain"] == "page"]["embedding"].to_list())[:7].astype(np.float32)

@@ -225,19 +225,32 @@ def materials(tagger: TitleTagger, transcripts: Iterable[str], separator: str = 
     return [separator.join(tagger.phrases(t)) if t.strip() else "" for t in transcripts]
 
 
+@dataclass(frozen=True)
+class LlmReader:
+    """What the LLM reads of each transcript under a prompt: the transcript itself (no tagger) or the
+    phrases a fitted ``TitleTagger`` picks; ``lineage`` says which ("none" or "title-tagger@<fingerprint>")."""
+
+    tagger: TitleTagger | None
+
+    @property
+    def lineage(self) -> str:
+        return "none" if self.tagger is None else f"title-tagger@{self.tagger.fingerprint()}"
+
+    def __call__(self, transcripts: Iterable[str]) -> list[str]:
+        return list(transcripts) if self.tagger is None else materials(self.tagger, transcripts)
+
+
+def llm_reader(prompt: Prompt, items: pd.DataFrame, config: TaggerConfig | None = None) -> LlmReader:
+    """The reader of ``prompt``: a "candidates" prompt's tagger is fitted on the training products of ``items``."""
+    return LlmReader(TitleTagger.fit(items, config) if prompt.reads_candidates else None)
+
+
 def llm_inputs(
     prompt: Prompt, items: pd.DataFrame, transcripts: list[str], config: TaggerConfig | None = None
 ) -> tuple[list[str], str]:
-    """What the LLM reads for each transcript under ``prompt``, and what chose it (for lineage).
-
-    A "transcript" prompt reads the transcripts themselves ("none"); a "candidates" prompt reads
-    the phrases of a ``TitleTagger`` fitted on the training products of ``items``
-    ("title-tagger@<fingerprint>").
-    """
-    if not prompt.reads_candidates:
-        return list(transcripts), "none"
-    tagger = TitleTagger.fit(items, config)
-    return materials(tagger, transcripts), f"title-tagger@{tagger.fingerprint()}"
+    """What the LLM reads for each transcript under ``prompt``, and what chose it (for lineage)."""
+    reader = llm_reader(prompt, items, config)
+    return reader(transcripts), reader.lineage
 
 
 def no_candidates_reason(transcript: str, llm_input: str) -> str | None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from ampere.asr.cache import SummaryCache, SummaryStats, summarize_cached
-from ampere.asr.candidates import TaggerConfig, llm_inputs
+from ampere.asr.candidates import LlmReader, TaggerConfig, llm_reader
 from ampere.asr.prompts import Prompt
 from ampere.asr.summarizer import Summarizer, SummaryResult
 
@@ -24,6 +24,21 @@ class Summaries:
     tagger: str  # "none" or the fitted tagger's "title-tagger@<fingerprint>"
 
 
+@dataclass
+class TranscriptSummarizer:
+    """A prompt's reader (fitted once), an LLM and the cache: call it with transcripts for their summaries."""
+
+    prompt: Prompt
+    reader: LlmReader
+    summarizer: Summarizer
+    cache: SummaryCache
+
+    def __call__(self, transcripts: list[str]) -> Summaries:
+        inputs = self.reader(transcripts)
+        results, stats = summarize_cached(inputs, self.summarizer, self.prompt, self.cache)
+        return Summaries(inputs=inputs, results=results, stats=stats, tagger=self.reader.lineage)
+
+
 def summarize_transcripts(
     prompt: Prompt,
     items: pd.DataFrame,
@@ -33,7 +48,5 @@ def summarize_transcripts(
     tagger_config: TaggerConfig | None = None,
 ) -> Summaries:
     """Summaries of `transcripts`; `items` (with their splits) is the dataset whose training titles
-    supervise the candidate tagger, as in `llm_inputs`."""
-    inputs, tagger = llm_inputs(prompt, items, transcripts, tagger_config)
-    results, stats = summarize_cached(inputs, summarizer, prompt, cache)
-    return Summaries(inputs=inputs, results=results, stats=stats, tagger=tagger)
+    supervise the candidate tagger, as in `llm_reader`."""
+    return TranscriptSummarizer(prompt, llm_reader(prompt, items, tagger_config), summarizer, cache)(transcripts)

@@ -228,3 +228,21 @@ def build_text_encoder(name: str = "all-MiniLM-L6-v2", **kw) -> TextEncoder:
     if Path(name).is_dir():
         return TextEncoder(path=name, **kw)
     raise ValueError(f"unknown text encoder {name!r}: not one of {sorted(_TEXT_ENCODERS)} nor a local directory")
+
+
+def encoders_from_ids(frame_encoder_id: str, text_encoder_id: str) -> tuple[ImageEncoder, TextEncoder]:
+    """The frame and text encoders whose `id`s a model's lineage recorded (the backbones it was trained on)."""
+    if frame_encoder_id.startswith("hf-vision:"):
+        frame_encoder = build_frame_encoder(frame_encoder_id.removeprefix("hf-vision:"))
+    elif frame_encoder_id.startswith("efficientnet-lite0@"):
+        frame_encoder = efficientnet_lite0(image_size=int(frame_encoder_id.partition("@")[2]))
+    else:
+        raise ValueError(f"no frame encoder has the id {frame_encoder_id!r}")
+    text_path = text_encoder_id.removeprefix("hf-text:") if text_encoder_id.startswith("hf-text:") else None
+    if text_path is None and text_encoder_id not in _TEXT_ENCODERS:
+        raise ValueError(f"no text encoder has the id {text_encoder_id!r}")
+    text_encoder = build_text_encoder(text_path or text_encoder_id)
+    for wanted, built in ((frame_encoder_id, frame_encoder), (text_encoder_id, text_encoder)):
+        if built.id != wanted:
+            raise ValueError(f"the encoder built for {wanted!r} has the id {built.id!r}")
+    return frame_encoder, text_encoder

@@ -194,15 +194,18 @@ def build_indexes(
     split: str | None = None,
     config: IndexConfig | None = None,
     queries: Mapping[str, np.ndarray] | None = None,
+    about: Mapping[str, str] | None = None,
 ) -> dict[str, dict]:
     """Write one index per domain present in ``df``; manifest.json is written last.
 
     ``df`` has columns item_id, product_id, domain, embedding (list of floats) and, when
     ``split`` is given, split (only those rows are indexed). ``queries`` optionally maps a
-    domain to held-out query vectors for the recall gate. Writes <domain>.faiss,
-    <domain>.ids.parquet (id, item_id, product_id) and manifest.json (config, faiss version and,
-    per domain: count, dim, index type, params, measured recall, fallback, sha256 per file).
-    Returns the per-domain manifest entries.
+    domain to held-out query vectors for the recall gate; ``about`` is recorded as the manifest's
+    "about" (which model version and data version the vectors come from). Writes <domain>.faiss,
+    <domain>.ids.parquet (id, item_id, product_id), <domain>.vectors.npy (the indexed vectors,
+    row-aligned with the ids, so an indexed item is a query without its media) and manifest.json
+    (config, faiss version, about and, per domain: count, dim, index type, params, measured
+    recall, fallback, sha256 per file). Returns the per-domain manifest entries.
     """
     config = config or IndexConfig()
     out_dir = Path(out_dir)
@@ -226,20 +229,22 @@ def build_indexes(
             dup = ids.loc[ids["id"].duplicated(keep=False), "item_id"].tolist()
             raise ValueError(f"{domain}: duplicate item ids or id collision: {dup[:10]}")
         index, entry = build_domain_index(emb, ids["id"].to_numpy(), config, (queries or {}).get(domain))
-        index_file, ids_file = out_dir / f"{domain}.faiss", out_dir / f"{domain}.ids.parquet"
+        index_file, ids_file, vectors_file = (out_dir / f"{domain}.{end}" for end in ("faiss", "ids.parquet", "vectors.npy"))
         with _gpu_calls():
             faiss.write_index(_to_cpu(index, entry["index_type"]), str(index_file))
         ids.to_parquet(ids_file, index=False)
+        np.save(vectors_file, emb)
         info[domain] = {
             "count": len(ids),
             "dim": int(emb.shape[1]),
             **entry,
-            "files": {f.name: content_hash(f, "file") for f in (index_file, ids_file)},
+            "files": {f.name: content_hash(f, "file") for f in (index_file, ids_file, vectors_file)},
         }
     manifest = {
         "metric": "inner_product",
         "faiss_version": faiss.__version__,
         "split": split or "all",
+        "about": dict(about or {}),
         "config": asdict(config),
         "domains": info,
     }
@@ -265,10 +270,18 @@ def verify_manifest(index_dir: str | Path, domains: list[str] | None = None) -> 
 
 @dataclass
 class DomainIndex:
-    """A loaded domain index and its id table (indexed by the stable id)."""
+    """A loaded domain index, its id table (indexed by the stable id) and its vectors (memory-mapped,
+    row-aligned with the ids file)."""
 
     index: faiss.Index
     ids: pd.DataFrame
+    vectors: np.ndarray
+    rows: dict[str, int]  # item id -> row of ``vectors``
+
+    def vector(self, item_id: str) -> np.ndarray | None:
+        """The indexed vector of ``item_id``, or None when this gallery does not hold it."""
+        row = self.rows.get(item_id)
+        return None if row is None else np.asarray(self.vectors[row], dtype=np.float32)
 
     def search(self, queries: np.ndarray, k: int) -> list[list[tuple[str, str, float]]]:
         """Top-k (item_id, product_id, score) per query row, best first."""
@@ -293,9 +306,11 @@ def load_index(index_dir: str | Path, domain: str) -> DomainIndex:
     index_dir = Path(index_dir)
     manifest = verify_manifest(index_dir, [domain])
     index = faiss.read_index(str(index_dir / f"{domain}.faiss"))
-    ids = pd.read_parquet(index_dir / f"{domain}.ids.parquet").set_index("id")
+    table = pd.read_parquet(index_dir / f"{domain}.ids.parquet")
+    vectors = np.load(index_dir / f"{domain}.vectors.npy", mmap_mode="r")
+    rows = {item_id: row for row, item_id in enumerate(table["item_id"])}
     with _gpu_calls():
-        return DomainIndex(_on_gpu(index, manifest["domains"][domain]["index_type"]), ids)
+        return DomainIndex(_on_gpu(index, manifest["domains"][domain]["index_type"]), table.set_index("id"), vectors, rows)
 
 
 def search(index_dir: str | Path, domain: str, queries: np.ndarray, k: int) -> list[list[tuple[str, str, float]]]:

@@ -236,9 +236,27 @@ class IndexStore:
 
 
 @dataclass(frozen=True)
-class _Snapshot:
+class IndexSnapshot:
+    """One complete published index, as loaded: its id, its manifest's "about" (model and data
+    versions) and its domain galleries. A request that holds one sees one index throughout."""
+
     index_id: str
+    about: dict[str, str]
     domains: dict[str, DomainIndex]
+
+    def search(self, domain: str, queries: np.ndarray, k: int) -> list[list[tuple[str, str, float]]]:
+        """Top-k (item_id, product_id, score) per query row from the ``domain`` gallery."""
+        if domain not in self.domains:
+            raise KeyError(f"index {self.index_id} has no {domain!r} gallery (has {sorted(self.domains)})")
+        return self.domains[domain].search(queries, k)
+
+    def find(self, item_id: str) -> tuple[str, np.ndarray] | None:
+        """(domain, indexed vector) of an item of any gallery, or None when the index does not hold it."""
+        for domain, gallery in self.domains.items():
+            vector = gallery.vector(item_id)
+            if vector is not None:
+                return domain, vector
+        return None
 
 
 class IndexReader:
@@ -254,7 +272,7 @@ class IndexReader:
         self.root = Path(root)
         self._loading = threading.Lock()
         self._raw: bytes | None = None
-        self._snapshot: _Snapshot | None = None
+        self._snapshot: IndexSnapshot | None = None
 
     def _pointer(self) -> bytes | None:
         try:
@@ -262,7 +280,8 @@ class IndexReader:
         except FileNotFoundError:
             return None
 
-    def _current(self) -> _Snapshot:
+    def snapshot(self) -> IndexSnapshot:
+        """The current index (loaded again if CURRENT moved since the last call)."""
         if self._pointer() != self._raw and self._loading.acquire(blocking=self._snapshot is None):
             try:
                 self._refresh()
@@ -285,21 +304,19 @@ class IndexReader:
             logger.warning("keeping index %s: cannot open the current one: %s", self._snapshot.index_id, exc)
         self._raw = raw
 
-    def _open(self, index_id: str) -> _Snapshot:
+    def _open(self, index_id: str) -> IndexSnapshot:
         if self._snapshot is not None and self._snapshot.index_id == index_id:
             return self._snapshot
         folder = self.root / "indexes" / index_id
         manifest = json.loads((folder / "manifest.json").read_text())
-        return _Snapshot(index_id, {domain: load_index(folder, domain) for domain in manifest["domains"]})
+        domains = {domain: load_index(folder, domain) for domain in manifest["domains"]}
+        return IndexSnapshot(index_id, manifest.get("about", {}), domains)
 
     @property
     def index_id(self) -> str:
         """The id of the index the next search would use."""
-        return self._current().index_id
+        return self.snapshot().index_id
 
     def search(self, domain: str, queries: np.ndarray, k: int) -> list[list[tuple[str, str, float]]]:
         """Top-k (item_id, product_id, score) per query row from the current index's ``domain`` gallery."""
-        snapshot = self._current()
-        if domain not in snapshot.domains:
-            raise KeyError(f"index {snapshot.index_id} has no {domain!r} gallery (has {sorted(snapshot.domains)})")
-        return snapshot.domains[domain].search(queries, k)
+        return self.snapshot().search(domain, queries, k)

@@ -66,7 +66,7 @@ def embeddings(
 
 @asset(
     group_name="serving",
-    code_version="2",
+    code_version="3",
     description="One FAISS index per gallery domain, published immutably under the id (model version, data version).",
 )
 def faiss_index(
@@ -80,7 +80,12 @@ def faiss_index(
     df = pd.read_parquet(embeddings)
     index_id = index_key(trained_encoder["version"], trained_encoder["lineage"]["data_version"])
     info: dict[str, Any] = {}
-    path = index_store.store().publish(lambda folder: info.update(build_indexes(df, folder)), index_id)
+    about = {
+        "registered_model": mlflow.registered_model,
+        "model_version": trained_encoder["version"],
+        "data_version": trained_encoder["lineage"]["data_version"],
+    }
+    path = index_store.store().publish(lambda folder: info.update(build_indexes(df, folder, about=about)), index_id)
     client = mlflow.client()
     client.log_artifacts(trained_encoder["run_id"], str(path), artifact_path=f"indexes/{index_id}")
     client.set_model_version_tag(mlflow.registered_model, trained_encoder["version"], "index_id", index_id)

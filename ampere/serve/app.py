@@ -1,0 +1,411 @@
+"""`ampere serve`: cross-domain search over the served index, for programs (JSON) and people (a page).
+
+The served index is the one `CURRENT` names in the index store (`IndexReader` follows it); the
+model that embeds queries is the registered version that index's manifest names, so a query is
+always embedded by the model whose vectors it is searched against. Promotion moves the champion
+alias and `CURRENT` together, rollback moves `CURRENT` back: both are picked up without a restart,
+and a background thread loads the next index and model before requests need them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import logging
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from ampere.data.format import DOMAINS
+from ampere.data.frames import MediaError, is_video
+from ampere.retrieval.index_store import IndexReader, IndexSnapshot
+from ampere.retrieval.query import Query, QueryError
+from ampere.serve import media, page
+from ampere.serve.models import ModelUnavailableError, RegistryModels, ServedModel
+
+logger = logging.getLogger(__name__)
+TARGETS = (*DOMAINS, "all")
+
+
+@dataclass
+class ServeConfig:
+    """Where the served index and the registry are, and the limits a request must keep."""
+
+    index_store: Path
+    tracking_uri: str
+    summary_cache: Path
+    registered_model: str = "ampere-encoder"
+    max_upload_bytes: int = 20 * 2**20
+    max_k: int = 100
+    default_k: int = 10
+    follow_every_s: float = 1.0
+
+
+class BadQuery(HTTPException):
+    """A request the server refuses with a 4xx status and a message naming the reason."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(status_code=status, detail=message)
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """A parsed search: an indexed item, or media (a file on disk) with optional text."""
+
+    target: str
+    k: int
+    item_id: str | None = None
+    media: Path | None = None
+    domain: str | None = None
+    text: str = ""
+
+
+class Service:
+    """The served pair (index, model) and the searches over it."""
+
+    def __init__(self, config: ServeConfig):
+        self.config = config
+        self.reader = IndexReader(config.index_store)
+        self.models = RegistryModels(config.tracking_uri, config.registered_model, config.summary_cache)
+
+    def current(self) -> tuple[IndexSnapshot, ServedModel]:
+        """The served index and the model its vectors came from; 503 when there is none to serve."""
+        try:
+            snapshot = self.reader.snapshot()
+        except (LookupError, OSError, ValueError) as error:
+            raise BadQuery(503, f"no index is served yet: {error}") from error
+        version = snapshot.about.get("model_version")
+        if version is None:
+            raise BadQuery(503, f"index {snapshot.index_id} does not name its model version: re-run faiss_index")
+        try:
+            return snapshot, self.models.get(version)
+        except ModelUnavailableError as error:
+            raise BadQuery(503, str(error)) from error
+
+    def follow(self, stop: threading.Event) -> None:
+        """Loads each new index and its model as soon as CURRENT moves (until ``stop``)."""
+        while not stop.wait(self.config.follow_every_s):
+            with contextlib.suppress(BadQuery):
+                self.current()
+
+    def search(self, request: SearchRequest) -> dict[str, Any]:
+        """Top-k items of each target gallery for one query, with their metadata."""
+        started = time.perf_counter()
+        snapshot, model = self.current()
+        if request.item_id is not None:
+            found = snapshot.find(request.item_id)
+            if found is None:
+                raise BadQuery(404, f"unknown item id {request.item_id!r}: not in index {snapshot.index_id}")
+            domain, vector = found
+        else:
+            domain = request.domain or ("short" if is_video(request.media) else "page")
+            try:
+                vector = model.embed([Query(domain, request.media, request.text)])[0]
+            except (QueryError, MediaError) as error:
+                raise BadQuery(422, str(error).replace(str(request.media), "the uploaded media")) from error
+        targets = [d for d in snapshot.domains if request.target in ("all", d)]
+        results = {}
+        for target in targets:
+            own = request.item_id is not None and target == domain
+            hits = snapshot.search(target, vector[None, :], request.k + own)[0]
+            hits = [hit for hit in hits if hit[0] != request.item_id][: request.k]
+            results[target] = [self._hit(model, target, *hit) for hit in hits]
+        return {
+            "query": {
+                "item_id": request.item_id,
+                "domain": domain,
+                "text": request.text,
+                "target": request.target,
+                "k": request.k,
+            },
+            "index_id": snapshot.index_id,
+            "model_version": model.version,
+            "data_version": snapshot.about.get("data_version"),
+            "results": results,
+            "took_ms": round((time.perf_counter() - started) * 1000, 3),
+        }
+
+    @staticmethod
+    def _hit(model: ServedModel, domain: str, item_id: str, product_id: str, score: float) -> dict[str, Any]:
+        title = model.items["title"].get(item_id, "") if item_id in model.items.index else ""
+        return {
+            "item_id": item_id,
+            "product_id": product_id,
+            "domain": domain,
+            "score": round(score, 6),
+            "title": title,
+            "thumbnail": f"/items/{item_id}/thumbnail",
+        }
+
+    def item(self, item_id: str) -> dict[str, Any]:
+        """An item's metadata from the served model's dataset; 404 when unknown."""
+        snapshot, model = self.current()
+        if item_id not in model.items.index:
+            raise BadQuery(404, f"unknown item id {item_id!r}")
+        row = model.items.loc[item_id]
+        found = snapshot.find(item_id)
+        return {
+            **{key: str(row[key]) for key in ("item_id", "product_id", "domain", "title", "asr", "split")},
+            "indexed": found is not None,
+            "media": f"/items/{item_id}/media",
+            "thumbnail": f"/items/{item_id}/thumbnail",
+        }
+
+    def frame(self, item_id: str, size: int | None) -> bytes:
+        """JPEG of an item's representative frame; 404 when the item or its media are gone."""
+        _, model = self.current()
+        if item_id not in model.items.index:
+            raise BadQuery(404, f"unknown item id {item_id!r}")
+        try:
+            return media.item_jpeg(str(model.items.loc[item_id, "media_path"]), size)
+        except (MediaError, OSError) as error:
+            raise BadQuery(404, f"item {item_id}: media unreadable: {error}") from error
+
+    def health(self) -> dict[str, Any]:
+        """What is served: index, model and data versions, gallery sizes, and where the champion alias is."""
+        snapshot, model = self.current()
+        return {
+            "status": "ok",
+            "index_id": snapshot.index_id,
+            "model_version": model.version,
+            "data_version": snapshot.about.get("data_version"),
+            "champion_version": self.models.champion(),
+            "registered_model": self.config.registered_model,
+            "text_source": model.lineage.get("text_source"),
+            "galleries": {domain: int(gallery.index.ntotal) for domain, gallery in snapshot.domains.items()},
+        }
+
+
+class Metrics:
+    """Prometheus figures of one app: requests by route and status, latency, the served versions."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("ampere_requests", "HTTP requests", ["route", "method", "status"], registry=self.registry)
+        self.latency = Histogram(
+            "ampere_request_seconds",
+            "Request latency",
+            ["route"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.served = Gauge(
+            "ampere_served_index", "1 for the served index", ["index_id", "model_version"], registry=self.registry
+        )
+        self._served: tuple[str, str] | None = None
+
+    def set_served(self, index_id: str, model_version: str) -> None:
+        if self._served != (index_id, model_version):
+            if self._served is not None:
+                self.served.remove(*self._served)
+            self._served = (index_id, model_version)
+            self.served.labels(index_id, model_version).set(1)
+
+
+class _Measured:
+    """ASGI middleware counting every HTTP request by route template and status, and timing it."""
+
+    def __init__(self, app, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, status = time.perf_counter(), [500]
+
+        async def sending(message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+            self.metrics.requests.labels(route, scope["method"], str(status[0])).inc()
+
+
+def _k(value: Any, config: ServeConfig) -> int:
+    if value in (None, ""):
+        return config.default_k
+    try:
+        k = int(value)
+    except (TypeError, ValueError):
+        raise BadQuery(422, f"k must be an integer, got {value!r}") from None
+    if not 1 <= k <= config.max_k:
+        raise BadQuery(422, f"k must be between 1 and {config.max_k}, got {k}")
+    return k
+
+
+def _choice(value: Any, name: str, choices: tuple[str, ...], default: str | None) -> str | None:
+    if value in (None, ""):
+        return default
+    if value not in choices:
+        raise BadQuery(422, f"unknown {name} {value!r}: expected one of {', '.join(choices)}")
+    return value
+
+
+def _media_bytes(fields: dict[str, Any], upload: UploadFile | None, limit: int) -> tuple[bytes, str] | None:
+    """The query media's bytes and file suffix (from a multipart file, or base64 `image` / `video` in JSON)."""
+    if upload is not None:
+        data = upload.file.read(limit + 1)
+        suffix = media.upload_suffix(upload.filename or "", upload.content_type or "")
+        if suffix is None:
+            raise BadQuery(415, f"unsupported upload {upload.filename!r} ({upload.content_type}): send an image or a video")
+    else:
+        kind = next((key for key in ("image", "video") if fields.get(key)), None)
+        if kind is None:
+            return None
+        try:
+            data = base64.b64decode(str(fields[kind]), validate=True)
+        except (binascii.Error, ValueError):
+            raise BadQuery(422, f"{kind} is not valid base64") from None
+        suffix = ".png" if kind == "image" else ".mp4"
+    if len(data) > limit:
+        raise BadQuery(413, f"media larger than the limit of {limit} bytes")
+    if not data:
+        raise BadQuery(422, "the uploaded media is empty")
+    return data, suffix
+
+
+async def _fields(request: Request, limit: int) -> tuple[dict[str, Any], UploadFile | None]:
+    """The request's fields and its uploaded file, from multipart/form or JSON; 4xx for anything else."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
+        raise BadQuery(413, f"request larger than the limit of {limit} bytes of media")
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        form = await request.form()
+        upload = next((value for value in form.values() if isinstance(value, UploadFile) and value.filename), None)
+        return {key: value for key, value in form.items() if isinstance(value, str)}, upload
+    if kind == "application/json":
+        try:
+            body = await request.json()
+        except ValueError:
+            raise BadQuery(400, "the body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise BadQuery(422, "the JSON body must be an object")
+        return body, None
+    raise BadQuery(415, f"unsupported content type {kind or 'none'!r}: send JSON or multipart/form-data")
+
+
+def parse_search(fields: dict[str, Any], upload: UploadFile | None, config: ServeConfig, folder: Path) -> SearchRequest:
+    """A `SearchRequest` from request fields; uploaded media are written into ``folder``."""
+    target = _choice(fields.get("target"), "target", TARGETS, "all")
+    k = _k(fields.get("k"), config)
+    item_id = str(fields.get("item_id") or "").strip() or None
+    domain = _choice(fields.get("domain"), "domain", DOMAINS, None)
+    text = str(fields.get("text") or "")
+    found = _media_bytes(fields, upload, config.max_upload_bytes)
+    if item_id is not None:
+        if found is not None:
+            raise BadQuery(422, "give either item_id or media, not both")
+        return SearchRequest(target, k, item_id=item_id)
+    if found is None:
+        if text.strip():
+            raise BadQuery(422, "a text-only query cannot be embedded: the model reads media with their text; add media")
+        raise BadQuery(422, "empty query: give item_id, or an image or a video (with optional text)")
+    data, suffix = found
+    path = folder / f"query{suffix}"
+    path.write_bytes(data)
+    return SearchRequest(target, k, media=path, domain=domain, text=text)
+
+
+def _preview(parsed: SearchRequest) -> str | None:
+    """A data URI of the uploaded media's representative frame (shown beside its results), or None."""
+    if parsed.media is None:
+        return None
+    with contextlib.suppress(MediaError):
+        return "data:image/jpeg;base64," + base64.b64encode(media.representative_jpeg(str(parsed.media))).decode()
+    return None
+
+
+def create_app(config: ServeConfig) -> FastAPI:
+    """The FastAPI application over one index store and one registered model."""
+    service = Service(config)
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stop = threading.Event()
+        follower = threading.Thread(target=service.follow, args=(stop,), name="ampere-follow", daemon=True)
+        follower.start()
+        yield
+        stop.set()
+        follower.join(timeout=5)
+
+    app = FastAPI(title="AMPere retrieval", lifespan=lifespan)
+    app.add_middleware(_Measured, metrics=metrics)
+
+    @app.exception_handler(HTTPException)
+    async def refused(request: Request, error: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": error.detail, "status": error.status_code}, status_code=error.status_code)
+
+    async def run_search(request: Request, preview: bool) -> dict[str, Any]:
+        fields, upload = await _fields(request, config.max_upload_bytes)
+        with tempfile.TemporaryDirectory(prefix="ampere-query-") as folder:
+            parsed = await run_in_threadpool(parse_search, fields, upload, config, Path(folder))
+            result = await run_in_threadpool(service.search, parsed)
+            if preview:
+                result["query"]["preview"] = await run_in_threadpool(_preview, parsed)
+        metrics.set_served(result["index_id"], result["model_version"])
+        return result
+
+    @app.post("/search")
+    async def search(request: Request) -> dict[str, Any]:
+        """Top-k items per gallery for an item id, or an uploaded image / video with optional text."""
+        return await run_search(request, preview=False)
+
+    @app.get("/items/{item_id}")
+    def item(item_id: str) -> dict[str, Any]:
+        """An item's metadata and the links to its media and thumbnail."""
+        return service.item(item_id)
+
+    @app.get("/items/{item_id}/thumbnail")
+    def thumbnail(item_id: str) -> Response:
+        return Response(service.frame(item_id, media.THUMBNAIL_SIZE), media_type="image/jpeg")
+
+    @app.get("/items/{item_id}/media")
+    def item_media(item_id: str) -> Response:
+        """The item's representative frame at full size (a page's image; a clip's middle frame)."""
+        return Response(service.frame(item_id, None), media_type="image/jpeg")
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        report = service.health()
+        metrics.set_served(report["index_id"], report["model_version"])
+        return report
+
+    @app.get("/metrics")
+    def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", response_class=HTMLResponse)
+    def home(item: str | None = None, k: int = 6) -> str:
+        """The search page; with `?item=<id>`, that item's results."""
+        result = None if item is None else service.search(SearchRequest("all", _k(k, config), item_id=item))
+        snapshot, model = service.current()
+        return page.render(snapshot, model, result, k)
+
+    @app.post("/", response_class=HTMLResponse)
+    async def home_upload(request: Request) -> str:
+        """The search page with the results of an uploaded photo or clip."""
+        result = await run_search(request, preview=True)
+        snapshot, model = service.current()
+        return page.render(snapshot, model, result, result["query"]["k"])
+
+    return app
+

@@ -1,0 +1,253 @@
+"""`ampere serve` as a user runs it: a real uvicorn server in its own process over the index store
+and MLflow registry of two real pipeline runs (two model versions, two published indexes)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+from dagster import DagsterInstance
+
+from ampere.data.format import SplitFractions, read_items
+from ampere.data.synth import generate
+from ampere.retrieval.index_store import IndexStore
+from orchestration.definitions import build_defs
+from orchestration.jobs import PIPELINE_JOB
+from orchestration.summary_shards import ALL_SHARDS_TAGS
+
+BIN = Path(sys.executable).parent
+TRAIN = {"steps": 4, "batch_size": 3, "eval_every": 2}
+FRACTIONS = SplitFractions(val_fraction=0.3, test_fraction=0.3)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, make_dvc_repo):
+    """Two pipeline runs (the second forced to champion), then `ampere serve` on a free port."""
+    root = tmp_path_factory.mktemp("serve")
+    generate(root / "synth", products=7, seed=5, clip_frames=8, fractions=FRACTIONS)
+    repo = make_dvc_repo(root / "repo", root / "synth")
+    workspace, tracking = root / "workspace", f"sqlite:///{root}/mlflow/mlflow.db"
+    defs = build_defs(
+        workspace=str(workspace),
+        dataset=str(repo / "data"),
+        tracking_uri=tracking,
+        artifact_root=str(root / "mlflow" / "artifacts"),
+        repo_dir=str(repo),
+    )
+    job, instance = defs.resolve_job_def(PIPELINE_JOB), DagsterInstance.ephemeral()
+    indexes = {}
+    for seed in (0, 1):
+        config = {"ops": {"trained_encoder": {"config": {**TRAIN, "seed": seed}}}}
+        if seed:
+            config["ops"]["champion_promotion"] = {"config": {"force": True}}
+        result = job.execute_in_process(run_config=config, instance=instance, tags=ALL_SHARDS_TAGS)
+        assert result.success
+        indexes[result.output_for_node("trained_encoder")["version"]] = result.output_for_node("faiss_index")["index_id"]
+    port = _free_port()
+    log = open(root / "serve.log", "w")  # noqa: SIM115 (closed at teardown)
+    command = [str(BIN / "ampere"), "serve", "--port", str(port), "--store", str(workspace / "index_store")]
+    command += ["--tracking-uri", tracking, "--cache", str(workspace / "summary_cache.sqlite"), "--max-upload-mb", "2"]
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            try:
+                if requests.get(url + "/health", timeout=60).status_code == 200:
+                    break  # the first answer waits for the model's backbones, tagger and LLM to load
+            except requests.ConnectionError:
+                pass
+            assert process.poll() is None, (root / "serve.log").read_text()
+            time.sleep(0.5)
+        else:
+            raise RuntimeError("ampere serve did not become healthy within 120 s: " + (root / "serve.log").read_text())
+        items, _ = read_items(repo / "data")
+        yield {
+            "url": url,
+            "root": root,
+            "store": IndexStore(workspace / "index_store"),
+            "indexes": indexes,  # model version -> its index id
+            "items": items.set_index("item_id", drop=False),
+            "embeddings": pd.read_parquet(workspace / "embeddings.parquet").set_index("item_id"),
+            "process": process,
+        }
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+        log.close()
+
+
+def _search(url: str, **fields) -> requests.Response:
+    return requests.post(url + "/search", json=fields, timeout=60)
+
+
+def test_health_names_the_served_index_model_and_data(served) -> None:
+    health = requests.get(served["url"] + "/health", timeout=30).json()
+    champion = max(served["indexes"], key=int)
+    assert health["index_id"] == served["store"].current() == served["indexes"][champion]
+    assert health["model_version"] == health["champion_version"] == champion
+    assert health["data_version"].startswith("dvc:")
+    assert set(health["galleries"]) == {"page", "short", "live"}
+
+
+def test_an_item_query_returns_the_exact_top_k_of_every_other_gallery(served) -> None:
+    """Item-id queries search with the indexed vector: the ranking is the brute-force one over the
+    served model's stored embeddings, the item itself never among its results."""
+    stored = served["embeddings"]
+    item = stored[stored["domain"] == "short"].index[0]
+    body = _search(served["url"], item_id=item, k=3).json()
+    assert body["query"]["domain"] == "short" and body["model_version"] == max(served["indexes"], key=int)
+    query = np.asarray(stored.loc[item, "embedding"], dtype=np.float32)
+    for domain in ("page", "short", "live"):
+        gallery = stored[(stored["domain"] == domain) & (stored.index != item)]
+        scores = np.stack(gallery["embedding"].to_numpy()) @ query
+        best = np.argsort(-scores)[:3]
+        hits = body["results"][domain]
+        assert [hit["item_id"] for hit in hits] == list(gallery.index[best])
+        np.testing.assert_allclose([hit["score"] for hit in hits], scores[best], atol=1e-5)
+        assert all(hit["thumbnail"] == f"/items/{hit['item_id']}/thumbnail" for hit in hits)
+
+
+def test_an_uploaded_photo_or_clip_of_an_indexed_item_ranks_as_the_item_does(served) -> None:
+    """A page photo with its title, and a short clip with its transcript (summarised through the
+    pipeline's prompt, tagger and cache), uploaded as files, give the item-id query's ranking."""
+    items = served["items"]
+    page = items[items["domain"] == "page"].iloc[0]
+    clip = items[(items["domain"] == "short") & (items["asr"].str.strip() != "")].iloc[0]
+    for row, text in ((page, page["title"]), (clip, clip["asr"])):
+        path = Path(row["media_path"])
+        with open(path, "rb") as media:
+            upload = requests.post(
+                served["url"] + "/search",
+                files={"file": (path.name, media)},
+                data={"text": text, "domain": row["domain"], "k": "4"},
+                timeout=120,
+            )
+        assert upload.status_code == 200, upload.text
+        by_id = _search(served["url"], item_id=row["item_id"], k=4).json()
+        for domain in ("page", "short", "live"):
+            if domain == row["domain"]:
+                continue  # the upload is not an indexed item: its own gallery holds the item itself
+            uploaded = [(hit["item_id"], hit["score"]) for hit in upload.json()["results"][domain]]
+            expected = [(hit["item_id"], hit["score"]) for hit in by_id["results"][domain]]
+            assert [i for i, _ in uploaded] == [i for i, _ in expected], (row["item_id"], domain)
+            np.testing.assert_allclose([s for _, s in uploaded], [s for _, s in expected], atol=1e-3)
+
+
+def test_item_metadata_and_thumbnails(served) -> None:
+    item = served["items"][served["items"]["domain"] == "live"].iloc[0]
+    meta = requests.get(f"{served['url']}/items/{item['item_id']}", timeout=30).json()
+    assert meta["product_id"] == item["product_id"] and meta["domain"] == "live" and meta["indexed"]
+    for link in (meta["thumbnail"], meta["media"]):
+        response = requests.get(served["url"] + link, timeout=30)
+        assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"
+        assert response.content[:2] == b"\xff\xd8"
+
+
+def test_bad_input_gets_a_4xx_naming_the_problem_and_the_server_stays_up(served) -> None:
+    url, root = served["url"], served["root"]
+    items = served["items"]
+    video = Path(items[items["media_path"].str.endswith(".mp4")].iloc[0]["media_path"]).read_bytes()
+    cases = {
+        "corrupt image": ({"files": {"file": ("photo.jpg", b"not an image at all")}}, 422, "cannot read image"),
+        "truncated mp4": ({"files": {"file": ("clip.mp4", video[: len(video) // 3])}}, 422, "uploaded media"),
+        "too large": ({"files": {"file": ("big.png", b"\0" * (3 * 2**20))}}, 413, "limit"),
+        "not media": ({"files": {"file": ("notes.txt", b"hello")}}, 415, "unsupported upload"),
+        "unknown item": ({"json": {"item_id": "no-such-item"}}, 404, "unknown item id 'no-such-item'"),
+        "empty query": ({"json": {}}, 422, "empty query"),
+        "text only": ({"json": {"text": "red shoes"}}, 422, "text-only"),
+        "unknown domain": ({"json": {"item_id": "x", "domain": "shop"}}, 422, "unknown domain 'shop'"),
+        "unknown target": ({"json": {"item_id": "x", "target": "mall"}}, 422, "unknown target 'mall'"),
+        "k zero": ({"json": {"item_id": "x", "k": 0}}, 422, "k must be between 1 and 100"),
+        "k huge": ({"json": {"item_id": "x", "k": 10_000}}, 422, "k must be between 1 and 100"),
+        "k not a number": ({"json": {"item_id": "x", "k": "ten"}}, 422, "k must be an integer"),
+        "bad json": ({"data": b"{not json", "headers": {"content-type": "application/json"}}, 400, "not valid JSON"),
+        "bad base64": ({"json": {"image": "***"}}, 422, "not valid base64"),
+        "plain text body": ({"data": b"hello", "headers": {"content-type": "text/plain"}}, 415, "content type"),
+    }
+    for name, (request, status, message) in cases.items():
+        response = requests.post(url + "/search", timeout=60, **request)
+        assert response.status_code == status, (name, response.status_code, response.text)
+        assert message in response.json()["error"], (name, response.json())
+    assert requests.get(url + "/items/no-such-item", timeout=30).status_code == 404
+    assert requests.get(url + "/?item=no-such-item", timeout=30).status_code == 404
+    assert requests.get(url + "/health", timeout=30).status_code == 200
+    assert served["process"].poll() is None
+    metrics = requests.get(url + "/metrics", timeout=30).text
+    assert 'status="500"' not in metrics, metrics
+    assert str(root) not in json.dumps([requests.post(url + "/search", **cases["truncated mp4"][0]).json()])
+
+
+def test_metrics_count_requests_time_them_and_name_the_served_index(served) -> None:
+    url = served["url"]
+    item = served["embeddings"].index[0]
+
+    def searches() -> float:
+        counter = 'ampere_requests_total{method="POST",route="/search",status="200"}'
+        text = requests.get(url + "/metrics", timeout=30).text
+        line = next((x for x in text.splitlines() if x.startswith(counter)), None)
+        return float(line.split()[-1]) if line else 0.0
+
+    before = searches()
+    for _ in range(3):
+        assert _search(url, item_id=item, k=2).status_code == 200
+    text = requests.get(url + "/metrics", timeout=30).text
+    assert searches() == before + 3
+    assert 'ampere_request_seconds_bucket{le="+Inf",route="/search"}' in text
+    current = served["store"].current()
+    assert f'ampere_served_index{{index_id="{current}",model_version="' in text
+
+
+def test_promotion_and_rollback_are_served_without_restart_or_failed_request(served) -> None:
+    """Clients search without pause while CURRENT moves between the two runs' indexes several times:
+    every request succeeds, and every answer pairs an index with the model whose vectors it holds."""
+    url, store, indexes = served["url"], served["store"], served["indexes"]
+    model_of = {index_id: version for version, index_id in indexes.items()}
+    item = served["embeddings"].index[0]
+    first, second = sorted(indexes, key=int)
+    seen = []
+
+    def client(stop_at: float) -> list[tuple[int, str, str]]:
+        answers = []
+        with requests.Session() as session:
+            while time.monotonic() < stop_at:
+                response = session.post(url + "/search", json={"item_id": item, "k": 2}, timeout=60)
+                body = response.json()
+                answers.append((response.status_code, body.get("index_id"), body.get("model_version")))
+        return answers
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(client, time.monotonic() + 12) for _ in range(4)]
+        for version in (first, second, first, second):
+            time.sleep(2)
+            store.swap(indexes[version])
+            seen.append(version)
+        store.rollback()  # back to `first`
+        answers = [answer for future in futures for answer in future.result()]
+    assert {status for status, _, _ in answers} == {200}, answers
+    assert all(model_of[index_id] == version for _, index_id, version in answers)
+    assert {version for _, _, version in answers} == {first, second}
+    health = requests.get(url + "/health", timeout=30).json()
+    assert health["index_id"] == indexes[first] and health["model_version"] == first
+    store.swap(indexes[second])
+    deadline = time.monotonic() + 30
+    while requests.get(url + "/health", timeout=30).json()["model_version"] != second:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
