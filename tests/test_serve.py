@@ -4,6 +4,7 @@ and MLflow registry of two real pipeline runs (two model versions, two published
 from __future__ import annotations
 
 import concurrent.futures
+import io
 import json
 import os
 import signal
@@ -251,3 +252,48 @@ def test_promotion_and_rollback_are_served_without_restart_or_failed_request(ser
     while requests.get(url + "/health", timeout=30).json()["model_version"] != second:
         assert time.monotonic() < deadline
         time.sleep(0.2)
+
+
+IMAGES_LOADED = (
+    "Promise.all([...document.images].map(i => i.complete ? 0 : new Promise(r => { i.onload = i.onerror = r; })))"
+    ".then(() => [...document.querySelectorAll('%s img')].map(i => [i.alt, i.naturalWidth]))"
+)
+
+
+def _not_blank(png: bytes) -> None:
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.float32)
+    assert pixels.std() > 20, pixels.std()
+    assert (pixels.min(axis=2) < 200).mean() > 0.05  # a real share of the page is not white
+
+
+def test_the_page_shows_a_query_and_its_results_in_a_real_browser(served) -> None:
+    """Headless Chromium picks a query item, then uploads a photo: result thumbnails render (DOM and
+    pixels), in the order the API gives."""
+    from browser import Browser
+
+    url, items = served["url"], served["items"]
+    browser = Browser()
+    try:
+        browser.load("Page.navigate", url=url + "/")
+        item = browser.evaluate("document.querySelector('.picks a[data-item]').dataset.item")
+        browser.load("Runtime.evaluate", expression="document.querySelector('.picks a[data-item]').click()")
+        assert browser.evaluate("location.search") == f"?item={item}"
+        shown = browser.evaluate(IMAGES_LOADED % ".results")
+        api = _search(url, item_id=item, k=6).json()
+        own = api["query"]["domain"]
+        expected = [hit["item_id"] for domain, hits in api["results"].items() if domain != own for hit in hits]
+        assert [alt for alt, _ in shown] == expected and expected
+        assert all(width > 0 for _, width in shown), shown
+        _not_blank(browser.screenshot())
+
+        photo = Path(items[items["domain"] == "page"].iloc[-1]["media_path"])
+        browser.set_file("input[type=file]", photo)
+        browser.load("Runtime.evaluate", expression="document.querySelector('form').submit()")
+        [(_, query_width)] = browser.evaluate(IMAGES_LOADED % ".query")
+        shown = browser.evaluate(IMAGES_LOADED % ".results")
+        assert query_width > 0 and shown and all(width > 0 for _, width in shown), shown
+        _not_blank(browser.screenshot())
+    finally:
+        browser.close()
