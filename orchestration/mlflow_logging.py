@@ -13,19 +13,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import torch  # noqa: E402
 from mlflow.entities import Metric, Param, RunInfo  # noqa: E402
-from mlflow.models import ModelSignature, infer_signature  # noqa: E402
 
 import mlflow  # noqa: E402
 from ampere.models.encoder_io import load_tower, save_tower  # noqa: E402
 from ampere.models.tower import AmpereTower, TowerConfig  # noqa: E402
-from ampere.retrieval.serving import EncoderModel  # noqa: E402
+from ampere.serve.pyfunc import EncoderModel, encoder_signature, model_requirements, write_tagger  # noqa: E402
 from orchestration.resources import MlflowResource  # noqa: E402
-
-MODEL_REQUIREMENTS = ["torch", "numpy"]
 
 
 def _use_store(resource: MlflowResource) -> None:
@@ -147,14 +142,15 @@ def log_encoder(
         client.log_artifact(run_id, str(curves), artifact_path="plots")
         client.log_text(run_id, pd.DataFrame(history).round(4).to_markdown(index=False), "learning_curve.md")
         folder = save_tower(Path(tmp) / "encoder", tower, config, extra=lineage)
+        write_tagger(folder, lineage)
         _use_store(resource)
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
                 name="encoder",
                 python_model=EncoderModel(),
                 artifacts={"encoder": str(folder)},
-                pip_requirements=MODEL_REQUIREMENTS,
-                signature=encoder_signature(tower, config),
+                pip_requirements=model_requirements(),
+                signature=encoder_signature(config.out_dim),
             )
         client.update_run(run_id, status="RUNNING")  # leaving `start_run` ended it; the reporting assets end it
     _ensure_registered(resource)
@@ -167,18 +163,6 @@ def log_encoder(
     )
     client.set_registered_model_alias(resource.registered_model, "challenger", version.version)
     return {"version": str(version.version), "model_uri": f"models:/{resource.registered_model}/{version.version}"}
-
-
-def encoder_signature(tower: AmpereTower, config: TowerConfig) -> ModelSignature:
-    """The pyfunc's input and output schema, from one example of the tower's own shapes."""
-    example = {
-        "frames": np.zeros((1, config.num_frames, config.visual_dim), np.float32),
-        "text": np.zeros((1, config.text_tokens, config.text_dim), np.float32),
-        "text_mask": np.ones((1, config.text_tokens), bool),
-    }
-    with torch.inference_mode():
-        output = tower.eval()(*(torch.as_tensor(example[key]) for key in ("frames", "text", "text_mask"))).numpy()
-    return infer_signature(example, output)
 
 
 def _ensure_registered(resource: MlflowResource) -> None:

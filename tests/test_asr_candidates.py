@@ -97,3 +97,18 @@ def test_complete_features_adds_the_phrases_the_answer_left_out():
     material = "vesta desk lamp | grey | oak base"
     assert complete_features("vesta desk lamp", ["grey"], material) == ["grey", "oak base"]
     assert complete_features("vesta lamp", [], material) == ["vesta desk lamp", "grey", "oak base"]
+
+
+def test_a_tagger_saved_as_its_state_picks_the_same_phrases():
+    """What a registered model carries (the tagger's JSON state) scores like the fitted tagger."""
+    items = _items(SPLITS)
+    tagger = TitleTagger.fit(items)
+    loaded = TitleTagger.from_state(json.loads(json.dumps(tagger.state())))
+    transcripts = list(items["asr"][items["asr"] != ""])
+    assert loaded.fingerprint() == tagger.fingerprint()
+    for transcript in transcripts:
+        assert loaded.word_scores(transcript) == pytest.approx(tagger.word_scores(transcript), abs=1e-6)
+    assert [loaded.phrases(t) for t in transcripts] == [tagger.phrases(t) for t in transcripts]
+    changed = {**tagger.state(), "features": ["something", "else"]}
+    with pytest.raises(ValueError, match="features"):
+        TitleTagger.from_state(changed)

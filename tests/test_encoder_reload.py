@@ -1,5 +1,6 @@
-"""A tower saved, logged as an MLflow pyfunc and registered reloads bit-identically in a fresh process."""
+"""A tower saved, logged as an MLflow pyfunc and registered embeds raw media bit-identically in a fresh process."""
 
+import base64
 import json
 import os
 import subprocess
@@ -7,33 +8,36 @@ import sys
 from dataclasses import fields
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 import mlflow
 from ampere.models import AmpereTower, TowerConfig
+from ampere.models.backbones import encoders_from_ids
 from ampere.models.encoder_io import CONFIG, load_tower, save_tower
-from ampere.models.features import ItemFeatures
-from ampere.retrieval.serving import EncoderModel
-from ampere.training.train import embed
+from ampere.retrieval.query import Query, QueryEncoder
+from ampere.serve.pyfunc import EncoderModel, encoder_signature, model_requirements
 from mlflow import MlflowClient
 
-# Not the code's defaults anywhere it matters, so a reload must read them from config.json.
+# The packaged backbones' sizes; the rest not the code's defaults, so a reload must read config.json.
 TOWER = TowerConfig(
-    visual_dim=12, text_dim=10, width=32, num_frames=8, text_tokens=5, temporal_layers=1,
+    visual_dim=1280, text_dim=384, width=32, num_frames=8, text_tokens=33, temporal_layers=1,
     fusion_layers=2, heads=4, out_dim=24, dropout=0.2,
 )  # fmt: skip
+LINEAGE = {"frame_encoder": "efficientnet-lite0@224", "text_encoder": "all-MiniLM-L6-v2", "text_source": "raw"}
 NAME = "ampere-encoder-test"
 
-# Loads the champion through the registry and embeds the saved inputs.
+# Loads the champion through the registry and embeds the saved raw queries.
 CHILD = """
 import sys
 import mlflow.pyfunc
 import numpy as np
+import pandas as pd
 
 model = mlflow.pyfunc.load_model(sys.argv[1])
-inputs = {k: np.load(f"{sys.argv[2]}/{k}.npy") for k in ("frames", "text", "text_mask")}
-np.save(f"{sys.argv[2]}/served.npy", model.predict(inputs))
+np.save(f"{sys.argv[2]}/served.npy", model.predict(pd.read_json(f"{sys.argv[2]}/queries.json")))
 """
 
 
@@ -49,34 +53,36 @@ def tracking_uri(tmp_path):
     mlflow.set_registry_uri(before[1])
 
 
-def _inputs(n: int = 7) -> ItemFeatures:
+def _media(folder) -> list[Query]:
+    """A page photo with its title, a short clip as a frame folder with its transcript, a live frame."""
     rng = np.random.default_rng(0)
-    mask = rng.random((n, TOWER.text_tokens)) < 0.7
-    mask[2] = False  # an item without text
-    return ItemFeatures(
-        item_ids=[f"i{i}" for i in range(n)],
-        product_ids=[f"p{i}" for i in range(n)],
-        domains=["page"] * n,
-        splits=["test"] * n,
-        frames=rng.normal(size=(n, TOWER.num_frames, TOWER.visual_dim)).astype(np.float32),
-        text=rng.normal(size=(n, TOWER.text_tokens, TOWER.text_dim)).astype(np.float16),
-        text_mask=mask,
-    )
+    image = lambda: Image.fromarray(rng.integers(0, 255, size=(96, 128, 3), dtype=np.uint8))  # noqa: E731
+    image().save(folder / "page.png")
+    (folder / "clip").mkdir()
+    for i in range(5):
+        image().save(folder / "clip" / f"{i:03d}.png")
+    image().save(folder / "live.jpg")
+    return [
+        Query("page", folder / "page.png", "navy travel mug by sable"),
+        Query("short", folder / "clip", "hello family this travel mug keeps coffee hot"),
+        Query("live", folder / "live.jpg", ""),
+    ]
 
 
-def test_registered_champion_reloads_bit_identically_in_fresh_process(tmp_path, tracking_uri):
+def test_registered_champion_embeds_raw_media_bit_identically_in_fresh_process(tmp_path, tracking_uri):
     torch.manual_seed(0)
     tower = AmpereTower(TOWER).eval()
-    folder = save_tower(tmp_path / "encoder", tower, TOWER, extra={"data_version": "test"})
+    folder = save_tower(tmp_path / "encoder", tower, TOWER, extra=LINEAGE)
     saved = json.loads((folder / CONFIG).read_text())
     assert saved["tower"] == {f.name: getattr(TOWER, f.name) for f in fields(TowerConfig)}
-    assert saved["extra"] == {"data_version": "test"}
+    assert saved["extra"] == LINEAGE
     assert load_tower(folder).cfg == TOWER
 
-    features = _inputs()
-    expected = embed(tower, features)
-    for key in ("frames", "text", "text_mask"):
-        np.save(tmp_path / f"{key}.npy", getattr(features, key))
+    queries = _media(tmp_path)
+    expected = QueryEncoder(tower, *encoders_from_ids(LINEAGE["frame_encoder"], LINEAGE["text_encoder"]), "raw").embed(queries)
+    rows = [{"domain": q.domain, "media": str(q.media), "text": q.text} for q in queries]
+    rows[2]["media"] = base64.b64encode(queries[2].media.read_bytes()).decode()  # bytes, not a path
+    pd.DataFrame(rows).to_json(tmp_path / "queries.json")
 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     experiment = client.create_experiment("encoder-reload", artifact_location=(tmp_path / "artifacts").as_uri())
@@ -85,7 +91,8 @@ def test_registered_champion_reloads_bit_identically_in_fresh_process(tmp_path, 
             name="encoder",
             python_model=EncoderModel(),
             artifacts={"encoder": str(folder)},
-            pip_requirements=["torch", "numpy"],
+            pip_requirements=model_requirements(),
+            signature=encoder_signature(TOWER.out_dim),
             registered_model_name=NAME,
         )
     client.set_registered_model_alias(NAME, "champion", info.registered_model_version)
@@ -100,5 +107,5 @@ def test_registered_champion_reloads_bit_identically_in_fresh_process(tmp_path, 
     )
     assert result.returncode == 0, result.stderr[-3000:]
     served = np.load(tmp_path / "served.npy")
-    assert served.dtype == np.float32 and served.shape == (len(features), TOWER.out_dim)
+    assert served.dtype == np.float32 and served.shape == (len(queries), TOWER.out_dim)
     assert np.array_equal(served, expected)

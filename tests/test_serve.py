@@ -88,6 +88,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, make_dvc_repo):
             "items": items.set_index("item_id", drop=False),
             "embeddings": pd.read_parquet(workspace / "embeddings.parquet").set_index("item_id"),
             "process": process,
+            "tracking": tracking,
         }
     finally:
         os.killpg(process.pid, signal.SIGTERM)
@@ -297,3 +298,51 @@ def test_the_page_shows_a_query_and_its_results_in_a_real_browser(served) -> Non
         _not_blank(browser.screenshot())
     finally:
         browser.close()
+
+
+def test_mlflow_models_serve_embeds_a_photo_and_a_clip_as_the_pipeline_did(served) -> None:
+    """MLflow's own scoring server on the registered champion: a page photo with its title and a short
+    clip with its transcript (sent as base64 bytes; the transcript summarised again by the packaged
+    LLM with the model's prompt and tagger) give the pipeline's stored embeddings."""
+    import base64
+
+    items, stored = served["items"], served["embeddings"]
+    rows = [
+        items[items["domain"] == "page"].iloc[1],
+        items[(items["domain"] == "short") & (items["asr"].str.strip() != "") & items["media_path"].str.endswith(".mp4")].iloc[0],
+    ]
+    records = [
+        {
+            "domain": row["domain"],
+            "media": base64.b64encode(Path(row["media_path"]).read_bytes()).decode(),
+            "text": row["title"] if row["domain"] == "page" else row["asr"],
+        }
+        for row in rows
+    ]
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": served["tracking"], "PATH": f"{BIN}:{os.environ['PATH']}"}  # it execs uvicorn
+    command = [str(BIN / "mlflow"), "models", "serve", "-m", "models:/ampere-encoder@champion", "--env-manager", "local"]
+    process = subprocess.Popen(
+        [*command, "-h", "127.0.0.1", "-p", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        for _ in range(360):
+            try:
+                response = requests.post(
+                    f"http://127.0.0.1:{port}/invocations", json={"dataframe_records": records}, timeout=300
+                )
+                break
+            except requests.ConnectionError:
+                assert process.poll() is None, process.stderr.read().decode()[-3000:]
+                time.sleep(0.5)
+        else:
+            raise RuntimeError("mlflow models serve did not answer within 180 s")
+        assert response.status_code == 200, response.text[-3000:]
+        vectors = np.asarray(response.json()["predictions"], dtype=np.float32)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+    for row, vector in zip(rows, vectors, strict=True):
+        reference = np.asarray(stored.loc[row["item_id"], "embedding"], dtype=np.float32)
+        assert float(vector @ reference) >= 0.9999 * float(np.linalg.norm(vector) * np.linalg.norm(reference)), row["item_id"]

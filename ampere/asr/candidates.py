@@ -204,9 +204,9 @@ class TitleTagger:
         """What the LLM reads instead of the transcript: the phrases joined by ``PHRASE_SEPARATOR``."""
         return materials(self, [transcript])[0]
 
-    def fingerprint(self) -> str:
-        """First 12 hex of the sha256 of everything the tagger learned (for lineage)."""
-        state = {
+    def state(self) -> dict:
+        """Everything the tagger learned and needs to score words, as JSON-able values (see ``from_state``)."""
+        return {
             "config": asdict(self.config),
             "features": FEATURES,
             "coef": np.round(self._model.coef_, 8).tolist(),
@@ -215,7 +215,29 @@ class TitleTagger:
             "said": sorted(self._said.items()),
             "own": sorted(self._in_own_title.items()),
             "titles": sorted(self._in_titles.items()),
+            "products": self._products,
         }
+
+    @classmethod
+    def from_state(cls, state: dict) -> TitleTagger:
+        """A fitted tagger from ``state()`` (it scores transcripts; it cannot be refitted)."""
+        if tuple(state["features"]) != FEATURES:
+            raise ValueError(f"tagger state has features {state['features']}, this code computes {FEATURES}")
+        tagger = cls(TaggerConfig(**state["config"]), TitleLabels({}, {}))
+        tagger.stop_words = frozenset(state["stop_words"])
+        tagger._said, tagger._in_own_title, tagger._in_titles = (
+            Counter(dict(state[key])) for key in ("said", "own", "titles")
+        )
+        tagger._products = state["products"]
+        tagger._model.coef_ = np.array(state["coef"])
+        tagger._model.intercept_ = np.array(state["intercept"])
+        tagger._model.classes_ = np.array([False, True])
+        return tagger
+
+    def fingerprint(self) -> str:
+        """First 12 hex of the sha256 of everything the tagger learned (for lineage)."""
+        state = self.state()
+        del state["products"]  # implied by the counts; left out so fingerprints stay those of earlier versions
         return content_hash(state, "json", 12)
 
 
