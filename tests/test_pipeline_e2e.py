@@ -121,7 +121,9 @@ def test_metrics_json_mlflow_run_and_registered_champion(materialised) -> None:
     assert "challenger" not in champion.aliases  # moved off the version once it was promoted
     mlflow.set_tracking_uri(materialised["mlflow"])
     signature = mlflow.models.get_model_info(f"runs:/{champion.run_id}/encoder").signature
-    assert signature is not None and {spec.name for spec in signature.inputs.inputs} == {"frames", "text", "text_mask"}
+    assert signature is not None and {spec.name for spec in signature.inputs.inputs} == {"domain", "media", "text"}
+    tagger = mlflow.artifacts.load_text(f"runs:/{champion.run_id}/encoder/artifacts/encoder/tagger.json")
+    assert json.loads(tagger)["features"]  # the fitted tagger travels with the model
     [materialization] = materialised["result"].asset_materializations_for_node("trained_encoder")
     plot = materialization.metadata["learning_curve_plot"].value
     assert plot.startswith("![learning curve](data:image/png;base64,") and champion.run_id in plot
