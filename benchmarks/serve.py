@@ -177,6 +177,10 @@ def main() -> None:
             for concurrency in (1, 8):
                 p50, p99, qps = _load(url, [{"json": {"item_id": i, "k": K}} for i in picks], concurrency)
                 rows.append((f"{args.gallery:,} vectors {kind}, item id", concurrency, p50, p99, qps, "FAISS search", bare))
+            for concurrency in (1, 8):
+                p50, p99, qps = _load(url, image_requests, concurrency)
+                name = f"{args.gallery:,} vectors {kind}, page photo"
+                rows.append((name, concurrency, p50, p99, qps, "frame backbone, 1 image", backbone))
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -135,12 +135,27 @@ def _index(args: argparse.Namespace) -> None:
 
     store = IndexStore(args.store)
     if args.index_command == "rollback":
-        print(f"serving {store.rollback()} (rolled back)")
+        index_id = store.rollback()
+        print(f"serving {index_id} (rolled back)")
+        _champion_follows(store.path(index_id), args.tracking_uri)
     elif args.index_command == "history":
         for event in store.history():
             print(json.dumps(event))
     else:
         print(store.current() or "no index is being served yet")
+
+
+def _champion_follows(index_folder: Path, tracking_uri: str) -> None:
+    """Moves the `champion` alias to the model version a served index names, so registry and server agree."""
+    from orchestration.resources import MlflowResource
+
+    about = json.loads((index_folder / "manifest.json").read_text()).get("about", {})
+    if "model_version" not in about:
+        print(f"{index_folder.name} does not name its model version: the champion alias was left where it is")
+        return
+    resource = MlflowResource(tracking_uri=tracking_uri, registered_model=about["registered_model"])
+    resource.client().set_registered_model_alias(resource.registered_model, "champion", about["model_version"])
+    print(f"champion: {resource.registered_model} v{about['model_version']}")
 
 
 def _status(args: argparse.Namespace) -> None:
@@ -234,9 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--tracking-uri", help=TRACKING_HELP)
     audit.add_argument("--mlflow-ui", help="MLflow UI for the links (default: the tracking server, else http://127.0.0.1:5000)")
     audit.set_defaults(handler=_audit)
-    index = commands.add_parser("index", help="the served FAISS index: current, rollback, history")
+    index = commands.add_parser(
+        "index", help="the served FAISS index: current, history, rollback (the champion alias follows the index)"
+    )
     index.add_argument("index_command", choices=["current", "rollback", "history"])
     index.add_argument("--store", type=Path, help=STORE_HELP)
+    index.add_argument("--tracking-uri", help=TRACKING_HELP + "; rollback moves its champion alias to the index's model")
     index.set_defaults(handler=_index)
     status = commands.add_parser("status", help="the champion model and the served index")
     status.add_argument("--store", type=Path, help=STORE_HELP)

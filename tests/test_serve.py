@@ -189,7 +189,10 @@ def test_bad_input_gets_a_4xx_naming_the_problem_and_the_server_stays_up(served)
         assert response.status_code == status, (name, response.status_code, response.text)
         assert message in response.json()["error"], (name, response.json())
     assert requests.get(url + "/items/no-such-item", timeout=30).status_code == 404
-    assert requests.get(url + "/?item=no-such-item", timeout=30).status_code == 404
+    page = requests.get(url + "/?item=no-such-item", timeout=30)  # a person gets the page, saying why
+    assert page.status_code == 404 and "Query refused: unknown item id" in page.text and "<form" in page.text
+    with_image = requests.post(url + "/", files={"file": ("photo.png", b"broken")}, timeout=60)
+    assert with_image.status_code == 422 and "Query refused:" in with_image.text
     assert requests.get(url + "/health", timeout=30).status_code == 200
     assert served["process"].poll() is None
     metrics = requests.get(url + "/metrics", timeout=30).text
@@ -346,3 +349,22 @@ def test_mlflow_models_serve_embeds_a_photo_and_a_clip_as_the_pipeline_did(serve
     for row, vector in zip(rows, vectors, strict=True):
         reference = np.asarray(stored.loc[row["item_id"], "embedding"], dtype=np.float32)
         assert float(vector @ reference) >= 0.9999 * float(np.linalg.norm(vector) * np.linalg.norm(reference)), row["item_id"]
+
+
+def test_ampere_index_rollback_moves_the_champion_alias_and_the_server_follows(served) -> None:
+    from mlflow import MlflowClient
+
+    url, store, indexes = served["url"], served["store"], served["indexes"]
+    first, second = sorted(indexes, key=int)
+    assert store.current() == indexes[second]
+    command = [str(BIN / "ampere"), "index", "rollback", "--store", str(store.root), "--tracking-uri", served["tracking"]]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"serving {indexes[first]}" in result.stdout and f"champion: ampere-encoder v{first}" in result.stdout
+    deadline = time.monotonic() + 30
+    while (health := requests.get(url + "/health", timeout=30).json())["model_version"] != first:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert health["champion_version"] == first and health["index_id"] == indexes[first]
+    store.swap(indexes[second])  # as the other tests expect it
+    MlflowClient(tracking_uri=served["tracking"]).set_registered_model_alias("ampere-encoder", "champion", second)

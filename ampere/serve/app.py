@@ -394,18 +394,25 @@ def create_app(config: ServeConfig) -> FastAPI:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/", response_class=HTMLResponse)
-    def home(item: str | None = None, k: int = 6) -> str:
+    def home(item: str | None = None, k: int = 6) -> HTMLResponse:
         """The search page; with `?item=<id>`, that item's results."""
-        result = None if item is None else service.search(SearchRequest("all", _k(k, config), item_id=item))
         snapshot, model = service.current()
-        return page.render(snapshot, model, result, k)
+        try:
+            result = None if item is None else service.search(SearchRequest("all", _k(k, config), item_id=item))
+        except BadQuery as error:
+            return HTMLResponse(page.render(snapshot, model, None, k, error.detail), status_code=error.status_code)
+        return HTMLResponse(page.render(snapshot, model, result, k))
 
     @app.post("/", response_class=HTMLResponse)
-    async def home_upload(request: Request) -> str:
+    async def home_upload(request: Request) -> HTMLResponse:
         """The search page with the results of an uploaded photo or clip."""
-        result = await run_search(request, preview=True)
         snapshot, model = service.current()
-        return page.render(snapshot, model, result, result["query"]["k"])
+        try:
+            result = await run_search(request, preview=True)
+        except BadQuery as error:
+            return HTMLResponse(page.render(snapshot, model, None, config.default_k, error.detail), status_code=error.status_code)
+        snapshot, model = service.current()
+        return HTMLResponse(page.render(snapshot, model, result, result["query"]["k"]))
 
     return app
 

@@ -21,6 +21,7 @@ header { display: flex; gap: 2em; align-items: baseline; flex-wrap: wrap; }
 .card.same { border: 2px solid #2a7; }
 .query { border: 2px solid #27a; }
 section { margin-bottom: 1em; }
+.error { color: #b00; font-weight: bold; }
 """
 
 
@@ -76,8 +77,9 @@ def _results(result: dict[str, Any]) -> str:
     return "".join(sections)
 
 
-def render(snapshot: IndexSnapshot, model: ServedModel, result: dict[str, Any] | None, k: int) -> str:
-    """The whole page: what is served, the upload form, the results (if any) and items to pick."""
+def render(snapshot: IndexSnapshot, model: ServedModel, result: dict[str, Any] | None, k: int, error: str = "") -> str:
+    """The whole page: what is served, the upload form, the results (if any) or why the query was
+    refused, and items to pick."""
     served = (
         f'<span class="small">index {escape(snapshot.index_id)} · model v{escape(model.version)} · '
         f"text source {escape(str(model.lineage.get('text_source')))}</span>"
@@ -91,6 +93,9 @@ def render(snapshot: IndexSnapshot, model: ServedModel, result: dict[str, Any] |
         f'<input type="hidden" name="k" value="{k}"><button type="submit">Search</button></form>'
     )
     body = _results(result) if result is not None else ""
+    if error:
+        body = f'<p class="error">Query refused: {escape(error)}</p>'
+
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>AMPere search</title>"
         f"<style>{STYLE}</style></head><body><header><h1>AMPere search</h1>{served}</header>"
