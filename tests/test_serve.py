@@ -66,7 +66,8 @@ def served(tmp_path_factory: pytest.TempPathFactory, make_dvc_repo):
     log = open(root / "serve.log", "w")  # noqa: SIM115 (closed at teardown)
     command = [str(BIN / "ampere"), "serve", "--port", str(port), "--store", str(workspace / "index_store")]
     command += ["--tracking-uri", tracking, "--cache", str(workspace / "summary_cache.sqlite"), "--max-upload-mb", "2"]
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")}  # only what the flags say
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(240):

@@ -70,8 +70,9 @@ class RegistryModels:
     def _load(self, version: str) -> ServedModel:
         uri = f"models:/{self.registered_model}/{version}"
         try:
+            source = self.client.get_model_version_download_uri(self.registered_model, version)  # no global registry URI
             with tempfile.TemporaryDirectory() as tmp:
-                local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp, tracking_uri=self.tracking_uri)
+                local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=self.tracking_uri)
                 model = mlflow.pyfunc.load_model(local).unwrap_python_model()
         except (mlflow.exceptions.MlflowException, OSError, KeyError, ValueError) as error:
             raise ModelUnavailableError(f"{uri} cannot be served: {error}") from error
