@@ -202,6 +202,7 @@ def visual_features(
     cache_dir: Path | None = None,
     flush_images: int = 64,
     prefetch: int = 8,
+    progress: bool = True,
 ) -> tuple[np.ndarray, list[tuple[int, str]]]:
     """Frame features [N, 8, encoder.dim] float32 and failures [(row, reason)].
 
@@ -210,13 +211,14 @@ def visual_features(
     per (media content sha256, encoder.id) as .npy. A media error leaves a zero row and is
     reported, not raised: the caller quarantines the item. Items are decoded by a worker thread
     up to ``prefetch`` items ahead of the encoder (0: no thread), in batches of about
-    ``flush_images`` distinct frames.
+    ``flush_images`` distinct frames. ``progress``: a tqdm bar (off for a query).
     """
     out = np.zeros((len(media_paths), NUM_FRAMES, encoder.dim), dtype=np.float32)
     failures: list[tuple[int, str]] = []
     pending: list[_Pending] = []
     prepared = _prefetched(lambda path: _prepare(path, cache_dir, encoder.id), media_paths, prefetch)
-    for row, item in enumerate(tqdm(prepared, total=len(media_paths), desc="frame features", unit="item")):
+    bar = tqdm(prepared, total=len(media_paths), desc="frame features", unit="item", disable=not progress)
+    for row, item in enumerate(bar):
         if item.failure is not None:
             failures.append((row, item.failure))
             continue
@@ -264,11 +266,13 @@ def text_features(
     encoder: TextEncoder,
     batch_size: int = 256,
     dtype: type = np.float16,
+    progress: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Token states [N, T, D] (``dtype``, float16 by default to halve storage) and mask [N, T]."""
+    """Token states [N, T, D] (``dtype``, float16 by default to halve storage) and mask [N, T];
+    ``progress``: a tqdm bar (off for a query)."""
     states = np.zeros((len(texts), encoder.length, encoder.dim), dtype=dtype)
     mask = np.zeros((len(texts), encoder.length), dtype=bool)
-    for start in tqdm(range(0, len(texts), batch_size), desc="text features", unit="batch"):
+    for start in tqdm(range(0, len(texts), batch_size), desc="text features", unit="batch", disable=not progress):
         s, m = encoder.encode(texts[start : start + batch_size])
         states[start : start + len(s)] = s
         mask[start : start + len(m)] = m

@@ -276,7 +276,10 @@ class DomainIndex:
     index: faiss.Index
     ids: pd.DataFrame
     vectors: np.ndarray
-    rows: dict[str, int]  # item id -> row of ``vectors``
+
+    def __post_init__(self) -> None:
+        self.rows = {item_id: row for row, item_id in enumerate(self.ids["item_id"])}  # item id -> row of vectors
+        self._names = dict(zip(self.ids.index, zip(self.ids["item_id"], self.ids["product_id"], strict=True), strict=True))
 
     def vector(self, item_id: str) -> np.ndarray | None:
         """The indexed vector of ``item_id``, or None when this gallery does not hold it."""
@@ -291,26 +294,21 @@ class DomainIndex:
             return [[] for _ in queries]
         with _gpu_calls():
             scores, found = self.index.search(queries, k)
-        results = []
-        for row_scores, row_ids in zip(scores, found, strict=True):
-            valid = row_ids >= 0
-            hits = self.ids.loc[row_ids[valid]]
-            results.append(
-                [(i, p, float(s)) for i, p, s in zip(hits["item_id"], hits["product_id"], row_scores[valid], strict=True)]
-            )
-        return results
+        return [
+            [(*self._names[i], s) for i, s in zip(row_ids.tolist(), row_scores.tolist(), strict=True) if i >= 0]
+            for row_scores, row_ids in zip(scores, found, strict=True)
+        ]
 
 
 def load_index(index_dir: str | Path, domain: str) -> DomainIndex:
-    """Load <domain>.faiss and its ids, checking both files against manifest.json's sha256."""
+    """Load <domain>.faiss, its ids and its vectors, checking the files against manifest.json's sha256."""
     index_dir = Path(index_dir)
     manifest = verify_manifest(index_dir, [domain])
     index = faiss.read_index(str(index_dir / f"{domain}.faiss"))
-    table = pd.read_parquet(index_dir / f"{domain}.ids.parquet")
+    ids = pd.read_parquet(index_dir / f"{domain}.ids.parquet").set_index("id")
     vectors = np.load(index_dir / f"{domain}.vectors.npy", mmap_mode="r")
-    rows = {item_id: row for row, item_id in enumerate(table["item_id"])}
     with _gpu_calls():
-        return DomainIndex(_on_gpu(index, manifest["domains"][domain]["index_type"]), table.set_index("id"), vectors, rows)
+        return DomainIndex(_on_gpu(index, manifest["domains"][domain]["index_type"]), ids, vectors)
 
 
 def search(index_dir: str | Path, domain: str, queries: np.ndarray, k: int) -> list[list[tuple[str, str, float]]]:

@@ -47,7 +47,7 @@ class QueryEncoder:
         for number, query in enumerate(queries):
             if query.domain not in DOMAINS:
                 raise QueryError(f"query {number}: unknown domain {query.domain!r} (expected one of {DOMAINS})")
-        frames, failures = visual_features([query.media for query in queries], self.frame_encoder)
+        frames, failures = visual_features([query.media for query in queries], self.frame_encoder, prefetch=0, progress=False)
         if failures:
             raise QueryError("; ".join(f"query {row} ({queries[row].media}): {reason}" for row, reason in failures))
         domains = [query.domain for query in queries]
@@ -60,7 +60,8 @@ class QueryEncoder:
                 summaries[row] = summary
         titles = [query.text if query.domain == "page" else "" for query in queries]
         transcripts = [query.text if query.domain != "page" else "" for query in queries]
-        states, mask = text_features(text_inputs(domains, titles, transcripts, summaries, self.text_source), self.text_encoder)
+        texts = text_inputs(domains, titles, transcripts, summaries, self.text_source)
+        states, mask = text_features(texts, self.text_encoder, progress=False)
         features = ItemFeatures(
             item_ids=[f"query-{row}" for row in range(len(queries))],
             product_ids=[""] * len(queries),

@@ -138,13 +138,12 @@ class Service:
 
     @staticmethod
     def _hit(model: ServedModel, domain: str, item_id: str, product_id: str, score: float) -> dict[str, Any]:
-        title = model.items["title"].get(item_id, "") if item_id in model.items.index else ""
         return {
             "item_id": item_id,
             "product_id": product_id,
             "domain": domain,
             "score": round(score, 6),
-            "title": title,
+            "title": model.titles.get(item_id, ""),
             "thumbnail": f"/items/{item_id}/thumbnail",
         }
 
@@ -354,20 +353,26 @@ def create_app(config: ServeConfig) -> FastAPI:
     async def refused(request: Request, error: HTTPException) -> JSONResponse:
         return JSONResponse({"error": error.detail, "status": error.status_code}, status_code=error.status_code)
 
+    def parse_and_search(fields: dict[str, Any], upload: UploadFile | None, preview: bool) -> dict[str, Any]:
+        has_media = upload is not None or any(fields.get(key) for key in ("image", "video"))
+        scratch = tempfile.TemporaryDirectory(prefix="ampere-query-") if has_media else contextlib.nullcontext("")
+        with scratch as folder:  # an item-id query writes nothing
+            parsed = parse_search(fields, upload, config, Path(folder))
+            result = service.search(parsed)
+            if preview:
+                result["query"]["preview"] = _preview(parsed)
+        return result
+
     async def run_search(request: Request, preview: bool) -> dict[str, Any]:
         fields, upload = await _fields(request, config.max_upload_bytes)
-        with tempfile.TemporaryDirectory(prefix="ampere-query-") as folder:
-            parsed = await run_in_threadpool(parse_search, fields, upload, config, Path(folder))
-            result = await run_in_threadpool(service.search, parsed)
-            if preview:
-                result["query"]["preview"] = await run_in_threadpool(_preview, parsed)
+        result = await run_in_threadpool(parse_and_search, fields, upload, preview)
         metrics.set_served(result["index_id"], result["model_version"])
         return result
 
     @app.post("/search")
-    async def search(request: Request) -> dict[str, Any]:
+    async def search(request: Request) -> JSONResponse:
         """Top-k items per gallery for an item id, or an uploaded image / video with optional text."""
-        return await run_search(request, preview=False)
+        return JSONResponse(await run_search(request, preview=False))
 
     @app.get("/items/{item_id}")
     def item(item_id: str) -> dict[str, Any]:

@@ -32,6 +32,9 @@ class ServedModel:
     items: pd.DataFrame
     lock: threading.Lock  # one embedding at a time: the backbones and the LLM are not thread-safe
 
+    def __post_init__(self) -> None:
+        self.titles: dict[str, str] = dict(zip(self.items["item_id"], self.items["title"], strict=True))
+
     def embed(self, queries: list[Query]) -> np.ndarray:
         """L2-normalised embeddings of raw queries (see `QueryEncoder.embed`)."""
         with self.lock:
