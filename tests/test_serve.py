@@ -97,6 +97,15 @@ def served(tmp_path_factory: pytest.TempPathFactory, make_dvc_repo):
         log.close()
 
 
+def _wait_serving(url: str, version: str) -> dict:
+    """/health once the server serves that model version (it follows CURRENT within a second or so)."""
+    deadline = time.monotonic() + 30
+    while (health := requests.get(url + "/health", timeout=30).json())["model_version"] != version:
+        assert time.monotonic() < deadline, health
+        time.sleep(0.2)
+    return health
+
+
 def _search(url: str, **fields) -> requests.Response:
     return requests.post(url + "/search", json=fields, timeout=60)
 
@@ -253,10 +262,7 @@ def test_promotion_and_rollback_are_served_without_restart_or_failed_request(ser
     health = requests.get(url + "/health", timeout=30).json()
     assert health["index_id"] == indexes[first] and health["model_version"] == first
     store.swap(indexes[second])
-    deadline = time.monotonic() + 30
-    while requests.get(url + "/health", timeout=30).json()["model_version"] != second:
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    _wait_serving(url, second)
 
 
 IMAGES_LOADED = (
@@ -362,10 +368,33 @@ def test_ampere_index_rollback_moves_the_champion_alias_and_the_server_follows(s
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"serving {indexes[first]}" in result.stdout and f"champion: ampere-encoder v{first}" in result.stdout
-    deadline = time.monotonic() + 30
-    while (health := requests.get(url + "/health", timeout=30).json())["model_version"] != first:
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    health = _wait_serving(url, first)
     assert health["champion_version"] == first and health["index_id"] == indexes[first]
-    store.swap(indexes[second])  # as the other tests expect it
+    store.swap(indexes[second])  # previous = first, as the other tests expect
     MlflowClient(tracking_uri=served["tracking"]).set_registered_model_alias("ampere-encoder", "champion", second)
+    _wait_serving(url, second)
+
+
+def test_an_index_whose_model_cannot_be_loaded_leaves_the_last_pair_serving(served) -> None:
+    """CURRENT moved to an index whose model version is not in the registry: requests keep being
+    answered by the last good index and model, and /health says which index was refused and why."""
+    from ampere.retrieval.index import build_indexes
+
+    url, store, indexes = served["url"], served["store"], served["indexes"]
+    first, second = sorted(indexes, key=int)
+    about = {"registered_model": "ampere-encoder", "model_version": "999", "data_version": "dvc:none"}
+    rows = served["embeddings"].reset_index()
+    store.publish(lambda folder: build_indexes(rows, folder, about=about), "orphan-index")
+    _wait_serving(url, second)  # the last good pair the server has served
+    store.swap("orphan-index")
+    try:
+        for _ in range(3):
+            response = _search(url, item_id=rows["item_id"][0], k=2)
+            assert response.status_code == 200 and response.json()["index_id"] == indexes[second]
+        health = requests.get(url + "/health", timeout=30).json()
+        assert health["index_id"] == indexes[second] and health["model_version"] == second
+        assert "999" in health["not_served"]["orphan-index"]
+    finally:
+        store.swap(indexes[first])
+        store.swap(indexes[second])  # previous = first, as the other tests expect
+        _wait_serving(url, second)

@@ -78,20 +78,41 @@ class Service:
         self.config = config
         self.reader = IndexReader(config.index_store)
         self.models = RegistryModels(config.tracking_uri, config.registered_model, config.summary_cache)
+        self._served: tuple[IndexSnapshot, ServedModel] | None = None
+        self.unservable: dict[str, str] = {}  # index id -> why its model cannot be served (the last pair is kept)
 
     def current(self) -> tuple[IndexSnapshot, ServedModel]:
-        """The served index and the model its vectors came from; 503 when there is none to serve."""
+        """The served index and the model its vectors came from. When CURRENT names an index whose
+        model cannot be loaded, the last good pair keeps serving (the reason is in `unservable`);
+        503 only when there has never been one."""
         try:
             snapshot = self.reader.snapshot()
         except (LookupError, OSError, ValueError) as error:
             raise BadQuery(503, f"no index is served yet: {error}") from error
+        served = self._served
+        if served is not None and served[0] is snapshot:
+            return served
+        try:
+            pair = snapshot, self._model_for(snapshot)
+        except BadQuery as error:
+            if served is None:
+                raise
+            if self.unservable.get(snapshot.index_id) != error.detail:
+                logger.warning("still serving %s: %s", served[0].index_id, error.detail)
+                self.unservable[snapshot.index_id] = error.detail
+            return served
+        self._served = pair
+        self.unservable.pop(snapshot.index_id, None)
+        return pair
+
+    def _model_for(self, snapshot: IndexSnapshot) -> ServedModel:
         version = snapshot.about.get("model_version")
         if version is None:
             raise BadQuery(503, f"index {snapshot.index_id} does not name its model version: re-run faiss_index")
         try:
-            return snapshot, self.models.get(version)
+            return self.models.get(version)
         except ModelUnavailableError as error:
-            raise BadQuery(503, str(error)) from error
+            raise BadQuery(503, f"index {snapshot.index_id}: {error}") from error
 
     def follow(self, stop: threading.Event) -> None:
         """Loads each new index and its model as soon as CURRENT moves (until ``stop``)."""
@@ -183,6 +204,7 @@ class Service:
             "registered_model": self.config.registered_model,
             "text_source": model.lineage.get("text_source"),
             "galleries": {domain: int(gallery.index.ntotal) for domain, gallery in snapshot.domains.items()},
+            "not_served": dict(self.unservable),  # indexes CURRENT named whose model could not be loaded
         }
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from ampere.serve.pyfunc import EncoderModel, ModelUnavailableError
 from mlflow import MlflowClient
 
 logger = logging.getLogger(__name__)
+RETRY_S = 30.0
 
 
 @dataclass
@@ -51,6 +53,7 @@ class RegistryModels:
         self.summary_cache = Path(summary_cache)
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         self._models: dict[str, ServedModel] = {}
+        self._failed: dict[str, tuple[float, ModelUnavailableError]] = {}  # version -> (when, why)
         self._loading = threading.Lock()
 
     def champion(self) -> str | None:
@@ -61,13 +64,21 @@ class RegistryModels:
             return None
 
     def get(self, version: str) -> ServedModel:
-        """The served form of a registered version (loaded on first use)."""
+        """The served form of a registered version (loaded on first use; a failed load is tried
+        again after `RETRY_S`, not on every request)."""
         model = self._models.get(version)
         if model is not None:
             return model
         with self._loading:
+            failed = self._failed.get(version)
+            if failed is not None and time.monotonic() - failed[0] < RETRY_S:
+                raise failed[1]
             if version not in self._models:
-                self._models[version] = self._load(version)
+                try:
+                    self._models[version] = self._load(version)
+                except ModelUnavailableError as error:
+                    self._failed[version] = (time.monotonic(), error)
+                    raise
             return self._models[version]
 
     def _load(self, version: str) -> ServedModel:
