@@ -31,6 +31,7 @@ from ampere.models.tower import AmpereTower, TowerConfig, TowerOutput
 from ampere.retrieval.eval import evaluate
 from ampere.training.alignment import alignment_losses
 from ampere.training.cosface import CosFace
+from ampere.training.distributed import gather_rows
 from ampere.training.losses import Temperature, cross_domain_loss
 
 TRAIN_DOMAINS = ("page", "short", "live")
@@ -247,13 +248,20 @@ def _batch_loss(
     objective: nn.ModuleDict,
     cfg: TrainConfig,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Total loss and its parts for tower outputs of [P; S; L] rows of the products ``products`` [B]."""
+    """Total loss and its parts for tower outputs of [P; S; L] rows of the products ``products`` [B].
+
+    Under torchrun each rank holds its own products; every term is computed over the global batch
+    (``distributed.gather_rows``), so the loss and, after DDP's averaging, the gradients are those
+    of one process holding the whole batch.
+    """
     n = len(products)
-    fused = out.fused.float().split(n)
+    fused = tuple(gather_rows(x) for x in out.fused.float().split(n))
     aligned = (out.visual, out.text) if cfg.alignment == "fusion" else (out.visual_branch, out.text_branch)
-    visual, text = (x.float().split(n) for x in aligned)
+    visual, text = (tuple(gather_rows(part) for part in x.float().split(n)) for x in aligned)
+    has_text = tuple(gather_rows(x) for x in out.has_text.split(n))
+    products = gather_rows(products)
     loss, parts = cross_domain_loss(*fused, temperature)
-    parts.update(alignment_losses(visual, text, out.has_text.split(n), temperature))
+    parts.update(alignment_losses(visual, text, has_text, temperature))
     for key, weight in (("loss_tv", cfg.align_tv), ("loss_vv", cfg.align_vv), ("loss_tt", cfg.align_tt)):
         if weight:
             loss = loss + weight * parts[key]
