@@ -89,7 +89,8 @@ def log_evaluation(resource: MlflowResource, run_id: str, row: dict[str, float])
 
 
 def log_missing_evaluations(resource: MlflowResource, run_id: str, history: list[dict[str, float]]) -> None:
-    """Logs the evaluations of a resumed training that its run lacks (a crash between checkpoint and logging)."""
+    """Logs the evaluations a run lacks: those of a resumed training (a crash between checkpoint and
+    logging), or all of a torchrun training (its ranks do not log)."""
     logged = {metric.step for metric in resource.client().get_metric_history(run_id, VALIDATION_METRICS["val_mR1"])}
     for row in history:
         if int(row["step"]) not in logged:

@@ -4,7 +4,11 @@ global batch, with gradients flowing through the gather."""
 
 from __future__ import annotations
 
+import json
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +18,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from ampere.models.encoder_io import load_tower
+from ampere.models.features import ItemFeatures
 from ampere.models.tower import AmpereTower, TowerConfig
-from ampere.training.train import TrainConfig, _batch_loss
+from ampere.training.train import TrainConfig, _batch_loss, train_tower
 
 TOWER = TowerConfig(
     visual_dim=12, text_dim=10, width=32, num_frames=8, text_tokens=5, temporal_layers=1,
@@ -79,3 +85,87 @@ def test_two_gloo_processes_give_the_loss_and_gradients_of_one_process_on_the_wh
         for name, grad in expected.items():
             assert grad.abs().max() > 0 or "text" in name, name
             torch.testing.assert_close(result["grads"][name], grad, rtol=1e-4, atol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def _features(products: int = 16) -> ItemFeatures:
+    """Page features per product, short/live noisy copies, some items without text; the last 4 products are val."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for p in range(products):
+        frames, text = rng.normal(size=(1, TOWER.visual_dim)), rng.normal(size=(TOWER.text_tokens, TOWER.text_dim))
+        for domain in ("page", "short", "live"):
+            noise = 0.0 if domain == "page" else 0.3
+            mask = np.arange(TOWER.text_tokens) < (0 if (p + len(domain)) % 4 == 0 else 3)
+            rows.append(
+                (f"{domain}-{p}", f"prod{p}", domain, "train" if p < products - 4 else "val",
+                 frames + noise * rng.normal(size=(TOWER.num_frames, TOWER.visual_dim)),
+                 text + noise * rng.normal(size=text.shape), mask)
+            )  # fmt: skip
+    ids, pids, domains, splits, frames, text, mask = zip(*rows, strict=True)
+    return ItemFeatures(
+        list(ids), list(pids), list(domains), list(splits),
+        np.stack(frames).astype(np.float32), np.stack(text).astype(np.float16), np.stack(mask),
+    )  # fmt: skip
+
+
+def test_torchrun_on_two_cpu_processes_trains_the_weights_of_one_process(tmp_path) -> None:
+    """`torchrun --nproc_per_node 2 -m ampere.training.launch` (gloo): each rank trains on half of every
+    batch; rank 0's tower, curve and chosen step are those of `train_tower` in one process."""
+    features = _features()
+    features.save(tmp_path / "features.npz")
+    cfg = TrainConfig(batch_size=8, steps=6, eval_every=3, warmup_steps=2, patience=0, **CONFIG)
+    (tmp_path / "tower.json").write_text(json.dumps(TOWER.to_dict()))
+    (tmp_path / "train.json").write_text(json.dumps(cfg.to_dict()))
+    command = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", "2"]
+    command += ["-m", "ampere.training.launch", str(tmp_path / "features.npz"), str(tmp_path / "out")]
+    command += ["--tower", str(tmp_path / "tower.json"), "--train", str(tmp_path / "train.json")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    torch.set_num_threads(1)
+    expected = train_tower(features, TOWER, cfg)
+    record = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert record["world_size"] == 2 and record["best_step"] == expected.best_step
+    assert [row["step"] for row in record["history"]] == [3, 6]
+    for ours, theirs in zip(record["history"], expected.history, strict=True):
+        assert ours["val_mR1"] == theirs["val_mR1"]
+        assert ours["loss"] == pytest.approx(theirs["loss"], abs=1e-4)
+    trained = load_tower(tmp_path / "out" / "encoder").state_dict()
+    for name, weight in expected.tower.state_dict().items():
+        torch.testing.assert_close(trained[name], weight, rtol=1e-3, atol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_the_training_step_launches_torchrun_when_configured(tmp_path) -> None:
+    """`trained_encoder` with `nproc_per_node: 2` trains through torchrun and logs, registers and
+    reports that training as it does an in-process one."""
+    from dagster import DagsterInstance, asset, materialize
+
+    from mlflow import MlflowClient
+    from orchestration.assets.training import trained_encoder
+    from orchestration.resources import MlflowResource, WorkspaceResource
+
+    _features().save(tmp_path / "features.npz")
+    lineage = {"text_source": "raw", "frame_encoder": "test-frames", "text_encoder": "test-text", "data_version": "test"}
+    (tmp_path / "features.json").write_text(json.dumps(lineage))
+
+    @asset(name="backbone_features")
+    def features_file() -> str:  # the features a `backbone_features` materialisation would have written
+        return str(tmp_path / "features.npz")
+
+    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    train = {"batch_size": 8, "steps": 6, "eval_every": 3, "warmup_steps": 2, "patience": 0, "nproc_per_node": 2}
+    result = materialize(
+        [features_file, trained_encoder],
+        resources={
+            "mlflow": MlflowResource(tracking_uri=tracking, artifact_root=str(tmp_path / "artifacts")),
+            "workspace": WorkspaceResource(root=str(tmp_path / "workspace")),
+        },
+        run_config={"ops": {"trained_encoder": {"config": train}}},
+        instance=DagsterInstance.ephemeral(),
+    )
+    assert result.success
+    output = result.output_for_node("trained_encoder")
+    run = MlflowClient(tracking_uri=tracking).get_run(output["run_id"])
+    assert run.data.params["nproc_per_node"] == "2"
+    history = MlflowClient(tracking_uri=tracking).get_metric_history(output["run_id"], "curve/val_mR1")
+    assert [m.step for m in history] == [3, 6]  # rank 0's evaluations, logged after the run
+    assert [p.parent.name for p in (tmp_path / "workspace" / "checkpoints").rglob("result.json")] == ["torchrun"]

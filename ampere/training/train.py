@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from ampere.models.features import ItemFeatures
@@ -31,7 +32,7 @@ from ampere.models.tower import AmpereTower, TowerConfig, TowerOutput
 from ampere.retrieval.eval import evaluate
 from ampere.training.alignment import alignment_losses
 from ampere.training.cosface import CosFace
-from ampere.training.distributed import gather_rows
+from ampere.training.distributed import gather_rows, rank, world_size
 from ampere.training.losses import Temperature, cross_domain_loss
 
 TRAIN_DOMAINS = ("page", "short", "live")
@@ -39,7 +40,7 @@ TRAINING_SPLITS = ("train", "val")
 ALIGNMENTS = ("branch", "fusion")
 CHECKPOINT_FORMAT = 2
 # TrainConfig fields that may differ between a checkpointed run and its resumption.
-_RESUME_MAY_CHANGE = ("device", "checkpoint_dir")
+_RESUME_MAY_CHANGE = ("device", "checkpoint_dir", "nproc_per_node")
 
 
 @dataclass
@@ -61,6 +62,10 @@ class TrainConfig:
     seed: int = field(default=0, metadata={"doc": "seed of initialisation, sampling and dropout"})
     device: str = field(
         default="auto", metadata={"doc": "auto (CUDA with bf16 autocast when present, else CPU), cpu, cuda, cuda:N"}
+    )
+    nproc_per_node: int = field(
+        default=1,
+        metadata={"doc": "training processes on this host, each on its share of every batch (torchrun + DDP; one GPU each)"},
     )
     eval_every: int = field(default=10, metadata={"doc": "steps between validation evaluations (and checkpoints)"})
     patience: int = field(
@@ -271,6 +276,17 @@ def _batch_loss(
     return loss, parts
 
 
+class _Parts(nn.Module):
+    """The tower's `encode_parts` as a module's forward, so DistributedDataParallel can wrap it."""
+
+    def __init__(self, tower: AmpereTower):
+        super().__init__()
+        self.tower = tower
+
+    def forward(self, frames: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor) -> TowerOutput:
+        return self.tower.encode_parts(frames, text, text_mask)
+
+
 def _validate(tower: AmpereTower, val: ItemFeatures, val_products: list, temperature: float) -> tuple[float, float]:
     """(validation mR1, fused cross-domain loss on the first item of each domain of every val product)."""
     was_training = tower.training
@@ -320,11 +336,17 @@ def train_tower(
             "(mark split 'val' in the dataset or raise its val_fraction)"
         )
     batch_size = min(cfg.batch_size, len(products))
+    world, me = world_size(), rank()
+    if world > 1:  # under torchrun: the global batch is split evenly between the ranks
+        batch_size -= batch_size % world
+        if batch_size == 0:
+            raise ValueError(f"a batch of {min(cfg.batch_size, len(products))} products cannot be split over {world} ranks")
 
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     use_amp = device.type == "cuda"
     tower = AmpereTower(tower_cfg).to(device)
+    encode = DistributedDataParallel(_Parts(tower)) if world > 1 else tower.encode_parts
     # Trainable parts of the loss (no weight decay): learnable temperature, CosFace class weights.
     objective = nn.ModuleDict()
     if cfg.learnable_temperature:
@@ -364,13 +386,16 @@ def train_tower(
     stopped = bool(history) and (cfg.patience > 0 and stale >= cfg.patience)
     sums: dict[str, torch.Tensor] = {}
     since = 0
-    progress = tqdm(total=cfg.steps, initial=step, desc="training", unit="step")
+    progress = tqdm(total=cfg.steps, initial=step, desc="training", unit="step", disable=me > 0)
     tower.train()
     while step < cfg.steps and not stopped:
         chosen, rows = batch_rows(products, batch_size, cfg.seed, step)
+        if world > 1:  # this rank's share of the global batch: its products' P, S and L rows
+            share = slice(me * batch_size // world, (me + 1) * batch_size // world)
+            chosen, rows = chosen[share], rows.reshape(3, -1)[:, share].reshape(-1)
         frames, text, mask = _tensors(train, rows, device)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-            out = tower.encode_parts(frames, text, mask)
+            out = encode(frames, text, mask)
         loss, parts = _batch_loss(out, torch.from_numpy(chosen).to(device), temperature_now(), objective, cfg)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -404,7 +429,7 @@ def train_tower(
         history.append(row)
         progress.set_postfix(val_mR1=f"{mr1:.1f}", best=f"{best_mr1:.1f}@{best_step}")
         sums, since = {}, 0
-        if cfg.checkpoint_dir is not None:
+        if cfg.checkpoint_dir is not None and me == 0:  # every rank holds the same weights: rank 0 writes
             _write_checkpoint(
                 Path(cfg.checkpoint_dir),
                 step,
@@ -426,7 +451,7 @@ def train_tower(
                     "train_config": cfg.to_dict(),
                 },
             )
-        if on_eval is not None:
+        if on_eval is not None and me == 0:
             on_eval(row)
     progress.close()
     best = AmpereTower(tower_cfg).to(device)

@@ -19,6 +19,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME, MLFLOW_RUN_NOTE
 from ampere.lineage.versions import code_version
 from ampere.models.features import ItemFeatures
 from ampere.models.tower import TowerConfig
+from ampere.training.launch import run_torchrun
 from ampere.training.train import (
     TRAINING_SPLITS,
     TrainConfig,
@@ -107,13 +108,18 @@ def trained_encoder(
         context.log.info(f"resuming training from {checkpoint} (MLflow run {run.info.run_id})")
         mlflow_logging.log_missing_evaluations(mlflow, run.info.run_id, load_checkpoint(checkpoint)["history"])
     started = time.perf_counter()
-    result = train_tower(
-        features,
-        tower_cfg,
-        train_cfg,
-        on_eval=lambda row: mlflow_logging.log_evaluation(mlflow, run.info.run_id, row),
-        resume=True,
-    )
+    if train_cfg.nproc_per_node > 1:
+        context.log.info(f"training with torchrun: {train_cfg.nproc_per_node} processes")
+        result = run_torchrun(Path(backbone_features), tower_cfg, train_cfg, folder / "torchrun")
+        mlflow_logging.log_missing_evaluations(mlflow, run.info.run_id, result.history)
+    else:
+        result = train_tower(
+            features,
+            tower_cfg,
+            train_cfg,
+            on_eval=lambda row: mlflow_logging.log_evaluation(mlflow, run.info.run_id, row),
+            resume=True,
+        )
     seconds = time.perf_counter() - started
     summary = {
         "best_step": result.best_step,

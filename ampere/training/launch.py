@@ -1,0 +1,89 @@
+"""One training over several processes: the target of `torchrun`.
+
+    torchrun --nproc_per_node N -m ampere.training.launch FEATURES.npz OUT --tower TOWER.json --train TRAIN.json
+
+Every rank loads the features and runs `train_tower` on its share of each global batch (NCCL on
+GPUs, one per rank by LOCAL_RANK; gloo on CPU); rank 0 writes the best tower (`OUT/encoder`,
+`ampere.models.encoder_io`) and the run's record (`OUT/result.json`: history, best step, best
+validation mR1, steps done, stopped early).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from ampere.models.encoder_io import load_tower, save_tower
+from ampere.models.features import ItemFeatures
+from ampere.models.tower import TowerConfig
+from ampere.training.train import TRAINING_SPLITS, TrainConfig, TrainResult, train_tower
+
+RESULT = "result.json"
+
+
+def run_torchrun(features: Path, tower_cfg: TowerConfig, cfg: TrainConfig, folder: Path) -> TrainResult:
+    """Trains with `cfg.nproc_per_node` processes of this module under torchrun (files in ``folder``)
+    and returns rank 0's result, as `train_tower` would in one process."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tower.json").write_text(json.dumps(tower_cfg.to_dict()))
+    (folder / "train.json").write_text(json.dumps(cfg.to_dict()))
+    command = [str(Path(sys.executable).parent / "torchrun"), "--standalone", f"--nproc_per_node={cfg.nproc_per_node}"]
+    command += ["-m", "ampere.training.launch", str(features), str(folder)]
+    command += ["--tower", str(folder / "tower.json"), "--train", str(folder / "train.json")]
+    done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if done.returncode != 0:
+        failed = f"torchrun with {cfg.nproc_per_node} processes failed (exit {done.returncode})"
+        raise RuntimeError(f"{failed}:\n{done.stdout[-4000:]}")
+    record = json.loads((folder / RESULT).read_text())
+    return TrainResult(
+        load_tower(folder / "encoder"),
+        record["history"],
+        record["best_step"],
+        record["best_val_mR1"],
+        record["steps_done"],
+        record["stopped_early"],
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("features", type=Path, help="ItemFeatures .npz (train and val items)")
+    parser.add_argument("out", type=Path, help="folder for encoder/ and result.json (written by rank 0)")
+    parser.add_argument("--tower", type=Path, required=True, help="TowerConfig as JSON")
+    parser.add_argument("--train", type=Path, required=True, help="TrainConfig as JSON")
+    args = parser.parse_args(argv)
+    cuda = torch.cuda.is_available()
+    dist.init_process_group("nccl" if cuda else "gloo")
+    try:
+        tower_cfg = TowerConfig.from_dict(json.loads(args.tower.read_text()))
+        cfg = TrainConfig(**json.loads(args.train.read_text()))
+        if cuda:
+            local = int(os.environ["LOCAL_RANK"])
+            torch.cuda.set_device(local)
+            cfg = TrainConfig(**{**cfg.to_dict(), "device": f"cuda:{local}"})
+        features = ItemFeatures.load(args.features).only(TRAINING_SPLITS)
+        result = train_tower(features, tower_cfg, cfg, resume=cfg.checkpoint_dir is not None)
+        if dist.get_rank() == 0:
+            save_tower(args.out / "encoder", result.tower, tower_cfg)
+            record = {
+                "history": result.history,
+                "best_step": result.best_step,
+                "best_val_mR1": result.best_val_mR1,
+                "steps_done": result.steps_done,
+                "stopped_early": result.stopped_early,
+                "world_size": dist.get_world_size(),
+            }
+            (args.out / RESULT).write_text(json.dumps(record, indent=2))
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
