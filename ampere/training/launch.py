@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import deque
 from pathlib import Path
 
 import torch
@@ -37,10 +38,14 @@ def run_torchrun(features: Path, tower_cfg: TowerConfig, cfg: TrainConfig, folde
     command = [str(Path(sys.executable).parent / "torchrun"), "--standalone", f"--nproc_per_node={cfg.nproc_per_node}"]
     command += ["-m", "ampere.training.launch", str(features), str(folder)]
     command += ["--tower", str(folder / "tower.json"), "--train", str(folder / "train.json")]
-    done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if done.returncode != 0:
-        failed = f"torchrun with {cfg.nproc_per_node} processes failed (exit {done.returncode})"
-        raise RuntimeError(f"{failed}:\n{done.stdout[-4000:]}")
+    tail: deque[str] = deque(maxlen=60)
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as process:
+        for line in process.stdout:  # shown as it comes (rank 0's progress bar), the end kept for an error
+            print(line, end="", flush=True)
+            tail.append(line)
+    if process.returncode != 0:
+        failed = f"torchrun with {cfg.nproc_per_node} processes failed (exit {process.returncode})"
+        raise RuntimeError(f"{failed}:\n{''.join(tail)}")
     record = json.loads((folder / RESULT).read_text())
     return TrainResult(
         load_tower(folder / "encoder"),
