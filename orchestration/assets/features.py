@@ -15,7 +15,7 @@ from dagster import (
 
 from ampere.models.backbones import build_frame_encoder, build_text_encoder
 from ampere.models.features import ItemFeatures, text_features, visual_features
-from orchestration.assets.metadata import write_quarantine
+from orchestration.assets.metadata import device_metadata, write_quarantine
 from orchestration.resources import (
     WorkspaceResource,
 )
@@ -26,6 +26,7 @@ class FeaturesConfig(Config):
 
     frame_encoder: str = "efficientnet-lite0"
     text_encoder: str = "all-MiniLM-L6-v2"
+    device: str = "auto"  # auto: the first CUDA device when present, else the CPU (ONNX Runtime frame encoder)
 
 
 @asset(
@@ -41,12 +42,13 @@ def backbone_features(
 ) -> Output[str]:
     """Encodes every item's frames and text; media that fail to decode are quarantined, not dropped silently."""
     started = time.perf_counter()
-    frame_encoder = build_frame_encoder(config.frame_encoder)
+    device = device_metadata(config.device)
+    frame_encoder = build_frame_encoder(config.frame_encoder, device=device["resolved_device"])
     frames, failures = visual_features(
         list(training_set["media_path"]), frame_encoder, workspace.folder("feature_cache")
     )
     visual_seconds = time.perf_counter() - started
-    text_encoder = build_text_encoder(config.text_encoder)
+    text_encoder = build_text_encoder(config.text_encoder, device=device["resolved_device"])
     states, mask = text_features(list(training_set["text"]), text_encoder)
     failed_rows = {index for index, _ in failures}
     keep = np.array([i not in failed_rows for i in range(len(training_set))])
@@ -74,6 +76,7 @@ def backbone_features(
             "quarantined": len(quarantine),
             "frame_encoder": frame_encoder.id,
             "text_encoder": text_encoder.id,
+            **device,
             "visual_seconds": round(visual_seconds, 2),
             "frames_shape": str(tuple(features.frames.shape)),
             "text_shape": str(tuple(features.text.shape)),

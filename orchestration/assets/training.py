@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 from dagster import (
     AssetExecutionContext,
     MetadataValue,
@@ -25,10 +24,10 @@ from ampere.training.train import (
     TrainConfig,
     latest_checkpoint,
     load_checkpoint,
-    resolve_device,
     train_tower,
 )
 from orchestration import mlflow_logging
+from orchestration.assets.metadata import device_metadata
 from orchestration.config import config_from_dataclass, to_dataclass
 from orchestration.resources import (
     MlflowResource,
@@ -47,13 +46,6 @@ def _checkpoint_dir(context: AssetExecutionContext, config: TrainConfig, workspa
     if config.checkpoint_dir is not None:
         return Path(config.checkpoint_dir)
     return workspace.folder("checkpoints", context.run.root_run_id or context.run.run_id)
-
-
-def _device_params(train_cfg: TrainConfig) -> dict[str, str]:
-    """The device training runs on and its name (the GPU's, or "cpu"), for MLflow params and metadata."""
-    device = resolve_device(train_cfg.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    return {"resolved_device": str(device), "device_name": name}
 
 
 @asset(
@@ -99,7 +91,7 @@ def trained_encoder(
         },
         params={
             **asdict(train_cfg),
-            **_device_params(train_cfg),
+            **device_metadata(train_cfg.device),
             **{f"tower.{k}": v for k, v in asdict(tower_cfg).items()},
         },
     )
@@ -148,7 +140,7 @@ def trained_encoder(
             **summary,
             "stopped_early": result.stopped_early,
             "resumed": run.resumed,
-            **_device_params(train_cfg),
+            **device_metadata(train_cfg.device),
             "train_seconds": round(seconds, 2),
             "learning_curve_plot": MetadataValue.md(mlflow_logging.curve_markdown(result.history, result.best_step, run_url)),
             "learning_curve": MetadataValue.md(curve.to_markdown(index=False)),
