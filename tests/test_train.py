@@ -13,6 +13,7 @@ from ampere.training.train import (
     TrainConfig,
     _batch_loss,
     _lr_factor,
+    _Resident,
     _tensors,
     batch_rows,
     embed,
@@ -239,3 +240,13 @@ def test_objective_options_learnable_temperature_cosface_and_lr_factors():
     assert embed(tower, feats).shape == (len(feats), TOWER.out_dim)
     with pytest.raises(ValueError, match="match no trainable"):
         train_tower(feats, TOWER, TrainConfig(steps=1, lr_factors={"no_such_layer": 0.1}))
+
+
+def test_batches_gathered_on_the_device_equal_those_gathered_on_the_host():
+    """The training loop gathers its batches from device-resident features; on the CPU they are
+    exactly the host-gathered ones (dtype, padding cut and values), so CPU results are unchanged."""
+    features = synthetic()
+    resident = _Resident.of(features, torch.device("cpu"))
+    for rows in (np.array([3, 0, 7]), np.array([2]), np.arange(len(features))):
+        for ours, host in zip(resident.batch(rows), _tensors(features, rows, torch.device("cpu")), strict=True):
+            assert ours.dtype == host.dtype and torch.equal(ours, host)

@@ -202,6 +202,37 @@ def _tensors(features: ItemFeatures, rows: np.ndarray, device: torch.device) -> 
     return frames.to(device), text.to(device), torch.from_numpy(np.ascontiguousarray(mask[:, :width])).to(device)
 
 
+@dataclass
+class _Resident:
+    """The training items' features as tensors on the training device for the whole run, so a step
+    gathers its batch there: no per-step host gathering or copy of features. Text stays in its
+    stored fp16 (on the CPU a batch is widened to float32, as ``_tensors`` gives); frames are bf16
+    on a GPU (autocast casts them to it anyway), float32 on the CPU (the features' own array).
+    Batch rows and the padding cut come from the host, so no step waits on the device."""
+
+    frames: torch.Tensor
+    text: torch.Tensor
+    mask: torch.Tensor
+    host_mask: np.ndarray
+
+    @classmethod
+    def of(cls, features: ItemFeatures, device: torch.device) -> _Resident:
+        on_gpu = device.type == "cuda"
+        return cls(
+            torch.from_numpy(features.frames).to(device, torch.bfloat16 if on_gpu else torch.float32),
+            torch.from_numpy(features.text).to(device, torch.float16),
+            torch.from_numpy(features.text_mask).to(device),
+            features.text_mask,
+        )
+
+    def batch(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Frames, text and mask of ``rows``; text columns that are padding in every row are cut (see ``_tensors``)."""
+        width = max(1, int(self.host_mask[rows].any(axis=0).nonzero()[0].max(initial=0)) + 1)
+        index = torch.from_numpy(rows).to(self.frames.device, non_blocking=True)
+        text = self.text[index, :width]
+        return self.frames[index], text if text.is_cuda else text.float(), self.mask[index, :width]
+
+
 def checkpoint_path(folder: str | Path, steps_done: int) -> Path:
     """The checkpoint file written after ``steps_done`` steps."""
     return Path(folder) / f"step-{steps_done:07d}.pt"
@@ -346,6 +377,7 @@ def train_tower(
     device = resolve_device(cfg.device)
     use_amp = device.type == "cuda"
     tower = AmpereTower(tower_cfg).to(device)
+    resident = _Resident.of(train, device)
     encode = DistributedDataParallel(_Parts(tower)) if world > 1 else tower.encode_parts
     # Trainable parts of the loss (no weight decay): learnable temperature, CosFace class weights.
     objective = nn.ModuleDict()
@@ -393,7 +425,7 @@ def train_tower(
         if world > 1:  # this rank's share of the global batch: its products' P, S and L rows
             share = slice(me * batch_size // world, (me + 1) * batch_size // world)
             chosen, rows = chosen[share], rows.reshape(3, -1)[:, share].reshape(-1)
-        frames, text, mask = _tensors(train, rows, device)
+        frames, text, mask = resident.batch(rows)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
             out = encode(frames, text, mask)
         loss, parts = _batch_loss(out, torch.from_numpy(chosen).to(device), temperature_now(), objective, cfg)
