@@ -1,0 +1,164 @@
+"""Training and frame encoding at the hardware's pace: the project's code beside the bare same math.
+
+    .venv/bin/python benchmarks/gpu.py                       # on a GPU host (issue 14's figures)
+    .venv/bin/python benchmarks/gpu.py --device cpu --batches 8 16 --images 32   # a smoke run anywhere
+
+A. `train_tower` samples/s (random features of the real shapes, the real loop: device-resident
+   features, bf16 autocast on CUDA, validation excluded from the timed steps) against a bare
+   forward + loss + backward + clip + AdamW step of the same tower on tensors already on the
+   device; FLOPs per step from torch's FlopCounterMode give the bare step's TFLOP/s and, with
+   --peak-tflops, its share of the chip's bf16 peak.
+B. `visual_features` (decoding, resizing, the frame backbone) against the bare backbone on a
+   ready batch on the device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+from training_throughput import random_features  # noqa: E402  (benchmarks/ is this script's folder)
+
+from ampere.models.backbones import build_frame_encoder  # noqa: E402
+from ampere.models.features import visual_features  # noqa: E402
+from ampere.models.tower import AmpereTower, TowerConfig  # noqa: E402
+from ampere.training.train import TrainConfig, _batch_loss, resolve_device, train_tower  # noqa: E402
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bare_step(tower_cfg: TowerConfig, batch: int, device: torch.device, steps: int) -> tuple[float, float, float]:
+    """(samples/s, FLOPs per step, seconds per step) of the bare training step on device-resident tensors."""
+    torch.manual_seed(0)
+    tower = AmpereTower(tower_cfg).to(device)
+    optimizer = torch.optim.AdamW(tower.parameters(), lr=3e-4)
+    frames = torch.rand(3 * batch, tower_cfg.num_frames, tower_cfg.visual_dim, device=device) * 6
+    text = torch.randn(3 * batch, tower_cfg.text_tokens, tower_cfg.text_dim, device=device)
+    mask = torch.ones(3 * batch, tower_cfg.text_tokens, dtype=torch.bool, device=device)
+    products, cfg = torch.arange(batch, device=device), TrainConfig()
+
+    def step() -> None:
+        with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+            out = tower.encode_parts(frames, text, mask)
+        loss, _ = _batch_loss(out, products, 0.05, torch.nn.ModuleDict(), cfg)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(tower.parameters(), 1.0)
+        optimizer.step()
+
+    for _ in range(2):
+        step()
+    with FlopCounterMode(display=False) as counter:
+        step()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    seconds = (time.perf_counter() - start) / steps
+    return 3 * batch / seconds, float(counter.get_total_flops()), seconds
+
+
+def loop_samples_per_s(tower_cfg: TowerConfig, batch: int, device: torch.device, steps: int) -> float:
+    """samples/s of `train_tower`'s steps between two validations (the first interval is warm-up)."""
+    features = random_features(max(int(2.5 * batch), 20), tower_cfg)  # 4 in 5 products train
+    stamps: list[float] = []
+
+    def stamp(row: dict) -> None:
+        _sync(device)
+        stamps.append(time.perf_counter())
+
+    cfg = TrainConfig(batch_size=batch, steps=3 * steps, eval_every=steps, patience=0, device=str(device))
+    started = time.perf_counter()
+    train_tower(features, tower_cfg, cfg, on_eval=stamp)
+    # Each interval holds `steps` training steps and one validation; time the validation alone to remove it.
+    validation = _validation_seconds(features, tower_cfg, device)
+    intervals = np.diff([started, *stamps])[1:] - validation
+    return 3 * batch * steps / float(np.median(intervals))
+
+
+def _validation_seconds(features, tower_cfg: TowerConfig, device: torch.device) -> float:
+    from ampere.training.train import embed
+
+    tower = AmpereTower(tower_cfg).to(device)
+    val = features.only(["val"])
+    embed(tower, val)
+    _sync(device)
+    start = time.perf_counter()
+    embed(tower, val)
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def frames_per_s(device: torch.device, images: int, folder: str) -> tuple[float, float]:
+    """(images/s of `visual_features` on image files, images/s of the bare backbone on a ready device batch)."""
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(images):
+        path = f"{folder}/frame-{i:04d}.jpg"
+        Image.fromarray(rng.integers(0, 255, (360, 640, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    encoder = build_frame_encoder(device=str(device))
+    visual_features(paths[:8], encoder, progress=False)
+    _sync(device)
+    start = time.perf_counter()
+    visual_features(paths, encoder, progress=False)
+    _sync(device)
+    pipeline = images / (time.perf_counter() - start)
+    model = getattr(encoder, "model", None)
+    if model is None:  # ONNX Runtime on the CPU: the session on ready pixels is the bare model
+        batch = np.asarray(rng.integers(0, 255, (min(images, 64), 224, 224, 3)), dtype=np.uint8)
+        start = time.perf_counter()
+        encoder.encode_pixels(batch)
+        return pipeline, len(batch) / (time.perf_counter() - start)
+    x = torch.rand(min(images, 256), 3, 224, 224, device=device).to(memory_format=torch.channels_last)
+    with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+        model.extract_features(x)
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(5):
+            model.extract_features(x).mean(dim=(2, 3))
+        _sync(device)
+    return pipeline, 5 * len(x) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batches", type=int, nargs="+", default=[32, 256, 1024, 4096], help="products per step")
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--images", type=int, default=512)
+    parser.add_argument("--peak-tflops", type=float, default=None, help="the chip's bf16 peak (H200: about 790)")
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"torch {torch.__version__}, {name}", flush=True)
+    tower_cfg = TowerConfig()
+    print("\n| products / step | train_tower samples/s | bare samples/s | ratio | bare TFLOP/s | share of peak |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for batch in args.batches:
+        loop = loop_samples_per_s(tower_cfg, batch, device, args.steps)
+        bare, flops, seconds = bare_step(tower_cfg, batch, device, args.steps)
+        tflops = flops / seconds / 1e12
+        share = f"{tflops / args.peak_tflops:.3f}" if args.peak_tflops else "-"
+        print(f"| {batch} | {loop:.0f} | {bare:.0f} | {loop / bare:.2f} | {tflops:.2f} | {share} |", flush=True)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        pipeline, bare_model = frames_per_s(device, args.images, folder)
+    print(f"\nframes: visual_features {pipeline:.0f} img/s (JPEG decoding included), bare backbone {bare_model:.0f} img/s, "
+          f"ratio {pipeline / bare_model:.3f}")
+
+
+if __name__ == "__main__":
+    main()
