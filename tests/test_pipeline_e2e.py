@@ -128,8 +128,9 @@ def test_metrics_json_mlflow_run_and_registered_champion(materialised) -> None:
     plot = materialization.metadata["learning_curve_plot"].value
     assert plot.startswith("![learning curve](data:image/png;base64,") and champion.run_id in plot
     assert run.data.params["steps"] == "4" and run.data.params["resolved_device"] == "cpu"
-    [features] = materialised["result"].asset_materializations_for_node("backbone_features")
-    assert features.metadata["resolved_device"].value == "cpu"  # `auto` on a machine without CUDA
+    for step in ("backbone_features", "embeddings"):
+        [materialization] = materialised["result"].asset_materializations_for_node(step)
+        assert materialization.metadata["resolved_device"].value == "cpu"  # `auto` on a machine without CUDA
     assert "learning_curve.png" in {a.path.split("/")[-1] for a in client.list_artifacts(run.info.run_id, "plots")}
     assert [m.step for m in client.get_metric_history(run.info.run_id, "curve/val_mR1")] == [2, 4]
 

@@ -23,6 +23,7 @@ from ampere.training.train import (
     embed,
 )
 from orchestration import mlflow_logging
+from orchestration.assets.metadata import device_metadata
 from orchestration.resources import (
     IndexStoreResource,
     MlflowResource,
@@ -30,9 +31,16 @@ from orchestration.resources import (
 )
 
 
+class EmbeddingsConfig(Config):
+    """Where the tower embeds the items."""
+
+    device: str = "auto"  # auto: the first CUDA device when present, else the CPU
+
+
 @asset(group_name="serving", code_version="1", description="128-d L2-normalised embeddings of every item (embeddings.parquet).")
 def embeddings(
     context: AssetExecutionContext,
+    config: EmbeddingsConfig,
     backbone_features: str,
     trained_encoder: dict[str, Any],
     workspace: WorkspaceResource,
@@ -40,7 +48,8 @@ def embeddings(
 ) -> Output[str]:
     """Embeds every item with the registered model version (read back from MLflow)."""
     features = ItemFeatures.load(Path(backbone_features))
-    tower = mlflow_logging.load_registered_tower(mlflow, trained_encoder["model_uri"])
+    device = device_metadata(config.device)
+    tower = mlflow_logging.load_registered_tower(mlflow, trained_encoder["model_uri"]).to(device["resolved_device"])
     vectors = embed(tower, features)
     df = pd.DataFrame(
         {
@@ -59,6 +68,7 @@ def embeddings(
             "items": len(df),
             "dim": int(vectors.shape[1]),
             "model_version": trained_encoder["version"],
+            **device,
             "path": MetadataValue.path(str(path)),
         },
     )
