@@ -189,6 +189,11 @@ def param_groups(model: nn.Module, base_lr: float, factors: Mapping[str, float] 
     ]
 
 
+def _text_width(mask: np.ndarray) -> int:
+    """Text columns up to the last one that is real text in some row of ``mask`` (at least 1)."""
+    return max(1, int(mask.any(axis=0).nonzero()[0].max(initial=0)) + 1)
+
+
 def _tensors(features: ItemFeatures, rows: np.ndarray, device: torch.device) -> tuple[torch.Tensor, ...]:
     """Frames, text and mask of ``rows`` on ``device``; text columns that are padding in every row are cut.
 
@@ -196,7 +201,7 @@ def _tensors(features: ItemFeatures, rows: np.ndarray, device: torch.device) -> 
     layer acts per token), and saves work: a summary is far shorter than the token budget.
     """
     mask = features.text_mask[rows]
-    width = max(1, int(mask.any(axis=0).nonzero()[0].max(initial=0)) + 1)
+    width = _text_width(mask)
     frames = torch.from_numpy(np.ascontiguousarray(features.frames[rows], dtype=np.float32))
     text = torch.from_numpy(np.ascontiguousarray(features.text[rows, :width], dtype=np.float32))
     return frames.to(device), text.to(device), torch.from_numpy(np.ascontiguousarray(mask[:, :width])).to(device)
@@ -227,7 +232,7 @@ class _Resident:
 
     def batch(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Frames, text and mask of ``rows``; text columns that are padding in every row are cut (see ``_tensors``)."""
-        width = max(1, int(self.host_mask[rows].any(axis=0).nonzero()[0].max(initial=0)) + 1)
+        width = _text_width(self.host_mask[rows])
         index = torch.from_numpy(rows).to(self.frames.device, non_blocking=True)
         text = self.text[index, :width]
         return self.frames[index], text if text.is_cuda else text.float(), self.mask[index, :width]
