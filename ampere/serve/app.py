@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from ampere.serve.models import ModelUnavailableError, RegistryModels, ServedMod
 
 logger = logging.getLogger(__name__)
 TARGETS = (*DOMAINS, "all")
+Media = tuple[bytes, str]  # an uploaded query's bytes and the file suffix it is decoded by
 
 
 @dataclass
@@ -279,7 +280,7 @@ def _choice(value: Any, name: str, choices: tuple[str, ...], default: str | None
     return value
 
 
-def _media_bytes(fields: dict[str, Any], upload: UploadFile | None, limit: int) -> tuple[bytes, str] | None:
+def _media_bytes(fields: dict[str, Any], upload: UploadFile | None, limit: int) -> Media | None:
     """The query media's bytes and file suffix (from a multipart file, or base64 `image` / `video` in JSON)."""
     if upload is not None:
         data = upload.file.read(limit + 1)
@@ -323,8 +324,9 @@ async def _fields(request: Request, limit: int) -> tuple[dict[str, Any], UploadF
     raise BadQuery(415, f"unsupported content type {kind or 'none'!r}: send JSON or multipart/form-data")
 
 
-def parse_search(fields: dict[str, Any], upload: UploadFile | None, config: ServeConfig, folder: Path) -> SearchRequest:
-    """A `SearchRequest` from request fields; uploaded media are written into ``folder``."""
+def parse_search(fields: dict[str, Any], upload: UploadFile | None, config: ServeConfig) -> tuple[SearchRequest, Media | None]:
+    """A `SearchRequest` from request fields, and the query media's bytes and suffix (None for an
+    item-id query); `with_media` gives the request its media file."""
     target = _choice(fields.get("target"), "target", TARGETS, "all")
     k = _k(fields.get("k"), config)
     item_id = str(fields.get("item_id") or "").strip() or None
@@ -334,21 +336,24 @@ def parse_search(fields: dict[str, Any], upload: UploadFile | None, config: Serv
     if item_id is not None:
         if found is not None:
             raise BadQuery(422, "give either item_id or media, not both")
-        return SearchRequest(target, k, item_id=item_id)
+        return SearchRequest(target, k, item_id=item_id), None
     if found is None:
         if text.strip():
             raise BadQuery(422, "a text-only query cannot be embedded: the model reads media with their text; add media")
         raise BadQuery(422, "empty query: give item_id, or an image or a video (with optional text)")
+    return SearchRequest(target, k, domain=domain, text=text), found
+
+
+def with_media(request: SearchRequest, found: Media, folder: Path) -> SearchRequest:
+    """The request with its media written into ``folder`` (decoders read files)."""
     data, suffix = found
     path = folder / f"query{suffix}"
     path.write_bytes(data)
-    return SearchRequest(target, k, media=path, domain=domain, text=text)
+    return replace(request, media=path)
 
 
 def _preview(parsed: SearchRequest) -> str | None:
     """A data URI of the uploaded media's representative frame (shown beside its results), or None."""
-    if parsed.media is None:
-        return None
     with contextlib.suppress(MediaError):
         return "data:image/jpeg;base64," + base64.b64encode(media.representative_jpeg(str(parsed.media))).decode()
     return None
@@ -376,10 +381,11 @@ def create_app(config: ServeConfig) -> FastAPI:
         return JSONResponse({"error": error.detail, "status": error.status_code}, status_code=error.status_code)
 
     def parse_and_search(fields: dict[str, Any], upload: UploadFile | None, preview: bool) -> dict[str, Any]:
-        has_media = upload is not None or any(fields.get(key) for key in ("image", "video"))
-        scratch = tempfile.TemporaryDirectory(prefix="ampere-query-") if has_media else contextlib.nullcontext("")
-        with scratch as folder:  # an item-id query writes nothing
-            parsed = parse_search(fields, upload, config, Path(folder))
+        parsed, found = parse_search(fields, upload, config)
+        if found is None:  # an item-id query writes nothing
+            return service.search(parsed)
+        with tempfile.TemporaryDirectory(prefix="ampere-query-") as folder:
+            parsed = with_media(parsed, found, Path(folder))
             result = service.search(parsed)
             if preview:
                 result["query"]["preview"] = _preview(parsed)
@@ -433,10 +439,10 @@ def create_app(config: ServeConfig) -> FastAPI:
     @app.post("/", response_class=HTMLResponse)
     async def home_upload(request: Request) -> HTMLResponse:
         """The search page with the results of an uploaded photo or clip."""
-        snapshot, model = service.current()
         try:
             result = await run_search(request, preview=True)
         except BadQuery as error:
+            snapshot, model = service.current()
             return HTMLResponse(page.render(snapshot, model, None, config.default_k, error.detail), status_code=error.status_code)
         snapshot, model = service.current()
         return HTMLResponse(page.render(snapshot, model, result, result["query"]["k"]))

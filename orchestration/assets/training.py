@@ -73,6 +73,7 @@ def trained_encoder(
     train_cfg = to_dataclass(TrainConfig, config)
     folder = _checkpoint_dir(context, train_cfg, workspace)
     train_cfg = replace(train_cfg, checkpoint_dir=str(folder))
+    device = device_metadata(train_cfg.device)
     run = mlflow_logging.training_run(
         mlflow,
         folder,
@@ -91,7 +92,7 @@ def trained_encoder(
         },
         params={
             **asdict(train_cfg),
-            **device_metadata(train_cfg.device),
+            **device,
             **{f"tower.{k}": v for k, v in asdict(tower_cfg).items()},
         },
     )
@@ -140,7 +141,7 @@ def trained_encoder(
             **summary,
             "stopped_early": result.stopped_early,
             "resumed": run.resumed,
-            **device_metadata(train_cfg.device),
+            **device,
             "train_seconds": round(seconds, 2),
             "learning_curve_plot": MetadataValue.md(mlflow_logging.curve_markdown(result.history, result.best_step, run_url)),
             "learning_curve": MetadataValue.md(curve.to_markdown(index=False)),
