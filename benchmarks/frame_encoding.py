@@ -94,7 +94,7 @@ def main() -> None:
     torch_eager = torch_cl = None
     if args.torch_frames:
         torch_eager = FrameEncoder(args.image_size, batch_size=32)
-        torch_eager.model = torch_eager.model.to(memory_format=torch.contiguous_format)
+        torch_eager.network = torch_eager.network.to(memory_format=torch.contiguous_format)
         torch_cl = FrameEncoder(args.image_size, batch_size=32)  # channels-last (FrameEncoder's default)
         sub = torch.from_numpy(pixels[: args.torch_frames]).permute(0, 3, 1, 2).float() / 127.5 - 1.0
         sub_eager, sub_cl = sub.contiguous(), sub.contiguous(memory_format=torch.channels_last)
@@ -102,7 +102,7 @@ def main() -> None:
     def run_torch(enc: FrameEncoder, x: torch.Tensor) -> None:
         with torch.inference_mode():
             for start in range(0, len(x), enc.batch_size):
-                enc.model.extract_features(x[start : start + enc.batch_size]).mean(dim=(2, 3))
+                enc.network.extract_features(x[start : start + enc.batch_size]).mean(dim=(2, 3))
 
     # Warm-up (allocations, first-run graph work, file cache) and a correctness check.
     run_bare()

