@@ -123,7 +123,7 @@ def test_killed_and_resumed_run_is_bit_identical(uninterrupted, tmp_path):
     _assert_same_tensors(result_b.tower.state_dict(), tower_a.state_dict())
     # Objective (temperature, CosFace), optimizer, best weights and RNG states match too.
     final_a, final_b = load_checkpoint(latest_checkpoint(folder_a)), load_checkpoint(latest_checkpoint(folder_b))
-    for key in ("objective", "optimizer", "scheduler", "torch_rng", "history", "tower", "best_tower", "best_step"):
+    for key in ("objective", "optimizer", "scheduler", "torch_rng", "history", "model", "best_model", "best_step"):
         _assert_same_tensors({key: final_a[key]}, {key: final_b[key]})
 
 

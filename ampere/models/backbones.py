@@ -275,7 +275,7 @@ def weights_digest(network: nn.Module) -> str:
 def mark_finetuned(encoder: TrainableImageEncoder | TextEncoder) -> None:
     """Names a backbone whose weights were trained by those weights: its base id, ``FINETUNED`` and their
     digest, so feature caches (keyed by id) and lineage never take it for the packaged backbone."""
-    encoder.id = f"{encoder.id.partition(FINETUNED)[0]}{FINETUNED}{weights_digest(encoder.network)}"
+    encoder.id = f"{base_id(encoder.id)}{FINETUNED}{weights_digest(encoder.network)}"
 
 
 BACKBONE_FILES = {"frame": "frame_backbone.pt", "text": "text_backbone.pt"}
@@ -289,26 +289,35 @@ def save_finetuned(folder: Path, frame_encoder: ImageEncoder, text_encoder: Text
             torch.save(state, Path(folder) / BACKBONE_FILES[kind])
 
 
+def base_id(encoder_id: str) -> str:
+    """The packaged backbone a (possibly fine-tuned) backbone id started from."""
+    return encoder_id.partition(FINETUNED)[0]
+
+
 def encoders_from_ids(
-    frame_encoder_id: str, text_encoder_id: str, folder: Path | None = None, trainable: bool = False
+    frame_encoder_id: str,
+    text_encoder_id: str,
+    folder: Path | None = None,
+    trainable: bool = False,
+    device: str = "cpu",
 ) -> tuple[ImageEncoder, TextEncoder]:
     """The frame and text encoders whose `id`s a model's lineage recorded (the backbones it was trained on).
 
     A fine-tuned backbone's weights are read from ``folder`` (its model folder, `save_finetuned`) and must
     have the digest its id names. ``trainable``: the frame encoder is a torch network (never ONNX Runtime).
     """
-    frame_base, text_base = frame_encoder_id.partition(FINETUNED)[0], text_encoder_id.partition(FINETUNED)[0]
+    frame_base, text_base = base_id(frame_encoder_id), base_id(text_encoder_id)
     if frame_base.startswith("hf-vision:"):
-        frame_encoder = build_frame_encoder(frame_base.removeprefix("hf-vision:"))
+        frame_encoder = build_frame_encoder(frame_base.removeprefix("hf-vision:"), device=device)
     elif frame_base.startswith("efficientnet-lite0@"):
         runtime = "torch" if trainable or FINETUNED in frame_encoder_id else "auto"
-        frame_encoder = efficientnet_lite0(runtime=runtime, image_size=int(frame_base.partition("@")[2]))
+        frame_encoder = efficientnet_lite0(runtime=runtime, device=device, image_size=int(frame_base.partition("@")[2]))
     else:
         raise ValueError(f"no frame encoder has the id {frame_encoder_id!r}")
     text_path = text_base.removeprefix("hf-text:") if text_base.startswith("hf-text:") else None
     if text_path is None and text_base not in _TEXT_ENCODERS:
         raise ValueError(f"no text encoder has the id {text_encoder_id!r}")
-    text_encoder = build_text_encoder(text_path or text_base)
+    text_encoder = build_text_encoder(text_path or text_base, device=device)
     for kind, wanted, built in (("frame", frame_encoder_id, frame_encoder), ("text", text_encoder_id, text_encoder)):
         if FINETUNED in wanted:
             if folder is None:

@@ -9,7 +9,8 @@ The budget is counted in optimizer steps (warm-up then cosine over ``steps``). E
 the best validation checkpoint is the one returned, and training stops early after
 ``patience`` evaluations without improvement. Training reads train and validation items only:
 test items are refused. It can checkpoint at every evaluation and resume from the latest
-checkpoint, bit-identically on CPU.
+checkpoint, bit-identically on CPU. With ``finetune`` the backbones train too, end to end from
+frames and tokens (``ampere.training.finetune``).
 """
 
 from __future__ import annotations
@@ -33,12 +34,13 @@ from ampere.retrieval.eval import evaluate
 from ampere.training.alignment import alignment_losses
 from ampere.training.cosface import CosFace
 from ampere.training.distributed import gather_rows, rank, world_size
+from ampere.training.finetune import EndToEnd, EndToEndInputs, MediaBatches, features_with, freeze_trained, unfreeze
 from ampere.training.losses import Temperature, cross_domain_loss
 
 TRAIN_DOMAINS = ("page", "short", "live")
 TRAINING_SPLITS = ("train", "val")
 ALIGNMENTS = ("branch", "fusion")
-CHECKPOINT_FORMAT = 2
+CHECKPOINT_FORMAT = 3
 # TrainConfig fields that may differ between a checkpointed run and its resumption.
 _RESUME_MAY_CHANGE = ("device", "checkpoint_dir", "nproc_per_node")
 
@@ -84,6 +86,12 @@ class TrainConfig:
     lr_factors: dict[str, float] = field(
         default_factory=dict, metadata={"doc": "learning-rate factor per tower parameter-name prefix"}
     )
+    finetune: bool = field(
+        default=False,
+        metadata={"doc": "train the backbones too, end to end from frames and tokens (default: frozen cached features)"},
+    )
+    frame_lr_factor: float = field(default=2e-3, metadata={"doc": "learning-rate factor of the frame backbone (finetune)"})
+    text_lr_factor: float = field(default=1e-3, metadata={"doc": "learning-rate factor of the text backbone (finetune)"})
     checkpoint_dir: str | None = field(
         default=None,
         metadata={
@@ -100,6 +108,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.warmup_steps < 0 or self.patience < 0:
             raise ValueError("warmup_steps and patience must be >= 0")
+        if self.finetune and self.nproc_per_node > 1:
+            raise ValueError("finetune trains in one process for now: set nproc_per_node to 1")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -111,7 +121,8 @@ class TrainResult:
 
     history: one row per evaluation (step, mean losses since the previous one, lr, temperature,
     val_mR1, val_loss). best_step: the step of the returned weights; stopped_early: the
-    patience ran out before the budget.
+    patience ran out before the budget. backbones: with ``finetune``, the inputs whose frame and
+    text encoders now hold the best weights (frozen again, ids naming those weights); else None.
     """
 
     tower: AmpereTower
@@ -120,6 +131,7 @@ class TrainResult:
     best_val_mR1: float
     steps_done: int
     stopped_early: bool
+    backbones: EndToEndInputs | None = None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -342,6 +354,7 @@ def train_tower(
     cfg: TrainConfig,
     on_eval: Callable[[dict], None] | None = None,
     resume: bool = False,
+    backbones: EndToEndInputs | None = None,
 ) -> TrainResult:
     """Train a fresh tower on the "train" items, choosing its weights on the "val" items.
 
@@ -355,9 +368,14 @@ def train_tower(
     With ``cfg.checkpoint_dir``, the model, best weights, optimizer, scheduler, history and torch
     RNG state are checkpointed; ``resume=True`` continues from the latest checkpoint there (or
     starts afresh when there is none) and ends exactly as an uninterrupted run.
+
+    ``cfg.finetune`` needs ``backbones`` (encoders built on ``cfg.device``, every item's media and
+    text): each step then reads its items' frames and tokens, and the backbones train with the tower.
     """
     if resume and cfg.checkpoint_dir is None:
         raise ValueError("resume=True needs cfg.checkpoint_dir")
+    if cfg.finetune != (backbones is not None):
+        raise ValueError("backbones are given exactly when cfg.finetune is set")
     others = sorted(set(features.splits) - set(TRAINING_SPLITS))
     if others:
         raise ValueError(f"train_tower reads train and val items only; got splits {others} (pass features.only(...))")
@@ -382,8 +400,15 @@ def train_tower(
     device = resolve_device(cfg.device)
     use_amp = device.type == "cuda"
     tower = AmpereTower(tower_cfg).to(device)
-    resident = _Resident.of(train, device)
-    encode = DistributedDataParallel(_Parts(tower)) if world > 1 else tower.encode_parts
+    if backbones is None:
+        model, inputs, factors = tower, _Resident.of(train, device), cfg.lr_factors
+        encode = DistributedDataParallel(_Parts(tower)) if world > 1 else tower.encode_parts
+    else:
+        _check_backbones(backbones, features, device)
+        model = encode = EndToEnd(unfreeze(backbones), tower)
+        inputs = MediaBatches(train, backbones)
+        factors = {"frame_backbone": cfg.frame_lr_factor, "text_backbone": cfg.text_lr_factor}
+        factors |= {f"tower.{prefix}": factor for prefix, factor in cfg.lr_factors.items()}
     # Trainable parts of the loss (no weight decay): learnable temperature, CosFace class weights.
     objective = nn.ModuleDict()
     if cfg.learnable_temperature:
@@ -391,7 +416,7 @@ def train_tower(
     if cfg.cosface_weight > 0:
         objective["cosface"] = CosFace(tower_cfg.out_dim, len(products), cfg.cosface_scale, cfg.cosface_margin)
     objective.to(device)
-    groups = param_groups(tower, cfg.lr, cfg.lr_factors)
+    groups = param_groups(model, cfg.lr, factors)
     if len(objective):
         groups.append(
             {"params": list(objective.parameters()), "lr": cfg.lr, "name": "objective", "lr_factor": 1.0, "weight_decay": 0.0}
@@ -407,12 +432,12 @@ def train_tower(
     if latest is not None:
         state = load_checkpoint(latest)
         _check_resumable(state, tower_cfg, cfg)
-        tower.load_state_dict(state["tower"])
+        model.load_state_dict(state["model"])
         objective.load_state_dict(state["objective"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         history, step, stale = state["history"], state["steps_done"], state["stale"]
-        best_step, best_mr1, best_state = state["best_step"], state["best_val_mR1"], state["best_tower"]
+        best_step, best_mr1, best_state = state["best_step"], state["best_val_mR1"], state["best_model"]
         torch.set_rng_state(state["torch_rng"])
         if device.type == "cuda":
             torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -424,15 +449,14 @@ def train_tower(
     sums: dict[str, torch.Tensor] = {}
     since = 0
     progress = tqdm(total=cfg.steps, initial=step, desc="training", unit="step", disable=me > 0)
-    tower.train()
+    model.train()
     while step < cfg.steps and not stopped:
         chosen, rows = batch_rows(products, batch_size, cfg.seed, step)
         if world > 1:  # this rank's share of the global batch: its products' P, S and L rows
             share = slice(me * batch_size // world, (me + 1) * batch_size // world)
             chosen, rows = chosen[share], rows.reshape(3, -1)[:, share].reshape(-1)
-        frames, text, mask = resident.batch(rows)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-            out = encode(frames, text, mask)
+            out = encode(*inputs.batch(rows))
         loss, parts = _batch_loss(out, torch.from_numpy(chosen).to(device), temperature_now(), objective, cfg)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -447,10 +471,11 @@ def train_tower(
             continue
         current = temperature_now()
         temperature = float(current.detach()) if isinstance(current, torch.Tensor) else current
-        mr1, val_loss = _validate(tower, val, val_products, temperature)
+        val_now = val if backbones is None else features_with(val, backbones)
+        mr1, val_loss = _validate(tower, val_now, val_products, temperature)
         if mr1 > best_mr1:
             best_step, best_mr1, stale = step, mr1, 0
-            best_state = {k: v.detach().clone() for k, v in tower.state_dict().items()}
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             stale += 1
         stopped = cfg.patience > 0 and stale >= cfg.patience
@@ -476,8 +501,8 @@ def train_tower(
                     "stale": stale,
                     "best_step": best_step,
                     "best_val_mR1": best_mr1,
-                    "best_tower": best_state,
-                    "tower": tower.state_dict(),
+                    "best_model": best_state,
+                    "model": model.state_dict(),
                     "objective": objective.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
@@ -491,9 +516,23 @@ def train_tower(
         if on_eval is not None and me == 0:
             on_eval(row)
     progress.close()
+    if backbones is not None:
+        inputs.close()
+    model.load_state_dict(best_state or model.state_dict())
     best = AmpereTower(tower_cfg).to(device)
-    best.load_state_dict(best_state or tower.state_dict())
-    return TrainResult(best.eval(), history, best_step, best_mr1, step, stopped and step < cfg.steps)
+    best.load_state_dict(tower.state_dict())
+    done = None if backbones is None else freeze_trained(backbones)
+    return TrainResult(best.eval(), history, best_step, best_mr1, step, stopped and step < cfg.steps, done)
+
+
+def _check_backbones(backbones: EndToEndInputs, features: ItemFeatures, device: torch.device) -> None:
+    """Fine-tuning's inputs cover every item and its encoders sit on the training device."""
+    missing = backbones.missing(features.item_ids)
+    if missing:
+        raise ValueError(f"{len(missing)} items have no media or text to fine-tune on, e.g. {missing[:3]}")
+    for encoder in (backbones.frame_encoder, backbones.text_encoder):
+        if encoder.device != device:
+            raise ValueError(f"backbone {encoder.id} is on {encoder.device}, training on {device}: build it there")
 
 
 def embed(tower: AmpereTower, features: ItemFeatures, batch_size: int = 256) -> np.ndarray:
