@@ -1,9 +1,10 @@
 """The registered model: raw queries in, embeddings out, as an MLflow pyfunc.
 
-Its artifact folder holds the tower (`tower.pt`, `config.json` with the lineage) and, for a model
-trained on summaries of tagger phrases, the fitted tagger (`tagger.json`). The backbones, the
-prompt and the LLM are named by the lineage and come from installed packages; loading checks each
-against the recorded id or hash. So `mlflow models serve -m models:/ampere-encoder@champion`
+Its artifact folder holds the tower (`tower.pt`, `config.json` with the lineage), for a model
+trained on summaries of tagger phrases the fitted tagger (`tagger.json`), and for a fine-tuned model
+its backbones' weights (`frame_backbone.pt`, `text_backbone.pt`). The backbones, the prompt and the
+LLM are named by the lineage and come from installed packages (fine-tuned weights from the folder);
+loading checks each against the recorded id or hash. So `mlflow models serve -m models:/ampere-encoder@champion`
 embeds a photo, a clip or a frame folder with its text exactly as the pipeline embedded its items.
 """
 
@@ -131,7 +132,7 @@ class EncoderModel(mlflow.pyfunc.PythonModel):
         summarize = None
         if self.lineage.get("text_source") == "summary":
             summarize = _summaries(folder, self.lineage, Path(self.cache_folder.name) / "summary_cache.sqlite")
-        frame_encoder, text_encoder = encoders_from_ids(self.lineage["frame_encoder"], self.lineage["text_encoder"])
+        frame_encoder, text_encoder = encoders_from_ids(self.lineage["frame_encoder"], self.lineage["text_encoder"], folder)
         self.encoder = QueryEncoder(load_tower(folder), frame_encoder, text_encoder, self.lineage["text_source"], summarize)
 
     def use_summary_cache(self, path: Path) -> None:
