@@ -17,9 +17,11 @@ import pandas as pd  # noqa: E402
 from mlflow.entities import Metric, Param, RunInfo  # noqa: E402
 
 import mlflow  # noqa: E402
-from ampere.models.encoder_io import load_tower, save_tower  # noqa: E402
+from ampere.models.backbones import FINETUNED, ImageEncoder, TextEncoder, encoders_from_ids, save_finetuned  # noqa: E402
+from ampere.models.encoder_io import CONFIG, load_tower, save_tower  # noqa: E402
 from ampere.models.tower import AmpereTower, TowerConfig  # noqa: E402
 from ampere.serve.pyfunc import EncoderModel, encoder_signature, model_requirements, write_tagger  # noqa: E402
+from ampere.training.finetune import EndToEndInputs  # noqa: E402
 from orchestration.resources import MlflowResource  # noqa: E402
 
 
@@ -134,8 +136,10 @@ def log_encoder(
     history: list[dict[str, float]],
     lineage: dict[str, Any],
     summary: dict[str, float],
+    backbones: EndToEndInputs | None = None,
 ) -> dict[str, str]:
-    """Logs the learning curves, the training summary and the tower as an MLflow model; registers a version."""
+    """Logs the learning curves, the training summary and the encoder as an MLflow model (the tower, and
+    the backbones' weights when fine-tuned); registers a version."""
     client = resource.client()
     client.log_batch(run_id, metrics=[Metric(f"train/{k}", float(v), 0, 0) for k, v in summary.items()])
     with tempfile.TemporaryDirectory() as tmp:
@@ -143,6 +147,8 @@ def log_encoder(
         client.log_artifact(run_id, str(curves), artifact_path="plots")
         client.log_text(run_id, pd.DataFrame(history).round(4).to_markdown(index=False), "learning_curve.md")
         folder = save_tower(Path(tmp) / "encoder", tower, config, extra=lineage)
+        if backbones is not None:
+            save_finetuned(folder, backbones.frame_encoder, backbones.text_encoder)
         write_tagger(folder, lineage)
         _use_store(resource)
         with mlflow.start_run(run_id=run_id):
@@ -171,7 +177,8 @@ def _ensure_registered(resource: MlflowResource) -> None:
     try:
         client.get_registered_model(resource.registered_model)
     except mlflow.exceptions.MlflowException:
-        client.create_registered_model(resource.registered_model, description="AMPere shared tower (frozen backbones)")
+        description = "AMPere encoder: the shared tower over frozen or fine-tuned backbones"
+        client.create_registered_model(resource.registered_model, description=description)
 
 
 def alias_version(resource: MlflowResource, alias: str) -> str | None:
@@ -182,14 +189,28 @@ def alias_version(resource: MlflowResource, alias: str) -> str | None:
         return None
 
 
-def load_registered_tower(resource: MlflowResource, model_uri: str) -> AmpereTower:
-    """Downloads a registered model's encoder folder and rebuilds the tower."""
+@dataclass
+class RegisteredEncoder:
+    """A registered model's tower and lineage; ``backbones``: its fine-tuned frame and text encoders,
+    None when it reads the frozen backbones' stored features."""
+
+    tower: AmpereTower
+    lineage: dict[str, Any]
+    backbones: tuple[ImageEncoder, TextEncoder] | None
+
+
+def load_registered_encoder(resource: MlflowResource, model_uri: str, device: str = "cpu") -> RegisteredEncoder:
+    """Downloads a registered model's encoder folder and rebuilds its tower (and fine-tuned backbones) on ``device``."""
     _use_store(resource)
     with tempfile.TemporaryDirectory() as tmp:
         local = mlflow.artifacts.download_artifacts(
             artifact_uri=model_uri, dst_path=tmp, tracking_uri=resource.resolved_tracking_uri()
         )
-        return load_tower(Path(local) / "artifacts" / "encoder")
+        folder = Path(local) / "artifacts" / "encoder"
+        lineage = json.loads((folder / CONFIG).read_text())["extra"]
+        ids = lineage.get("frame_encoder", ""), lineage.get("text_encoder", "")
+        backbones = encoders_from_ids(*ids, folder, device=device) if any(FINETUNED in i for i in ids) else None
+        return RegisteredEncoder(load_tower(folder).to(device), lineage, backbones)
 
 
 def log_retrieval_metrics(resource: MlflowResource, run_id: str, metrics: dict[str, float], table_md: str) -> None:

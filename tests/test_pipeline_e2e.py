@@ -34,7 +34,7 @@ from orchestration.assets import PIPELINE_ASSETS
 from orchestration.audit import audit
 from orchestration.definitions import build_defs
 from orchestration.jobs import PIPELINE_JOB
-from orchestration.mlflow_logging import load_registered_tower
+from orchestration.mlflow_logging import load_registered_encoder
 from orchestration.resources import MlflowResource
 from orchestration.summary_shards import ALL_SHARDS_TAGS
 
@@ -277,7 +277,7 @@ def test_a_raw_query_of_an_indexed_item_gives_its_stored_embedding(materialised)
     client = MlflowClient(tracking_uri=materialised["mlflow"], registry_uri=materialised["mlflow"])
     champion = client.get_model_version_by_alias("ampere-encoder", "champion")
     resource = MlflowResource(tracking_uri=materialised["mlflow"])
-    tower = load_registered_tower(resource, f"models:/ampere-encoder/{champion.version}")
+    tower = load_registered_encoder(resource, f"models:/ampere-encoder/{champion.version}").tower
     prompt = load_prompt(champion.tags["lineage.prompt_id"])
     llm, cache = build_summarizer("llamacpp", prompt), SummaryCache(workspace / "summary_cache.sqlite")
 
@@ -338,7 +338,7 @@ def test_nothing_before_reporting_reads_a_test_item(materialised) -> None:
     first, second = (r.output_for_node("trained_encoder") for r in (materialised["result"], result))
     client = MlflowClient(tracking_uri=materialised["mlflow"], registry_uri=materialised["mlflow"])
     resource = MlflowResource(tracking_uri=materialised["mlflow"])
-    weights = [load_registered_tower(resource, r["model_uri"]).state_dict() for r in (first, second)]
+    weights = [load_registered_encoder(resource, r["model_uri"]).tower.state_dict() for r in (first, second)]
     assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
     curves = [[(m.step, m.value) for m in client.get_metric_history(r["run_id"], "curve/val_mR1")] for r in (first, second)]
     assert curves[0] == curves[1] and first["best_val_mR1"] == second["best_val_mR1"]

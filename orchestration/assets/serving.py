@@ -15,15 +15,18 @@ from dagster import (
 )
 
 from ampere.lineage.promotion import decide_promotion, validation_mr1
+from ampere.models.backbones import base_id
 from ampere.models.features import ItemFeatures
 from ampere.retrieval.eval import evaluate, markdown_table
 from ampere.retrieval.index import build_indexes
 from ampere.retrieval.index_store import index_key
+from ampere.training.finetune import features_with
 from ampere.training.train import (
     embed,
 )
 from orchestration import mlflow_logging
 from orchestration.assets.metadata import device_metadata
+from orchestration.assets.training import end_to_end_inputs
 from orchestration.resources import (
     IndexStoreResource,
     MlflowResource,
@@ -37,20 +40,32 @@ class EmbeddingsConfig(Config):
     device: str = "auto"  # auto: the first CUDA device when present, else the CPU
 
 
-@asset(group_name="serving", code_version="1", description="128-d L2-normalised embeddings of every item (embeddings.parquet).")
+def model_features(
+    model: mlflow_logging.RegisteredEncoder, features: ItemFeatures, training_set: pd.DataFrame, workspace: WorkspaceResource
+) -> ItemFeatures:
+    """The items' features as ``model`` reads them: the stored frozen-backbone features, or for a fine-tuned
+    model those of its own backbones (frames cached under their id, which names the weights)."""
+    if model.backbones is None:
+        return features
+    inputs = end_to_end_inputs(training_set, model.backbones)
+    return features_with(features, inputs, workspace.folder("feature_cache"), progress=True)
+
+
+@asset(group_name="serving", code_version="2", description="128-d L2-normalised embeddings of every item (embeddings.parquet).")
 def embeddings(
     context: AssetExecutionContext,
     config: EmbeddingsConfig,
     backbone_features: str,
+    training_set: pd.DataFrame,
     trained_encoder: dict[str, Any],
     workspace: WorkspaceResource,
     mlflow: MlflowResource,
 ) -> Output[str]:
-    """Embeds every item with the registered model version (read back from MLflow)."""
+    """Embeds every item with the registered model version (read back from MLflow), through its own backbones."""
     features = ItemFeatures.load(Path(backbone_features))
     device = device_metadata(config.device)
-    tower = mlflow_logging.load_registered_tower(mlflow, trained_encoder["model_uri"]).to(device["resolved_device"])
-    vectors = embed(tower, features)
+    model = mlflow_logging.load_registered_encoder(mlflow, trained_encoder["model_uri"], device["resolved_device"])
+    vectors = embed(model.tower, model_features(model, features, training_set, workspace))
     df = pd.DataFrame(
         {
             "item_id": features.item_ids,
@@ -155,8 +170,13 @@ def retrieval_evaluation(
     )
 
 
-# A champion is re-evaluated on the challenger's inputs, so both must read the same kind of inputs.
+# A champion is re-evaluated on the challenger's inputs, so both must read the same kind of inputs
+# (backbones compared by the packaged one they start from: each model reads items through its own).
 COMPARABLE_LINEAGE = ("text_source", "frame_encoder", "text_encoder")
+
+
+def _comparable(key: str, value: object) -> str:
+    return base_id(str(value)) if key in ("frame_encoder", "text_encoder") else str(value)
 
 
 class PromotionConfig(Config):
@@ -167,7 +187,7 @@ class PromotionConfig(Config):
 
 @asset(
     group_name="serving",
-    code_version="2",
+    code_version="3",
     deps=["retrieval_evaluation"],
     description=(
         "Moves alias `champion` and the served index to the new version only if it beats the champion "
@@ -178,19 +198,24 @@ def champion_promotion(
     context: AssetExecutionContext,
     config: PromotionConfig,
     backbone_features: str,
+    training_set: pd.DataFrame,
     trained_encoder: dict[str, Any],
     faiss_index: dict[str, Any],
     mlflow: MlflowResource,
     index_store: IndexStoreResource,
+    workspace: WorkspaceResource,
 ) -> Output[dict[str, Any]]:
     """Evaluates challenger and champion on this run's validation items and promotes the challenger if its mR1 is higher."""
     client = mlflow.client()
     challenger = trained_encoder["version"]
     champion = mlflow_logging.alias_version(mlflow, "champion")
     features = ItemFeatures.load(Path(backbone_features)).only(["val"])
-    challenger_mr1 = validation_mr1(
-        mlflow_logging.load_registered_tower(mlflow, trained_encoder["model_uri"]), features
-    )
+
+    def mr1(model_uri: str) -> float:
+        model = mlflow_logging.load_registered_encoder(mlflow, model_uri)
+        return validation_mr1(model.tower, model_features(model, features, training_set, workspace))
+
+    challenger_mr1 = mr1(trained_encoder["model_uri"])
     champion_mr1 = None
     incomparable = ""
     if champion is not None:
@@ -198,11 +223,10 @@ def champion_promotion(
         incomparable = ", ".join(
             f"{key}: {champion_tags.get(f'lineage.{key}')} vs {trained_encoder['lineage'].get(key)}"
             for key in COMPARABLE_LINEAGE
-            if champion_tags.get(f"lineage.{key}") != str(trained_encoder["lineage"].get(key))
+            if _comparable(key, champion_tags.get(f"lineage.{key}")) != _comparable(key, trained_encoder["lineage"].get(key))
         )
     if champion is not None and not incomparable:
-        tower = mlflow_logging.load_registered_tower(mlflow, f"models:/{mlflow.registered_model}/{champion}")
-        champion_mr1 = validation_mr1(tower, features)
+        champion_mr1 = mr1(f"models:/{mlflow.registered_model}/{champion}")
     promote, reason = decide_promotion(challenger_mr1, champion_mr1, config.force, incomparable)
     reason = reason.replace("vs champion", f"vs champion v{champion}")
     store = index_store.store()

@@ -16,8 +16,10 @@ from dagster import (
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME, MLFLOW_RUN_NOTE
 
 from ampere.lineage.versions import code_version
+from ampere.models.backbones import ImageEncoder, TextEncoder, encoders_from_ids
 from ampere.models.features import ItemFeatures
 from ampere.models.tower import TowerConfig
+from ampere.training.finetune import EndToEndInputs
 from ampere.training.launch import run_torchrun
 from ampere.training.train import (
     TRAINING_SPLITS,
@@ -37,8 +39,16 @@ from orchestration.resources import (
 EncoderConfig = config_from_dataclass(
     TrainConfig,
     "EncoderConfig",
-    "Training settings of the shared tower (backbones frozen): every field of ampere.training.train.TrainConfig.",
+    "Training settings of the encoder (the tower on frozen features, or end to end with `finetune`): every field of "
+    "ampere.training.train.TrainConfig.",
 )
+
+
+def end_to_end_inputs(training_set: pd.DataFrame, encoders: tuple[ImageEncoder, TextEncoder]) -> EndToEndInputs:
+    """The backbones with every item's media path and text, as the training set holds them."""
+    items = list(training_set["item_id"])
+    media = dict(zip(items, training_set["media_path"], strict=True))
+    return EndToEndInputs(*encoders, media, dict(zip(items, training_set["text"], strict=True)))
 
 
 def _checkpoint_dir(context: AssetExecutionContext, config: TrainConfig, workspace: WorkspaceResource) -> Path:
@@ -51,16 +61,18 @@ def _checkpoint_dir(context: AssetExecutionContext, config: TrainConfig, workspa
 @asset(
     pool="accelerator",
     group_name="model",
-    code_version="2",
+    code_version="3",
     description=(
         "The AMPere shared tower trained with cross-domain InfoNCE on the train split, its checkpoint chosen on "
-        "validation mR1 (early stopping); logged to MLflow and registered. Never reads a test item."
+        "validation mR1 (early stopping); with `finetune`, the backbones trained with it from frames and tokens. "
+        "Logged to MLflow and registered. Never reads a test item."
     ),
 )
 def trained_encoder(
     context: AssetExecutionContext,
     config: EncoderConfig,
     backbone_features: str,
+    training_set: pd.DataFrame,
     mlflow: MlflowResource,
     workspace: WorkspaceResource,
 ) -> Output[dict[str, Any]]:
@@ -106,21 +118,31 @@ def trained_encoder(
         result = run_torchrun(Path(backbone_features), tower_cfg, train_cfg, folder / "torchrun")
         mlflow_logging.log_missing_evaluations(mlflow, run.info.run_id, result.history)
     else:
+        backbones = None
+        if train_cfg.finetune:
+            ids = lineage["frame_encoder"], lineage["text_encoder"]
+            backbones = end_to_end_inputs(training_set, encoders_from_ids(*ids, trainable=True, device=device["resolved_device"]))
         result = train_tower(
             features,
             tower_cfg,
             train_cfg,
             on_eval=lambda row: mlflow_logging.log_evaluation(mlflow, run.info.run_id, row),
             resume=True,
+            backbones=backbones,
         )
     seconds = time.perf_counter() - started
+    if result.backbones is not None:  # the model reads its own backbones: the lineage names their weights
+        trained = result.backbones
+        lineage = {**lineage, "frame_encoder": trained.frame_encoder.id, "text_encoder": trained.text_encoder.id}
     summary = {
         "best_step": result.best_step,
         "best_val_mR1": round(result.best_val_mR1, 2),
         "steps_done": result.steps_done,
         "stopped_early": float(result.stopped_early),
     }
-    registered = mlflow_logging.log_encoder(mlflow, run.info.run_id, result.tower, tower_cfg, result.history, lineage, summary)
+    registered = mlflow_logging.log_encoder(
+        mlflow, run.info.run_id, result.tower, tower_cfg, result.history, lineage, summary, result.backbones
+    )
     run_url = mlflow.run_url(run.info.experiment_id, run.info.run_id)
     curve = pd.DataFrame(result.history).round(4)
     return Output(
