@@ -10,6 +10,9 @@ A. `train_tower` samples/s (random features of the real shapes, the real loop: d
    --peak-tflops, its share of the chip's bf16 peak.
 B. `visual_features` (decoding, resizing, the frame backbone) against the bare backbone on a
    ready batch on the device.
+C. End-to-end fine-tuning (`TrainConfig.finetune`): `train_tower`'s steps, decoding JPEG frames
+   and tokenising texts every step, against the bare end-to-end step (packaged EfficientNet-Lite0 +
+   MiniLM + tower) on pixels and tokens already on the device.
 """
 
 from __future__ import annotations
@@ -26,10 +29,19 @@ from PIL import Image  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from training_throughput import random_features  # noqa: E402  (benchmarks/ is this script's folder)
 
-from ampere.models.backbones import build_frame_encoder  # noqa: E402
-from ampere.models.features import visual_features  # noqa: E402
+from ampere.models.backbones import build_frame_encoder, encoders_from_ids  # noqa: E402
+from ampere.models.features import ItemFeatures, visual_features  # noqa: E402
 from ampere.models.tower import AmpereTower, TowerConfig  # noqa: E402
-from ampere.training.train import TrainConfig, _batch_loss, resolve_device, train_tower  # noqa: E402
+from ampere.training.finetune import EndToEnd, EndToEndInputs, MediaBatches, features_with, unfreeze  # noqa: E402
+from ampere.training.train import (  # noqa: E402
+    TrainConfig,
+    _batch_loss,
+    batch_rows,
+    embed,
+    product_items,
+    resolve_device,
+    train_tower,
+)  # fmt: skip
 
 
 def _sync(device: torch.device) -> None:
@@ -132,6 +144,73 @@ def frames_per_s(device: torch.device, images: int, folder: str) -> tuple[float,
     return pipeline, 5 * len(x) / (time.perf_counter() - start)
 
 
+def _finetune_items(products: int, folder: str) -> tuple[ItemFeatures, dict[str, str], dict[str, str]]:
+    """Items of ``products`` products (4 in 5 train), each domain one 360x640 JPEG (decoded as 8 frames), with texts."""
+    rng = np.random.default_rng(0)
+    ids, media, texts, rows = [], {}, {}, []
+    for p in range(products):
+        for domain in ("page", "short", "live"):
+            item = f"{domain}-{p}"
+            media[item] = f"{folder}/{item}.jpg"
+            Image.fromarray(rng.integers(0, 255, (360, 640, 3), dtype=np.uint8)).save(media[item])
+            texts[item] = f"product {p} soft cotton shirt with long sleeves, colour {p % 7}, size {p % 5}"
+            ids.append(item)
+            rows.append((f"p{p}", domain, "val" if p % 5 == 4 else "train"))
+    n = len(ids)
+    features = ItemFeatures(
+        ids, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+        np.zeros((n, 8, 1)), np.zeros((n, 1, 1)), np.zeros((n, 1), dtype=bool),
+    )  # fmt: skip
+    return features, media, texts
+
+
+def finetune_samples_per_s(device: torch.device, batch: int, steps: int, folder: str) -> tuple[float, float]:
+    """(samples/s of `train_tower` with `finetune`, samples/s of the bare end-to-end step on device tensors)."""
+    features, media, texts = _finetune_items(max(int(2.5 * batch), 10), folder)
+    backbones = encoders_from_ids("efficientnet-lite0@224", "all-MiniLM-L6-v2", trainable=True, device=str(device))
+    inputs = EndToEndInputs(*backbones, media, texts)
+    val = features.only(["val"])
+    stamps: list[float] = []
+
+    def stamp(row: dict) -> None:
+        _sync(device)
+        stamps.append(time.perf_counter())
+
+    cfg = TrainConfig(batch_size=batch, steps=3 * steps, eval_every=steps, patience=0, device=str(device), finetune=True)
+    started = time.perf_counter()
+    train_tower(features, TowerConfig(), cfg, on_eval=stamp, backbones=inputs)
+    start = time.perf_counter()
+    embed(AmpereTower(TowerConfig()).to(device), features_with(val, inputs))
+    _sync(device)
+    validation = time.perf_counter() - start
+    loop = 3 * batch * steps / float(np.median(np.diff([started, *stamps])[1:] - validation))
+
+    torch.manual_seed(0)
+    model = EndToEnd(unfreeze(inputs), AmpereTower(TowerConfig()).to(device))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4)
+    train = features.only(["train"])
+    _, rows = batch_rows(product_items(train), batch, seed=0, step=0)
+    pixels, tokens = MediaBatches(train, inputs).batch(rows)  # decoded once: the bare step reads them ready
+    products = torch.arange(batch, device=device)
+
+    def step() -> None:
+        with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+            out = model(pixels, tokens)
+        loss, _ = _batch_loss(out, products, 0.05, torch.nn.ModuleDict(), cfg)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+
+    step()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return loop, 3 * batch * steps / (time.perf_counter() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
@@ -139,6 +218,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--peak-tflops", type=float, default=None, help="the chip's bf16 peak (H200: about 790)")
+    parser.add_argument("--finetune-batch", type=int, default=32, help="products per fine-tuning step; 0 skips it")
     args = parser.parse_args()
     device = resolve_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
@@ -158,6 +238,11 @@ def main() -> None:
         pipeline, bare_model = frames_per_s(device, args.images, folder)
     print(f"\nframes: visual_features {pipeline:.0f} img/s (JPEG decoding included), bare backbone {bare_model:.0f} img/s, "
           f"ratio {pipeline / bare_model:.3f}")
+    if args.finetune_batch:
+        with tempfile.TemporaryDirectory() as folder:
+            loop, bare = finetune_samples_per_s(device, args.finetune_batch, args.steps, folder)
+        print(f"\nfine-tuning, {args.finetune_batch} products/step: train_tower {loop:.1f} samples/s (JPEG decoding "
+              f"included), bare end-to-end step {bare:.1f} samples/s, ratio {loop / bare:.3f}", flush=True)
 
 
 if __name__ == "__main__":

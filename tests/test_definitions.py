@@ -36,7 +36,8 @@ def test_definitions_load_and_validate() -> None:
     keys = {key.to_user_string() for key in job.asset_layer.asset_graph.get_all_asset_keys()}
     assert keys == EXPECTED
     graph = defs.resolve_asset_graph()
-    assert graph.get(AssetKey("trained_encoder")).parent_keys == {AssetKey("backbone_features")}
+    # Training reads the features, and with `finetune` the training set's media and texts.
+    assert graph.get(AssetKey("trained_encoder")).parent_keys == {AssetKey("backbone_features"), AssetKey("training_set")}
     assert defs.resolve_schedule_def("weekly_retrain").job_name == PIPELINE_JOB
     assert defs.resolve_sensor_def("dvc_data_sensor").job_name == PIPELINE_JOB
 

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.distributed as dist
@@ -151,10 +152,14 @@ def test_the_training_step_launches_torchrun_when_configured(tmp_path) -> None:
     def features_file() -> str:  # the features a `backbone_features` materialisation would have written
         return str(tmp_path / "features.npz")
 
+    @asset(name="training_set")
+    def no_media() -> pd.DataFrame:  # read only by `finetune`
+        return pd.DataFrame({"item_id": [], "media_path": [], "text": []})
+
     tracking = f"sqlite:///{tmp_path}/mlflow.db"
     train = {"batch_size": 8, "steps": 6, "eval_every": 3, "warmup_steps": 2, "patience": 0, "nproc_per_node": 2}
     result = materialize(
-        [features_file, trained_encoder],
+        [features_file, no_media, trained_encoder],
         resources={
             "mlflow": MlflowResource(tracking_uri=tracking, artifact_root=str(tmp_path / "artifacts")),
             "workspace": WorkspaceResource(root=str(tmp_path / "workspace")),

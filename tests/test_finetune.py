@@ -15,7 +15,8 @@ from ampere.models.backbones import BACKBONE_FILES, FINETUNED, base_id, encoders
 from ampere.models.encoder_io import save_tower
 from ampere.models.features import ItemFeatures
 from ampere.serve.pyfunc import EncoderModel
-from ampere.training.finetune import EndToEnd, EndToEndInputs, MediaBatches, features_with, unfreeze
+from ampere.training.finetune import EndToEnd, EndToEndInputs, EndToEndSpec, MediaBatches, features_with, unfreeze
+from ampere.training.launch import run_torchrun
 from ampere.training.losses import cross_domain_loss
 from ampere.training.train import TrainConfig, embed, train_tower
 
@@ -130,3 +131,35 @@ def test_the_saved_model_embeds_raw_media_as_training_did(toy, tmp_path):
         encoders_from_ids(lineage["frame_encoder"], lineage["text_encoder"], folder)
     with pytest.raises(ValueError, match="weights come with its model folder"):
         encoders_from_ids(lineage["frame_encoder"], lineage["text_encoder"])
+
+
+def _without_key_bias(name: str, weight: torch.Tensor) -> torch.Tensor:
+    """``weight`` less its attention key bias: its true gradient is 0 (softmax ignores a shift shared by every
+    key), so Adam turns rounding noise there into full-size steps that differ between runs."""
+    if name.endswith("k_proj.bias"):
+        return weight[:0]
+    if name.endswith("in_proj_bias"):
+        third = len(weight) // 3
+        return torch.cat([weight[:third], weight[2 * third :]])
+    return weight
+
+
+def test_torchrun_fine_tunes_on_two_processes_as_one_process_does(toy, tmp_path, monkeypatch) -> None:
+    """Two gloo ranks, each on half of every batch (DDP over backbones and tower), train the backbones
+    and tower that one process trains on the whole batches."""
+    inputs, features, (frame_id, text_id) = toy
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    features.save(tmp_path / "features.npz")
+    spec = EndToEndSpec(frame_id, text_id, inputs.media, inputs.texts)
+    cfg = TrainConfig(steps=3, batch_size=2, eval_every=3, lr=1e-2, warmup_steps=1, finetune=True, frame_lr_factor=1.0)
+    tower_cfg = _tower_config(features)
+    ranks = run_torchrun(tmp_path / "features.npz", tower_cfg, replace(cfg, nproc_per_node=2), tmp_path / "run", spec)
+    one = train_tower(features, tower_cfg, cfg, backbones=spec.build("cpu"))
+    assert ranks.best_step == one.best_step and ranks.history[0]["loss"] == pytest.approx(one.history[0]["loss"], abs=1e-4)
+    pairs = [(ranks.tower, one.tower)]
+    pairs += [(getattr(ranks.backbones, k).network, getattr(one.backbones, k).network) for k in ("frame_encoder", "text_encoder")]
+    for theirs, ours in pairs:
+        for (name, a), b in zip(theirs.state_dict().items(), ours.state_dict().values(), strict=True):
+            a, b = _without_key_bias(name, a), _without_key_bias(name, b)
+            torch.testing.assert_close(a, b, rtol=1e-3, atol=2e-4, msg=lambda m, n=name: f"{n}: {m}")
+    assert ranks.backbones.frame_encoder.id.startswith(f"{frame_id}{FINETUNED}")

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ampere.data.frames import NUM_FRAMES, MediaError, load_frames
-from ampere.models.backbones import TextEncoder, TrainableImageEncoder, mark_finetuned
+from ampere.models.backbones import TextEncoder, TrainableImageEncoder, encoders_from_ids, mark_finetuned
 from ampere.models.features import ItemFeatures, text_features, visual_features
 from ampere.models.tower import AmpereTower, TowerOutput
 
@@ -35,6 +35,22 @@ class EndToEndInputs:
     def missing(self, item_ids: list[str]) -> list[str]:
         """The ids among ``item_ids`` that have no media or no text here."""
         return [i for i in item_ids if i not in self.media or i not in self.texts]
+
+
+@dataclass
+class EndToEndSpec:
+    """What builds fine-tuning's inputs in any process (each torchrun rank builds its own): the
+    backbone ids to start from, and each item's media path and text. JSON-serialisable."""
+
+    frame_encoder: str
+    text_encoder: str
+    media: dict[str, str]
+    texts: dict[str, str]
+
+    def build(self, device: str) -> EndToEndInputs:
+        """The trainable backbones on ``device`` with the items' media and texts."""
+        encoders = encoders_from_ids(self.frame_encoder, self.text_encoder, trainable=True, device=device)
+        return EndToEndInputs(*encoders, self.media, self.texts)
 
 
 class EndToEnd(nn.Module):

@@ -108,8 +108,6 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.warmup_steps < 0 or self.patience < 0:
             raise ValueError("warmup_steps and patience must be >= 0")
-        if self.finetune and self.nproc_per_node > 1:
-            raise ValueError("finetune trains in one process for now: set nproc_per_node to 1")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -406,6 +404,8 @@ def train_tower(
     else:
         _check_backbones(backbones, features, device)
         model = encode = EndToEnd(unfreeze(backbones), tower)
+        if world > 1:  # a backbone's unused head (e.g. BERT's pooler) gets no gradient
+            encode = DistributedDataParallel(model, find_unused_parameters=True)
         inputs = MediaBatches(train, backbones)
         factors = {"frame_backbone": cfg.frame_lr_factor, "text_backbone": cfg.text_lr_factor}
         factors |= {f"tower.{prefix}": factor for prefix, factor in cfg.lr_factors.items()}

@@ -16,10 +16,10 @@ from dagster import (
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME, MLFLOW_RUN_NOTE
 
 from ampere.lineage.versions import code_version
-from ampere.models.backbones import ImageEncoder, TextEncoder, encoders_from_ids
+from ampere.models.backbones import ImageEncoder, TextEncoder
 from ampere.models.features import ItemFeatures
 from ampere.models.tower import TowerConfig
-from ampere.training.finetune import EndToEndInputs
+from ampere.training.finetune import EndToEndInputs, EndToEndSpec
 from ampere.training.launch import run_torchrun
 from ampere.training.train import (
     TRAINING_SPLITS,
@@ -44,11 +44,15 @@ EncoderConfig = config_from_dataclass(
 )
 
 
-def end_to_end_inputs(training_set: pd.DataFrame, encoders: tuple[ImageEncoder, TextEncoder]) -> EndToEndInputs:
-    """The backbones with every item's media path and text, as the training set holds them."""
+def media_and_texts(training_set: pd.DataFrame) -> tuple[dict[str, str], dict[str, str]]:
+    """Every item's media path and text (by item id), as the training set holds them."""
     items = list(training_set["item_id"])
-    media = dict(zip(items, training_set["media_path"], strict=True))
-    return EndToEndInputs(*encoders, media, dict(zip(items, training_set["text"], strict=True)))
+    return dict(zip(items, training_set["media_path"], strict=True)), dict(zip(items, training_set["text"], strict=True))
+
+
+def end_to_end_inputs(training_set: pd.DataFrame, encoders: tuple[ImageEncoder, TextEncoder]) -> EndToEndInputs:
+    """The backbones with every item's media path and text."""
+    return EndToEndInputs(*encoders, *media_and_texts(training_set))
 
 
 def _checkpoint_dir(context: AssetExecutionContext, config: TrainConfig, workspace: WorkspaceResource) -> Path:
@@ -113,22 +117,21 @@ def trained_encoder(
         context.log.info(f"resuming training from {checkpoint} (MLflow run {run.info.run_id})")
         mlflow_logging.log_missing_evaluations(mlflow, run.info.run_id, load_checkpoint(checkpoint)["history"])
     started = time.perf_counter()
+    spec = None
+    if train_cfg.finetune:
+        spec = EndToEndSpec(lineage["frame_encoder"], lineage["text_encoder"], *media_and_texts(training_set))
     if train_cfg.nproc_per_node > 1:
         context.log.info(f"training with torchrun: {train_cfg.nproc_per_node} processes")
-        result = run_torchrun(Path(backbone_features), tower_cfg, train_cfg, folder / "torchrun")
+        result = run_torchrun(Path(backbone_features), tower_cfg, train_cfg, folder / "torchrun", spec)
         mlflow_logging.log_missing_evaluations(mlflow, run.info.run_id, result.history)
     else:
-        backbones = None
-        if train_cfg.finetune:
-            ids = lineage["frame_encoder"], lineage["text_encoder"]
-            backbones = end_to_end_inputs(training_set, encoders_from_ids(*ids, trainable=True, device=device["resolved_device"]))
         result = train_tower(
             features,
             tower_cfg,
             train_cfg,
             on_eval=lambda row: mlflow_logging.log_evaluation(mlflow, run.info.run_id, row),
             resume=True,
-            backbones=backbones,
+            backbones=None if spec is None else spec.build(device["resolved_device"]),
         )
     seconds = time.perf_counter() - started
     if result.backbones is not None:  # the model reads its own backbones: the lineage names their weights
