@@ -12,21 +12,19 @@ from typing import Any
 
 from ampere import cli as library_cli
 from ampere.asr.prompts import DEFAULT_PROMPT_ID, PROMPT_DIR
-from ampere.home import PROJECT_FOLDER, Home
+from ampere.home import Home
+from orchestration.instance import instance_folder
 
 TRACKING_HELP = "MLflow tracking URI (default: MLFLOW_TRACKING_URI, else the home's mlflow/mlflow.db)"
 STORE_HELP = "index store (default: the home's workspace/index_store)"
 
-PROJECT_DAGSTER_HOME = PROJECT_FOLDER / "dagster_home"
 
 
 def use_dagster_home(home: Home) -> Path:
-    """Points DAGSTER_HOME at the home's instance (created with the project's dagster.yaml), so
-    `ampere`, `dagster dev` and the daemon see the same runs."""
-    folder = home.dagster_home
-    folder.mkdir(parents=True, exist_ok=True)
-    if not (folder / "dagster.yaml").exists():
-        (folder / "dagster.yaml").write_text((PROJECT_DAGSTER_HOME / "dagster.yaml").read_text())
+    """Points DAGSTER_HOME at the home's instance (its dagster.yaml built from the project's, on
+    PostgreSQL when DAGSTER_POSTGRES_URL is set: `orchestration.instance`), so `ampere`, `dagster dev`
+    and the daemon see the same runs."""
+    folder = instance_folder(home.dagster_home)
     os.environ["DAGSTER_HOME"] = str(folder)
     return folder
 
@@ -36,6 +34,7 @@ def _pipeline(args: argparse.Namespace) -> None:
     from dagster import DagsterEventType, DagsterInstance, ReexecutionOptions, build_reconstructable_job, execute_job
 
     from ampere.retrieval.eval import markdown_table
+    from orchestration.jobs import DATASET_TAG
     from orchestration.resources import MlflowResource
     from orchestration.run_state import process_tags, reap_dead_runs, watching_own_run
     from orchestration.summary_shards import ALL_SHARDS_TAGS
@@ -87,7 +86,7 @@ def _pipeline(args: argparse.Namespace) -> None:
             }
             tags = {
                 "ampere/text_source": args.text_source,
-                "ampere/dataset": str(args.dataset.resolve()),
+                DATASET_TAG: str(args.dataset.resolve()),
                 **ALL_SHARDS_TAGS,
                 **process_tags(),
             }

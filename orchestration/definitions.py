@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dagster import Definitions, FilesystemIOManager, JobDefinition
+import os
+
+from dagster import Definitions, ExecutorDefinition, FilesystemIOManager, JobDefinition
 
 from ampere.asr.prompts import DEFAULT_PROMPT_ID
 from ampere.home import find_home
@@ -31,9 +33,12 @@ def build_defs(
     summarizer_model: str | None = None,
     summarizer_prompt: str = DEFAULT_PROMPT_ID,
     repo_dir: str | None = None,
+    executor: str | None = None,
 ) -> Definitions:
     """All assets, checks, jobs, schedules and sensors, with resources pointed at the given places;
-    a place not given is the home's (`ampere.home.find_home`), whatever the current directory."""
+    a place not given is the home's (`ampere.home.find_home`), whatever the current directory.
+    ``executor`` (default: `AMPERE_DAGSTER_EXECUTOR`, else Dagster's own): "k8s" runs each step
+    of a run in its own Kubernetes pod (`k8s_job_executor`, with the K8s run launcher)."""
     home = find_home()
     workspace = workspace or str(home.workspace)
     dataset = dataset or str(home.dataset)
@@ -41,6 +46,7 @@ def build_defs(
     artifact_root = artifact_root or str(home.artifact_root)
     repo_dir = repo_dir or str(home.root)
     return Definitions(
+        executor=_executor(executor or os.environ.get("AMPERE_DAGSTER_EXECUTOR", "default")),
         assets=[*PIPELINE_ASSETS, ablation_study],
         asset_checks=PIPELINE_CHECKS,
         jobs=[pipeline_job, ablation_job],
@@ -62,6 +68,17 @@ def build_defs(
             "summaries_io_manager": ShardedParquetIOManager(root=f"{workspace}/summaries"),
         },
     )
+
+
+def _executor(name: str) -> ExecutorDefinition | None:
+    """None: Dagster's default (steps in subprocesses of the run); "k8s": one Kubernetes job per step."""
+    if name == "default":
+        return None
+    if name == "k8s":
+        from dagster_k8s import k8s_job_executor
+
+        return k8s_job_executor
+    raise ValueError(f"unknown Dagster executor {name!r}: expected 'default' or 'k8s'")
 
 
 defs = build_defs()

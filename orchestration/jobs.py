@@ -2,11 +2,19 @@
 
 from dagster import AssetSelection, RunRequest, ScheduleEvaluationContext, define_asset_job, schedule
 
+from ampere.home import find_home
 from orchestration.assets import PIPELINE_ASSETS
 from orchestration.run_state import mlflow_runs_fail_with_their_step
 from orchestration.summary_shards import ALL_SHARDS_TAGS
 
 PIPELINE_JOB = "ampere_pipeline"
+# Every pipeline run names its dataset: the run queue allows one run per dataset at a time (dagster.yaml).
+DATASET_TAG = "ampere/dataset"
+
+
+def home_dataset_tags() -> dict[str, str]:
+    """The dataset tag of a run over the home's dataset (a sensor's or a schedule's run)."""
+    return {DATASET_TAG: str(find_home().dataset.resolve())}
 
 pipeline_job = define_asset_job(
     PIPELINE_JOB,
@@ -19,4 +27,4 @@ pipeline_job = define_asset_job(
 @schedule(job=pipeline_job, cron_schedule="0 3 * * 1", execution_timezone="UTC", name="weekly_retrain")
 def weekly_retrain(context: ScheduleEvaluationContext) -> RunRequest:
     """Weekly full retraining run over every summary shard (cached summaries cost nothing)."""
-    return RunRequest(tags=ALL_SHARDS_TAGS)
+    return RunRequest(tags={**home_dataset_tags(), **ALL_SHARDS_TAGS})

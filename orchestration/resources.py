@@ -122,6 +122,8 @@ class MlflowResource(ConfigurableResource):
     """MLflow tracking store and model registry, used through an explicit `MlflowClient`."""
 
     tracking_uri: str = "sqlite:///mlflow/mlflow.db"
+    # Where a local store's experiments keep artifacts; a tracking server decides for itself (proxied
+    # `mlflow-artifacts:` with `--artifacts-destination`), so this is not used with an http(s) URI.
     artifact_root: str = "mlflow/artifacts"
     experiment: str = "ampere"
     registered_model: str = "ampere-encoder"
@@ -140,9 +142,13 @@ class MlflowResource(ConfigurableResource):
             return prefix + str(db)
         return self.tracking_uri
 
+    def is_server(self) -> bool:
+        """The tracking URI names a tracking server (several hosts share it), not a store on this host."""
+        return self.tracking_uri.startswith(("http://", "https://"))
+
     def experiment_id(self, name: str | None = None) -> str:
-        """The id of the experiment `name` (default: the training runs' experiment), created with a
-        local artifact root on first use."""
+        """The id of the experiment `name` (default: the training runs' experiment), created on first use
+        with `artifact_root` as its location for a local store, the server's own for a tracking server."""
         client = self.client()
         name = name or self.experiment
         found: Experiment | None = client.get_experiment_by_name(name)
@@ -151,8 +157,8 @@ class MlflowResource(ConfigurableResource):
                 client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
             return found.experiment_id
         location = None
-        if "://" not in self.artifact_root:
-            location = Path(self.artifact_root).resolve().as_uri()
+        if not self.is_server():
+            location = self.artifact_root if "://" in self.artifact_root else Path(self.artifact_root).resolve().as_uri()
         return client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: TRAINING_KIND})
 
     def ui_base(self) -> str:
@@ -160,7 +166,7 @@ class MlflowResource(ConfigurableResource):
         local UI of `bash mlflow/serve.sh`."""
         if self.ui_url:
             return self.ui_url.rstrip("/")
-        if self.tracking_uri.startswith(("http://", "https://")):
+        if self.is_server():
             return self.tracking_uri.rstrip("/")
         return LOCAL_MLFLOW_UI
 

@@ -3,10 +3,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-# The page test drives Debian's chromium through the DevTools protocol (no browser download).
-if ! command -v chromium >/dev/null; then
+# Servers the tests start on 127.0.0.1, from Debian's packages: chromium (the page test drives it
+# through the DevTools protocol) and PostgreSQL (the MLflow and Dagster stores; tests run initdb + pg_ctl).
+missing=()
+command -v chromium >/dev/null || missing+=(chromium)
+command -v initdb >/dev/null || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+if [ ${#missing[@]} -gt 0 ]; then
   sudo=$([ "$(id -u)" = 0 ] || echo sudo)
-  $sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q chromium
+  $sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${missing[@]}"
 fi
 export HF_HUB_OFFLINE=1 GX_ANALYTICS_ENABLED=false
 # Tests run in a random order (pytest-randomly); SEED=N repeats an order.

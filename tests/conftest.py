@@ -1,15 +1,19 @@
-"""Shared fixtures: a real MLflow server on 127.0.0.1 and a real DVC repository in a temp folder."""
+"""Shared fixtures: a real PostgreSQL server and a real MLflow server (PostgreSQL store, proxied artifacts)
+on 127.0.0.1, and a real DVC repository in a temp folder."""
 
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -36,12 +40,69 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def postgres_bin(name: str) -> str:
+    """A PostgreSQL server program: on PATH, else Debian's `/usr/lib/postgresql/<version>/bin`."""
+    found = shutil.which(name) or max(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), default=None, key=str)
+    if found is None:
+        raise RuntimeError(f"PostgreSQL's {name} is not installed: `apt-get install postgresql` (scripts/test.sh does)")
+    return str(found)
+
+
 @pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
-    """A real `mlflow server` (sqlite store, local artifacts) on a free loopback port; stopped after the session."""
+def postgres() -> Iterator[Callable[[str], str]]:
+    """A real PostgreSQL server (Debian's `postgresql` package: initdb + pg_ctl) on a free 127.0.0.1 port,
+    in a temporary folder, stopped after the session. Yields ``database(name) -> URL``, which creates
+    an empty database. PostgreSQL refuses to run as root, so under root it runs as the `postgres`
+    user (else `nobody`)."""
+    import psycopg2
+
+    root = Path(tempfile.mkdtemp(prefix="ampere-postgres-"))  # /tmp, not pytest's 0700 folder: the server's user reads it
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        try:
+            user = pwd.getpwnam("postgres")
+        except KeyError:
+            user = pwd.getpwnam("nobody")
+        os.chown(root, user.pw_uid, user.pw_gid)
+        as_user = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups", "--"]
+    env = {**os.environ, "HOME": str(root), "LC_ALL": "C"}
+    run = lambda *cmd: subprocess.run([*as_user, *cmd], env=env, cwd=root, check=True, capture_output=True)  # noqa: E731
+    run(postgres_bin("initdb"), "-D", str(root / "data"), "-U", "ampere", "--auth=trust", "-E", "UTF8", "--locale=C")
+    port = _free_port()
+    options = f"-h 127.0.0.1 -p {port} -k {root} -c max_connections=200 -c fsync=off"
+    run(postgres_bin("pg_ctl"), "-D", str(root / "data"), "-l", str(root / "server.log"), "-o", options, "-w", "start")
+    server = f"postgresql://ampere@127.0.0.1:{port}"
+
+    def database(name: str) -> str:
+        connection = psycopg2.connect(f"{server}/postgres")
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+        connection.close()
+        return f"{server}/{name}"
+
+    try:
+        yield database
+    finally:
+        run(postgres_bin("pg_ctl"), "-D", str(root / "data"), "-m", "fast", "-w", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory, postgres: Callable[[str], str]):
+    """A real `mlflow server` on a free loopback port, stopped after the session: its tracking and registry
+    store on PostgreSQL, artifacts proxied by the server to a folder (`--artifacts-destination`), so
+    clients get `mlflow-artifacts:` locations and never write a local path of their own."""
     root = tmp_path_factory.mktemp("mlflow")
     port = _free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    database = postgres("mlflow")
+    env = {
+        **os.environ,
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        # One worker's connection pool: a few connections, a bounded overflow, under max_connections.
+        "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": "5",
+        "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": "10",
+    }
     process = subprocess.Popen(
         [
             str(BIN / "mlflow"),
@@ -53,30 +114,32 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
             "--workers",
             "1",
             "--backend-store-uri",
-            f"sqlite:///{root}/mlflow.db",
-            "--default-artifact-root",
+            database,
+            "--artifacts-destination",
             str(root / "artifacts"),
         ],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=(root / "server.log").open("w"),
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
+    log = lambda: (root / "server.log").read_text()[-3000:]  # noqa: E731
     try:
-        for _ in range(120):
+        for _ in range(240):
             try:
                 urllib.request.urlopen(url + "/health", timeout=1)
                 break
             except OSError as error:
                 if process.poll() is not None:
-                    raise RuntimeError("mlflow server exited at start-up") from error
+                    raise RuntimeError(f"mlflow server exited at start-up:\n{log()}") from error
                 time.sleep(0.5)
         else:
-            raise RuntimeError("mlflow server did not answer within 60 s")
-        yield {"uri": url, "artifacts": str(root / "artifacts")}
+            raise RuntimeError(f"mlflow server did not answer within 120 s:\n{log()}")
+        yield {"uri": url, "artifacts": str(root / "artifacts"), "database": database}
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
 
 

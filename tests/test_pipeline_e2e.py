@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psycopg2
 import pytest
 import torch
 import yaml
@@ -67,6 +68,7 @@ def materialised(tmp_path_factory: pytest.TempPathFactory, mlflow_server: dict[s
         "result": result,
         "job": job,
         "mlflow": mlflow_server["uri"],
+        "mlflow_server": mlflow_server,
     }
 
 
@@ -132,6 +134,13 @@ def test_metrics_json_mlflow_run_and_registered_champion(materialised) -> None:
         [materialization] = materialised["result"].asset_materializations_for_node(step)
         assert materialization.metadata["resolved_device"].value == "cpu"  # `auto` on a machine without CUDA
     assert "learning_curve.png" in {a.path.split("/")[-1] for a in client.list_artifacts(run.info.run_id, "plots")}
+    # The server keeps runs in PostgreSQL and proxies artifacts: no client wrote a location of its own.
+    server = materialised["mlflow_server"]
+    assert client.get_experiment(run.info.experiment_id).artifact_location.startswith("mlflow-artifacts:")
+    assert any(Path(server["artifacts"]).rglob("learning_curve.png"))
+    with psycopg2.connect(server["database"]) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT status FROM runs WHERE run_uuid = %s", (run.info.run_id,))
+        assert cursor.fetchall() == [("FINISHED",)]
     assert [m.step for m in client.get_metric_history(run.info.run_id, "curve/val_mR1")] == [2, 4]
 
 

@@ -19,7 +19,7 @@ from ampere.data.format import SplitFractions
 from ampere.data.synth import generate
 from ampere.training.train import latest_checkpoint, load_checkpoint
 from mlflow import MlflowClient
-from orchestration.cli import PROJECT_DAGSTER_HOME
+from orchestration.instance import BASE as PROJECT_DAGSTER_YAML
 
 STEPS, EVAL_EVERY = 24, 2
 
@@ -29,7 +29,7 @@ def dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh instance with the project's settings (its pools: one `accelerator` slot)."""
     home = tmp_path / "dagster_home"
     home.mkdir()
-    shutil.copy(PROJECT_DAGSTER_HOME / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(PROJECT_DAGSTER_YAML, home / "dagster.yaml")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     return home
 

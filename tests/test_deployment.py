@@ -1,0 +1,83 @@
+"""Deployments beyond one machine: the Dagster instance on PostgreSQL with the queued run coordinator,
+and the Kubernetes deployment's instance config and executor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg2
+import pytest
+from dagster import DagsterInstance, Definitions, asset, define_asset_job
+from dagster._config import process_config
+from dagster._core.instance.config import dagster_instance_config
+from dagster._core.run_coordinator import QueuedRunCoordinator
+
+from orchestration.definitions import build_defs
+from orchestration.instance import POSTGRES_URL_ENV, instance_folder, instance_yaml
+from orchestration.jobs import DATASET_TAG, PIPELINE_JOB
+
+DEPLOY_K8S = Path(__file__).resolve().parent.parent / "deploy" / "k8s"
+
+
+def test_the_embedded_default_is_sqlite_with_a_queue_limited_per_dataset(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv(POSTGRES_URL_ENV, raising=False)
+    folder = instance_folder(tmp_path / "dagster_home")
+    assert folder == tmp_path / "dagster_home"
+    with DagsterInstance.from_config(str(folder)) as instance:
+        assert type(instance.run_storage).__name__ == "SqliteRunStorage"
+        assert isinstance(instance.run_coordinator, QueuedRunCoordinator)
+        queue = instance.get_concurrency_config().run_queue_config  # what the daemon's queue applies
+        assert queue.max_concurrent_runs == 2
+        [limit] = queue.tag_concurrency_limits
+        assert limit == {"key": DATASET_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+
+
+def test_dagster_runs_on_postgresql_when_its_url_is_set(tmp_path, monkeypatch, postgres) -> None:
+    """With DAGSTER_POSTGRES_URL set, the home's instance keeps runs, event logs and schedules in
+    PostgreSQL: a run executed there is in the database, and a second instance on the same URL sees it."""
+    url = postgres("dagster")
+    monkeypatch.setenv(POSTGRES_URL_ENV, url.replace("postgresql://", "postgresql+psycopg2://"))  # dagster-postgres' driver
+    folder = instance_folder(tmp_path / "dagster_home")
+    assert folder == tmp_path / "dagster_home" / "postgres" and "postgres_url" in (folder / "dagster.yaml").read_text()
+
+    @asset
+    def answer() -> int:
+        return 42
+
+    job = Definitions(assets=[answer], jobs=[define_asset_job("answer_job")]).resolve_job_def("answer_job")
+    with DagsterInstance.from_config(str(folder)) as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+        assert type(instance.schedule_storage).__name__ == "PostgresScheduleStorage"
+        result = job.execute_in_process(instance=instance, tags={DATASET_TAG: "/data/a"})
+        assert result.success
+    with psycopg2.connect(url) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT status FROM runs WHERE run_id = %s", (result.run_id,))
+        assert cursor.fetchall() == [("SUCCESS",)]
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (other / "dagster.yaml").write_text((folder / "dagster.yaml").read_text())
+    with DagsterInstance.from_config(str(other)) as instance:
+        assert instance.get_run_by_id(result.run_id).tags[DATASET_TAG] == "/data/a"
+
+
+def test_the_kubernetes_deployment_config_loads(monkeypatch) -> None:
+    """`deploy/k8s/dagster.yaml` is the generated PostgreSQL + K8sRunLauncher config, valid for Dagster's
+    instance schema and for the storage and launcher classes; the k8s executor runs every step in a pod."""
+    from dagster_k8s import K8sRunLauncher, k8s_job_executor
+    from dagster_postgres import DagsterPostgresStorage
+
+    assert (DEPLOY_K8S / "dagster.yaml").read_text() == instance_yaml("postgres", "k8s")
+    monkeypatch.setenv(POSTGRES_URL_ENV, "postgresql://dagster@db.internal:5432/dagster")
+    config, _ = dagster_instance_config(str(DEPLOY_K8S))
+    launcher = config["run_launcher"]
+    assert (launcher["module"], launcher["class"]) == ("dagster_k8s", "K8sRunLauncher")
+    for section, cls in ((launcher["config"], K8sRunLauncher), (config["storage"]["postgres"], DagsterPostgresStorage)):
+        checked = process_config(cls.config_type(), section)
+        assert checked.success, checked.errors
+    assert not process_config(K8sRunLauncher.config_type(), {**launcher["config"], "no_such_key": 1}).success
+
+    job = build_defs(executor="k8s").resolve_job_def(PIPELINE_JOB)
+    assert job.executor_def is k8s_job_executor
+    with pytest.raises(ValueError, match="unknown Dagster executor"):
+        build_defs(executor="celery")
