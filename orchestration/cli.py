@@ -35,7 +35,7 @@ def _pipeline(args: argparse.Namespace) -> None:
 
     from ampere.retrieval.eval import markdown_table
     from orchestration.jobs import DATASET_TAG
-    from orchestration.resources import MlflowResource
+    from orchestration.resources import MlflowResource, WorkspaceResource
     from orchestration.run_state import process_tags, reap_dead_runs, watching_own_run
     from orchestration.summary_shards import ALL_SHARDS_TAGS
 
@@ -106,7 +106,7 @@ def _pipeline(args: argparse.Namespace) -> None:
     print(f"  {'total':<44} {total:7.1f} s")
     if not result.success:
         raise SystemExit("pipeline failed: see the Dagster run above (dagster dev shows its logs)")
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = json.loads(WorkspaceResource(root=str(out)).run_path(result.run_id, "metrics.json").read_text())
     source = instance.get_run_by_id(result.run_id).tags.get("ampere/text_source", "?")
     print(
         f"\nRetrieval on the test split (text source: {source}; model chosen on validation, "

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
-from dagster import Definitions, ExecutorDefinition, FilesystemIOManager, JobDefinition
+from dagster import Definitions, ExecutorDefinition, JobDefinition
 
 from ampere.asr.prompts import DEFAULT_PROMPT_ID
 from ampere.home import find_home
+from ampere.lineage.hashing import content_hash
 from orchestration.ablation import ablation_job, ablation_study
 from orchestration.assets import PIPELINE_ASSETS
 from orchestration.checks import PIPELINE_CHECKS
@@ -20,6 +22,7 @@ from orchestration.resources import (
     SummarizerResource,
     WorkspaceResource,
 )
+from orchestration.run_io import RunScopedIOManager
 from orchestration.sensors import dvc_data_sensor, pipeline_failure_sensor
 from orchestration.summary_shards import ShardedParquetIOManager
 
@@ -64,10 +67,16 @@ def build_defs(
                 cache_path=f"{workspace}/summary_cache.sqlite",
             ),
             "index_store": IndexStoreResource(root=f"{workspace}/index_store"),
-            "io_manager": FilesystemIOManager(base_dir=f"{workspace}/dagster_storage"),
-            "summaries_io_manager": ShardedParquetIOManager(root=f"{workspace}/summaries"),
+            # Values between steps live in the run's own folder; summary shards persist across runs, per dataset.
+            "io_manager": RunScopedIOManager(base_dir=f"{workspace}/runs"),
+            "summaries_io_manager": ShardedParquetIOManager(root=f"{workspace}/summaries/{dataset_key(dataset)}"),
         },
     )
+
+
+def dataset_key(dataset: str) -> str:
+    """A short key of a dataset folder (its resolved path), naming the workspace's per-dataset state."""
+    return content_hash(str(Path(dataset).resolve()).encode(), "bytes")[:12]
 
 
 def _executor(name: str) -> ExecutorDefinition | None:

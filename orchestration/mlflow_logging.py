@@ -178,7 +178,10 @@ def _ensure_registered(resource: MlflowResource) -> None:
         client.get_registered_model(resource.registered_model)
     except mlflow.exceptions.MlflowException:
         description = "AMPere encoder: the shared tower over frozen or fine-tuned backbones"
-        client.create_registered_model(resource.registered_model, description=description)
+        try:
+            client.create_registered_model(resource.registered_model, description=description)
+        except mlflow.exceptions.MlflowException:  # a concurrent run registered it first
+            client.get_registered_model(resource.registered_model)
 
 
 def alias_version(resource: MlflowResource, alias: str) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import yaml
 from dagster import ConfigurableResource, Failure, MetadataValue
 from mlflow.entities import Experiment
+from mlflow.exceptions import MlflowException
 
 from ampere.asr.cache import SummaryCache
 from ampere.asr.candidates import TaggerConfig
@@ -25,9 +27,25 @@ from orchestration.config import config_from_dataclass, to_dataclass
 
 
 class WorkspaceResource(ConfigurableResource):
-    """Folder for the pipeline's outputs: features cache, summaries cache, embeddings, indexes, metrics."""
+    """Folder for the pipeline's outputs: caches shared by content (frame features, summaries), indexes,
+    and each run's own files under `runs/<run id>/` (features, embeddings, metrics, quarantine), of
+    which the latest are published at the workspace's top level for readers outside Dagster."""
 
     root: str = "workspace"
+
+    def run_path(self, run_id: str, *parts: str) -> Path:
+        """A path in the run's own folder, `runs/<run id>/…`: no concurrent run writes there."""
+        return self.path("runs", run_id, *parts)
+
+    def publish(self, source: Path, *parts: str) -> Path:
+        """Makes a run's file the workspace's latest at ``parts`` (e.g. `metrics.json`, what DVC and scripts
+        read), atomically: a hard link renamed into place, so a reader sees the old file or the new one."""
+        target = self.path(*parts)
+        staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        staging.unlink(missing_ok=True)
+        os.link(source, staging)
+        os.replace(staging, target)
+        return target
 
     def path(self, *parts: str) -> Path:
         """A path inside the workspace; parent folders are created."""
@@ -159,7 +177,13 @@ class MlflowResource(ConfigurableResource):
         location = None
         if not self.is_server():
             location = self.artifact_root if "://" in self.artifact_root else Path(self.artifact_root).resolve().as_uri()
-        return client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: TRAINING_KIND})
+        try:
+            return client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: TRAINING_KIND})
+        except MlflowException:  # a concurrent run created it first
+            created = client.get_experiment_by_name(name)
+            if created is None:
+                raise
+            return created.experiment_id
 
     def ui_base(self) -> str:
         """The MLflow UI that shows this store: `ui_url`, else the tracking server itself, else the

@@ -17,7 +17,7 @@ from ampere.asr.prompts import DEFAULT_PROMPT_ID
 from ampere.asr.shards import SHARD_COUNT, shard_keys, shard_of
 from ampere.data.synth import generate
 from orchestration.assets.summaries import current_summaries
-from orchestration.definitions import build_defs
+from orchestration.definitions import build_defs, dataset_key
 from orchestration.jobs import PIPELINE_JOB
 from orchestration.summary_shards import ALL_SHARDS_TAGS
 
@@ -41,7 +41,8 @@ def sharded(tmp_path: Path):
         tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
         artifact_root=str(tmp_path / "artifacts"),
     )
-    return {"data": tmp_path / "data", "files": tmp_path / "ws" / "summaries" / "asr_summaries", "defs": defs}
+    files = tmp_path / "ws" / "summaries" / dataset_key(str(tmp_path / "data")) / "asr_summaries"  # per dataset
+    return {"data": tmp_path / "data", "files": files, "defs": defs}
 
 
 def _run(sharded, instance: DagsterInstance, **kwargs):

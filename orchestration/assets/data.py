@@ -21,6 +21,7 @@ from orchestration.resources import (
     DvcResource,
     WorkspaceResource,
 )
+from orchestration.run_io import run_and_ancestors
 
 
 @asset(
@@ -39,7 +40,9 @@ def raw_items(
     version = dvc.data_version(dataset.path)
     items, problems = read_items(Path(dataset.path), dataset.fractions())
     quarantine = [{"item_id": p.item_id, "line": p.line, "reason": p.reason} for p in problems]
-    write_quarantine(workspace.path("quarantine", "raw_items.jsonl"), quarantine)
+    path = workspace.run_path(context.run.run_id, "quarantine", "raw_items.jsonl")
+    write_quarantine(path, quarantine)
+    workspace.publish(path, "quarantine", "raw_items.jsonl")
     for record in quarantine[:20]:
         context.log.warning(f"quarantined {record['item_id'] or '?'} (line {record['line']}): {record['reason']}")
     metadata: dict[str, Any] = {
@@ -78,11 +81,18 @@ def quarantined_items(
     backbone_features: str,
     workspace: WorkspaceResource,
 ) -> Output[pd.DataFrame]:
-    """Collects the quarantine of this run's raw_items (record checks) and backbone_features (media decoding)."""
+    """Collects the quarantine of this run's raw_items (record checks) and backbone_features (media decoding),
+    as written by this run or, for a stage it did not run (a re-execution), by the run it re-executes."""
     frames = []
     for stage in ("raw_items", "backbone_features"):
-        path = workspace.path("quarantine", f"{stage}.jsonl")
-        records = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        found = [
+            path
+            for run_id in run_and_ancestors(context.instance, context.run.run_id)
+            if (path := workspace.run_path(run_id, "quarantine", f"{stage}.jsonl")).exists()
+        ]
+        if not found:
+            raise FileNotFoundError(f"no quarantine file of {stage} in run {context.run.run_id} or the runs it re-executes")
+        records = [json.loads(line) for line in found[0].read_text().splitlines()]
         frames.append(pd.DataFrame(records, columns=["item_id", "line", "reason"]).assign(stage=stage))
     quarantine = pd.concat(frames, ignore_index=True)[["stage", "item_id", "line", "reason"]]
     received = len(raw_items) + int((quarantine["stage"] == "raw_items").sum())

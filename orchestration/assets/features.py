@@ -53,7 +53,9 @@ def backbone_features(
     failed_rows = {index for index, _ in failures}
     keep = np.array([i not in failed_rows for i in range(len(training_set))])
     quarantine = [{"item_id": training_set["item_id"].iloc[index], "reason": reason} for index, reason in failures]
-    write_quarantine(workspace.path("quarantine", "backbone_features.jsonl"), quarantine)
+    quarantine_path = workspace.run_path(context.run.run_id, "quarantine", "backbone_features.jsonl")
+    write_quarantine(quarantine_path, quarantine)
+    workspace.publish(quarantine_path, "quarantine", "backbone_features.jsonl")
     kept = training_set[keep]
     features = ItemFeatures(
         item_ids=list(kept["item_id"]),
@@ -64,11 +66,13 @@ def backbone_features(
         text=states[keep],
         text_mask=mask[keep],
     )
-    path = workspace.path("features", "features.npz")
+    path = workspace.run_path(context.run.run_id, "features", "features.npz")
     features.save(path)
     (path.with_suffix(".json")).write_text(
         json.dumps({"frame_encoder": frame_encoder.id, "text_encoder": text_encoder.id, **training_set.attrs}, default=str)
     )
+    for published in (path, path.with_suffix(".json")):
+        workspace.publish(published, "features", published.name)
     return Output(
         str(path),
         metadata={

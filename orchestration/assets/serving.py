@@ -75,8 +75,9 @@ def embeddings(
             "embedding": [row.astype(np.float32) for row in vectors],
         }
     )
-    path = workspace.path("embeddings.parquet")
+    path = workspace.run_path(context.run.run_id, "embeddings.parquet")
     df.to_parquet(path, index=False)
+    workspace.publish(path, "embeddings.parquet")
     return Output(
         str(path),
         metadata={
@@ -151,7 +152,9 @@ def retrieval_evaluation(
     reported = {split: evaluate(vectors, *columns, split=split) for split in ("test", "val")}
     figures = lambda evaluation, prefix: {f"{prefix}{k}": v for k, v in evaluation.items() if "/R@" in k or k == "mR1"}  # noqa: E731
     metrics = figures(reported["test"], "") | figures(reported["val"], "val/")
-    workspace.path("metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    metrics_path = workspace.run_path(context.run.run_id, "metrics.json")
+    metrics_path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    workspace.publish(metrics_path, "metrics.json")
     table = markdown_table(reported["test"])
     mlflow_logging.log_retrieval_metrics(mlflow, trained_encoder["run_id"], metrics, table)
     mlflow_logging.finish_training_run(mlflow, trained_encoder["run_id"], context.asset_key.to_user_string())
@@ -165,7 +168,7 @@ def retrieval_evaluation(
             "val_table": MetadataValue.md(markdown_table(reported["val"])),
             "queries": MetadataValue.json({k: v for k, v in reported["test"].items() if k.endswith(("queries", "excluded"))}),
             "mlflow_run": MetadataValue.url(trained_encoder["run_url"]),
-            "metrics_json": MetadataValue.path(str(workspace.path("metrics.json"))),
+            "metrics_json": MetadataValue.path(str(metrics_path)),
         },
     )
 

@@ -1,0 +1,80 @@
+"""Two `ampere pipeline` processes at the same time over two datasets (two data versions) in one home,
+with Dagster on PostgreSQL and the PostgreSQL-backed MLflow server: each run ends with its own metrics,
+embeddings and lineage, because every intermediate lives in its run's own folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from dagster import DagsterInstance
+
+from ampere.data.format import SplitFractions, read_items
+from ampere.data.synth import generate
+from ampere.retrieval.eval import evaluate
+from mlflow import MlflowClient
+from orchestration.instance import POSTGRES_URL_ENV
+from orchestration.jobs import DATASET_TAG
+
+FRACTIONS = SplitFractions(val_fraction=0.3, test_fraction=0.3)
+
+
+def test_two_runs_at_once_each_end_with_their_own_metrics_and_lineage(tmp_path, postgres, mlflow_server, monkeypatch):
+    datasets = {}
+    for name, products in (("a", 7), ("b", 8)):  # different items, so a mixed-up file shows
+        datasets[name] = generate(tmp_path / f"data-{name}", products=products, seed=products, clip_frames=8, fractions=FRACTIONS)
+    home = tmp_path / "home"
+    dagster_url = postgres("dagster_concurrent").replace("postgresql://", "postgresql+psycopg2://")
+    env = {**os.environ, "AMPERE_HOME": str(home), POSTGRES_URL_ENV: dagster_url, "MLFLOW_TRACKING_URI": mlflow_server["uri"]}
+    env.pop("DAGSTER_HOME", None)
+    command = [str(Path(sys.executable).parent / "ampere"), "pipeline", "--text-source", "raw"]
+    command += ["--train", "steps=2", "--train", "eval_every=1"]
+    processes = {
+        name: subprocess.Popen(
+            [*command, "--dataset", str(folder)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for name, folder in datasets.items()
+    }
+    outputs = {name: process.communicate(timeout=1500)[0] for name, process in processes.items()}
+    for name, process in processes.items():
+        assert process.returncode == 0, outputs[name][-4000:]
+
+    monkeypatch.setenv(POSTGRES_URL_ENV, dagster_url)
+    with DagsterInstance.from_config(str(home / "dagster_home" / "postgres")) as instance:
+        runs = {run.tags[DATASET_TAG]: run for run in instance.get_runs()}
+        assert set(runs) == {str(folder.resolve()) for folder in datasets.values()}
+        stats = [instance.get_run_stats(run.run_id) for run in runs.values()]
+    assert stats[0].start_time < stats[1].end_time and stats[1].start_time < stats[0].end_time  # they overlapped
+
+    client = MlflowClient(tracking_uri=mlflow_server["uri"])
+    versions = set()
+    for name, folder in datasets.items():
+        run_id = runs[str(folder.resolve())].run_id
+        own = home / "workspace" / "runs" / run_id
+        embedded = pd.read_parquet(own / "embeddings.parquet")
+        items, problems = read_items(folder, FRACTIONS)
+        assert not problems and sorted(embedded["item_id"]) == sorted(items["item_id"])
+        metrics = json.loads((own / "metrics.json").read_text())
+        vectors = np.stack(embedded["embedding"].to_numpy())
+        columns = [list(embedded[column]) for column in ("product_id", "domain", "split")]
+        recomputed = evaluate(vectors, *columns, split="test")
+        assert recomputed["mR1"] == pytest.approx(metrics["mR1"])
+        assert f"mR1 {metrics['val/mR1']:.1f}" in outputs[name]  # the CLI reported its own run's figures
+        [training] = client.search_runs(
+            [client.get_experiment_by_name("ampere").experiment_id], f"tags.`dagster.run_id` = '{run_id}'"
+        )
+        assert training.data.metrics["mR1"] == pytest.approx(metrics["mR1"])
+        assert training.data.tags["lineage.dataset"] == str(folder.resolve())
+        assert training.data.tags["lineage.data_version"].startswith("content:")
+        versions.add(training.data.tags["lineage.data_version"])
+    assert len(versions) == 2
