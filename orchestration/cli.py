@@ -34,7 +34,8 @@ def _pipeline(args: argparse.Namespace) -> None:
     from dagster import DagsterEventType, DagsterInstance, ReexecutionOptions, build_reconstructable_job, execute_job
 
     from ampere.retrieval.eval import markdown_table
-    from orchestration.jobs import DATASET_TAG
+    from orchestration.instance import ensure_pools
+    from orchestration.jobs import DATASET_TAG, PIPELINE_POOLS
     from orchestration.resources import MlflowResource, WorkspaceResource
     from orchestration.run_state import process_tags, reap_dead_runs, watching_own_run
     from orchestration.summary_shards import ALL_SHARDS_TAGS
@@ -55,6 +56,7 @@ def _pipeline(args: argparse.Namespace) -> None:
         },
     )
     instance = DagsterInstance.get()
+    ensure_pools(instance, PIPELINE_POOLS)
     mlflow = MlflowResource(tracking_uri=args.tracking_uri, artifact_root=args.artifact_root)
     for run_id in reap_dead_runs(instance, mlflow):
         print(f"run {run_id}: its process died; marked failed and its pool slots freed")

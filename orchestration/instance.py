@@ -20,6 +20,8 @@ import os
 from pathlib import Path
 from typing import Literal
 
+from dagster import DagsterInstance
+
 from ampere.home import PROJECT_FOLDER
 
 BASE = PROJECT_FOLDER / "dagster_home" / "dagster.yaml"
@@ -85,6 +87,24 @@ def instance_folder(dagster_home: Path) -> Path:
         if not path.exists() or path.read_text() != text:
             path.write_text(text)
     return folder
+
+
+def ensure_pools(instance: DagsterInstance, pools: list[str]) -> None:
+    """Creates each pool's concurrency limit (the instance's default) before a run claims a slot in it.
+
+    Dagster creates a pool's limit when a step first claims it; on PostgreSQL two runs starting at once
+    both insert it, and the loser's transaction fails (its run with it). Created here up front, a race
+    between two starting processes only costs the loser an ignored error.
+    """
+    storage = instance.event_log_storage
+    for pool in pools:
+        if pool in storage.get_concurrency_keys():
+            continue
+        try:
+            storage.initialize_concurrency_limit_to_default(pool)
+        except Exception:  # another process created it meanwhile: checked below
+            if pool not in storage.get_concurrency_keys():
+                raise
 
 
 def main(argv: list[str] | None = None) -> None:

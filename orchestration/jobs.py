@@ -4,10 +4,13 @@ from dagster import AssetSelection, RunRequest, ScheduleEvaluationContext, defin
 
 from ampere.home import find_home
 from orchestration.assets import PIPELINE_ASSETS
+from orchestration.instance import ensure_pools
 from orchestration.run_state import mlflow_runs_fail_with_their_step
 from orchestration.summary_shards import ALL_SHARDS_TAGS
 
 PIPELINE_JOB = "ampere_pipeline"
+# The concurrency pools the pipeline's steps claim (dagster.yaml limits them).
+PIPELINE_POOLS = sorted({asset.op.pool for asset in PIPELINE_ASSETS if asset.op.pool})
 # Every pipeline run names its dataset: the run queue allows one run per dataset at a time (dagster.yaml).
 DATASET_TAG = "ampere/dataset"
 
@@ -27,4 +30,5 @@ pipeline_job = define_asset_job(
 @schedule(job=pipeline_job, cron_schedule="0 3 * * 1", execution_timezone="UTC", name="weekly_retrain")
 def weekly_retrain(context: ScheduleEvaluationContext) -> RunRequest:
     """Weekly full retraining run over every summary shard (cached summaries cost nothing)."""
+    ensure_pools(context.instance, PIPELINE_POOLS)
     return RunRequest(tags={**home_dataset_tags(), **ALL_SHARDS_TAGS})

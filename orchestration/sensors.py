@@ -16,7 +16,8 @@ from dagster import (
 )
 
 from ampere.home import find_home
-from orchestration.jobs import home_dataset_tags, pipeline_job
+from orchestration.instance import ensure_pools
+from orchestration.jobs import PIPELINE_POOLS, home_dataset_tags, pipeline_job
 from orchestration.resources import WorkspaceResource
 from orchestration.summary_shards import ALL_SHARDS_TAGS
 
@@ -49,6 +50,7 @@ def dvc_data_sensor(context: SensorEvaluationContext):
     seen = latest.asset_materialization.metadata.get("dvc_md5") if latest is not None else None
     if seen is not None and seen.value == md5:
         return SkipReason(f"raw_items is already materialised from data version {md5}")
+    ensure_pools(context.instance, PIPELINE_POOLS)
     return RunRequest(run_key=f"data-{md5}", tags={"ampere/data_version": md5, **home_dataset_tags(), **ALL_SHARDS_TAGS})
 
 
