@@ -102,3 +102,35 @@ def test_approximate_search_params_survive_write_and_load(tmp_path):
     served = faiss.index_gpu_to_cpu(loaded.index) if faiss.get_num_gpus() else loaded.index
     inner = faiss.downcast_index(served.index)
     assert isinstance(inner, faiss.IndexIVFFlat) and (inner.nlist, inner.nprobe) == (4, 3)
+
+
+def _gallery(n: int = 2000, dim: int = 16, seed: int = 1) -> pd.DataFrame:
+    emb = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    ids = [f"short-{i}" for i in range(n)]
+    return pd.DataFrame({"item_id": ids, "product_id": ids, "domain": "short", "embedding": list(emb)})
+
+
+def test_the_search_width_is_raised_until_the_recall_gate_passes(tmp_path):
+    """One probe of 32 lists misses most neighbours; the build doubles nprobe until recall@10 passes,
+    records each try, and the served index searches with the chosen width."""
+    config = IndexConfig(exact_below=100, approximate="ivf", ivf_nlist=32, ivf_nprobe=1, max_search_widening=32)
+    config.min_recall_at_10 = 0.9
+    entry = build_indexes(_gallery(), tmp_path, config=config)["short"]
+    widths = [row["nprobe"] for row in entry["search_widths"]]
+    recalls = [row["recall_at_10"] for row in entry["search_widths"]]
+    assert widths == [2**i for i in range(len(widths))] and len(widths) > 1
+    assert recalls[-1] >= 0.9 > max(recalls[:-1]) and entry["fallback"] is None
+    assert entry["index_params"]["nprobe"] == widths[-1] and entry["recall_at_10"] == recalls[-1]
+    served = load_index(tmp_path, "short").index
+    served = faiss.index_gpu_to_cpu(served) if faiss.get_num_gpus() else served
+    assert faiss.extract_index_ivf(served).nprobe == widths[-1]
+
+
+def test_a_gallery_that_no_allowed_width_serves_well_falls_back_to_exact_search(tmp_path):
+    config = IndexConfig(exact_below=100, approximate="ivf", ivf_nlist=32, ivf_nprobe=1, max_search_widening=2)
+    config.min_recall_at_10 = 0.99
+    entry = build_indexes(_gallery(), tmp_path, config=config)["short"]
+    assert entry["index_type"] == "IndexIDMap2(IndexFlatIP)"
+    assert [row["nprobe"] for row in entry["fallback"]["search_widths"]] == [1, 2]
+    assert "recall@10" in entry["fallback"]["reason"]

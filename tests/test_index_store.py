@@ -288,6 +288,7 @@ def test_bad_ivf_config_fails_the_recall_gate(tmp_path):
     vectors = _clustered()
     df = _frame(0, vectors)
     bad = IndexConfig(exact_below=100, approximate="ivf", ivf_nlist=200, ivf_nprobe=1, fallback_to_exact=False)
+    bad.max_search_widening = 1  # no wider search allowed: one probe of 200 lists
     with pytest.raises(IndexQualityError, match=r"recall@10 0\.\d+ < 0.95") as failure:
         build_indexes(df, tmp_path / "strict", config=bad)
     assert failure.value.recall < 0.95

@@ -46,6 +46,9 @@ class IndexConfig:
     ivf_nlist: int | None = None  # None: 4 * sqrt(n), at most n
     ivf_nprobe: int = 64
     min_recall_at_10: float = 0.95
+    # Below the gate, the search width (HNSW efSearch, IVF nprobe) is doubled, up to this factor of its
+    # configured value, before falling back: the setting that passes is chosen per gallery, so per size.
+    max_search_widening: int = 8
     fallback_to_exact: bool = True  # below the gate: exact index (recorded) instead of IndexQualityError
     recall_queries: int = 1000  # gallery vectors sampled and perturbed when no held-out queries are given
     recall_noise: float = 0.05  # norm of the gaussian perturbation of those samples
@@ -93,8 +96,15 @@ def _gpu_ok(index_type: str) -> bool:
 
 
 def _on_gpu(index: faiss.Index, index_type: str) -> faiss.Index:
-    """The index cloned to GPU 0 when faiss has GPUs and supports the type, else the index itself."""
-    return faiss.index_cpu_to_gpu(_gpu_resources(), 0, index) if _gpu_ok(index_type) else index
+    """The index on the GPUs when faiss has them and supports the type (one GPU: cloned to GPU 0;
+    several: sharded across all of them, each holding a share of the vectors), else the index itself."""
+    if not _gpu_ok(index_type):
+        return index
+    if _num_gpus() == 1:
+        return faiss.index_cpu_to_gpu(_gpu_resources(), 0, index)
+    options = faiss.GpuMultipleClonerOptions()
+    options.shard = True
+    return faiss.index_cpu_to_all_gpus(index, co=options)
 
 
 def _to_cpu(index: faiss.Index, index_type: str) -> faiss.Index:
@@ -146,6 +156,16 @@ def recall_at_10(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, queri
     return float(np.mean([len(set(f) & set(e)) / k for f, e in zip(found, ids[exact], strict=True)]))
 
 
+# The search-time width of each approximate kind: raising it trades speed for recall without a rebuild.
+_SEARCH_WIDTH = {"hnsw": "efSearch", "ivf": "nprobe"}
+
+
+def _set_search_width(index: faiss.Index, kind: str, value: int) -> None:
+    space = faiss.GpuParameterSpace() if _gpu_ok(INDEX_TYPES[kind]) else faiss.ParameterSpace()
+    with _gpu_calls():
+        space.set_index_parameter(index, _SEARCH_WIDTH[kind], value)
+
+
 def _exact_entry(fallback: dict | None) -> dict:
     return {
         "index_type": INDEX_TYPES["flat"],
@@ -161,21 +181,37 @@ def build_domain_index(
 ) -> tuple[faiss.Index, dict]:
     """The index for one gallery and its manifest entry (index_type, index_params, recall_at_10, fallback).
 
-    Approximate indexes are checked on ``queries`` (held out) or on perturbed gallery samples.
+    Approximate indexes are checked on ``queries`` (held out) or on perturbed gallery samples; below
+    the gate their search width (efSearch / nprobe) is doubled until it passes, up to
+    ``max_search_widening`` times the configured one (each try is recorded as ``search_widths``).
     """
     if len(vectors) < config.exact_below:
         index, _ = make_index("flat", vectors, ids, config)
         return index, _exact_entry(fallback=None)
-    index, params = make_index(config.approximate, vectors, ids, config)
+    kind = config.approximate
+    index, params = make_index(kind, vectors, ids, config)
     checked_on = "held_out" if queries is not None else "perturbed_gallery"
     if queries is None:
         queries = perturbed_queries(vectors, config)
-    recall = recall_at_10(index, vectors, ids, np.ascontiguousarray(queries, dtype=np.float32))
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    knob = _SEARCH_WIDTH[kind]
+    widest = params[knob] * config.max_search_widening
+    if kind == "ivf":
+        widest = min(widest, params["nlist"])  # nprobe beyond nlist probes nothing more
+    tried = []
+    while True:
+        recall = recall_at_10(index, vectors, ids, queries)
+        tried.append({knob: params[knob], "recall_at_10": recall})
+        if recall >= config.min_recall_at_10 or params[knob] >= widest:
+            break
+        params[knob] = min(2 * params[knob], widest)
+        _set_search_width(index, kind, params[knob])
     entry = {
-        "index_type": INDEX_TYPES[config.approximate],
+        "index_type": INDEX_TYPES[kind],
         "index_params": params,
         "recall_at_10": recall,
         "recall_queries": {"source": checked_on, "count": len(queries)},
+        "search_widths": tried,
         "fallback": None,
     }
     if recall >= config.min_recall_at_10:
@@ -184,7 +220,8 @@ def build_domain_index(
     if not config.fallback_to_exact:
         raise IndexQualityError(message, recall)
     index, _ = make_index("flat", vectors, ids, config)
-    fallback = {"reason": message, **{k: entry[k] for k in ("index_type", "index_params", "recall_at_10", "recall_queries")}}
+    kept = ("index_type", "index_params", "recall_at_10", "recall_queries", "search_widths")
+    fallback = {"reason": message, **{k: entry[k] for k in kept}}
     return index, _exact_entry(fallback)
 
 
@@ -304,11 +341,14 @@ def load_index(index_dir: str | Path, domain: str) -> DomainIndex:
     """Load <domain>.faiss, its ids and its vectors, checking the files against manifest.json's sha256."""
     index_dir = Path(index_dir)
     manifest = verify_manifest(index_dir, [domain])
-    index = faiss.read_index(str(index_dir / f"{domain}.faiss"))
+    index_type = manifest["domains"][domain]["index_type"]
+    # An IVF index's lists are memory-mapped (pages read on demand; the folder is immutable).
+    flags = faiss.IO_FLAG_MMAP if index_type == INDEX_TYPES["ivf"] else 0
+    index = faiss.read_index(str(index_dir / f"{domain}.faiss"), flags)
     ids = pd.read_parquet(index_dir / f"{domain}.ids.parquet").set_index("id")
     vectors = np.load(index_dir / f"{domain}.vectors.npy", mmap_mode="r")
     with _gpu_calls():
-        return DomainIndex(_on_gpu(index, manifest["domains"][domain]["index_type"]), ids, vectors)
+        return DomainIndex(_on_gpu(index, index_type), ids, vectors)
 
 
 def search(index_dir: str | Path, domain: str, queries: np.ndarray, k: int) -> list[list[tuple[str, str, float]]]:
