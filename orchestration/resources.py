@@ -218,6 +218,9 @@ class _SummarizerSettings(ConfigurableResource):
     max_tokens: int = 64
     tensor_parallel_size: int = 1
     batch_size: int | None = None  # transcripts per engine call; None: the backend's default
+    # Engines summarising disjoint shards at once, one process each (ampere.asr.workers): on a GPU
+    # host one per `tensor_parallel_size` GPUs, with llama.cpp a share of the CPU cores each.
+    workers: int = 1
 
     def prompt(self) -> Prompt:
         """The versioned prompt file."""
@@ -229,8 +232,8 @@ class _SummarizerSettings(ConfigurableResource):
         path.parent.mkdir(parents=True, exist_ok=True)
         return SummaryCache(path)
 
-    def summarizer(self) -> Summarizer:
-        """Builds the configured backend (vLLM is only imported when chosen)."""
+    def engine_options(self) -> dict[str, Any]:
+        """The backend's settings, as `build_summarizer` (here, or in a summary worker) takes them."""
         options: dict[str, Any] = {"max_tokens": self.max_tokens}
         if self.batch_size is not None:
             options["batch_size"] = self.batch_size
@@ -239,7 +242,11 @@ class _SummarizerSettings(ConfigurableResource):
             options["model"] = self.model
         elif self.model is not None:
             options["model_path"] = self.model
-        return build_summarizer(self.backend, prompt=self.prompt(), **options)
+        return options
+
+    def summarizer(self) -> Summarizer:
+        """Builds the configured backend (vLLM is only imported when chosen)."""
+        return build_summarizer(self.backend, prompt=self.prompt(), **self.engine_options())
 
     def tagger_config(self) -> TaggerConfig:
         """How the title tagger picks the phrases a "candidates" prompt reads."""

@@ -60,7 +60,8 @@ class SummaryCache:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(self.path)
+        # Several processes may share the file (summary workers): a writer waits for the others' turns.
+        self._conn = sqlite3.connect(self.path, timeout=120)
         self._conn.execute("PRAGMA journal_mode=WAL")
         with self._conn:
             self._conn.execute(_SCHEMA)

@@ -1,5 +1,8 @@
 """ASR stage: LLM summaries per shard (cached, with lineage) and the validated training set that reads them."""
 
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -16,6 +19,7 @@ from ampere.asr.cache import transcript_sha256
 from ampere.asr.candidates import no_candidates_reason
 from ampere.asr.shards import shard_of
 from ampere.asr.summaries import summarize_transcripts
+from ampere.asr.workers import WorkerTask, engine_share, run_workers, shard_groups, worker_environments
 from ampere.models.features import text_inputs
 from orchestration.assets.metadata import preview
 from orchestration.resources import (
@@ -93,6 +97,7 @@ def asr_summaries(
         frame = frame.assign(**lineage)[SUMMARY_COLUMNS]
         _describe_each_shard(context, frame, shards)
         return Output(frame, metadata={"run_skipped": len(frame), "run_shards": ", ".join(shards), **lineage})
+    workers = _summarise_in_workers(raw_items, clips, shards, summarizer) if summarizer.workers > 1 else None
     engine = summarizer.summarizer()
     done = summarize_transcripts(prompt, raw_items, list(clips["asr"]), engine, summarizer.cache(), summarizer.tagger_config())
     inputs, results, stats, lineage["tagger"] = done.inputs, done.results, done.stats, done.tagger
@@ -114,7 +119,7 @@ def asr_summaries(
         "run_shards": ", ".join(shards),
         "run_per_shard": _shard_table(frame, shards),
         "run_transcripts": len(frame),
-        "run_llm_calls": stats.calls,
+        "run_llm_calls": stats.calls + (0 if workers is None else int(workers["calls"].sum())),
         "run_cache_hits": stats.cache_hits,
         "run_empty": stats.empty,
         "run_failed": stats.failed,
@@ -124,10 +129,45 @@ def asr_summaries(
         "run_transcripts_per_s": round(stats.calls / stats.seconds, 3) if stats.seconds > 0 else 0.0,
         "preview": preview(shown, ["item_id", "asr", "llm_input", "status", "summary"], width=120),
     }
+    if workers is not None:
+        metadata["run_workers"] = MetadataValue.md(workers.round(2).to_markdown(index=False))
     if len(failed):
         metadata["run_failures"] = MetadataValue.md(failed[["item_id", "error"]].head(20).to_markdown(index=False))
     _describe_each_shard(context, frame, shards)
     return Output(frame, metadata=metadata)
+
+
+def _summarise_in_workers(
+    raw_items: pd.DataFrame, clips: pd.DataFrame, shards: list[str], summarizer: SummarizerResource
+) -> pd.DataFrame:
+    """Summarises the run's shards with `summarizer.workers` engine processes over disjoint shard groups,
+    into the shared cache (the caller then reads every summary back from it); each worker's figures."""
+    groups = shard_groups(shards, summarizer.workers)
+    gpus = 0
+    if summarizer.backend != "llamacpp":
+        import torch
+
+        gpus = torch.cuda.device_count()
+    environments = worker_environments(summarizer.backend, len(groups), summarizer.tensor_parallel_size, gpus)
+    engine = engine_share(summarizer.backend, summarizer.engine_options(), len(groups))
+    with tempfile.TemporaryDirectory(prefix="ampere-summary-workers-") as folder:
+        items_path = Path(folder) / "items.parquet"
+        raw_items.to_parquet(items_path, index=False)
+        tasks = [
+            WorkerTask(
+                shards=group,
+                item_ids=list(clips.loc[clips["shard"].isin(group), "item_id"]),
+                items_path=str(items_path),
+                prompt_id=summarizer.prompt_id,
+                backend=summarizer.backend,
+                engine=engine,
+                cache_path=str(Path(summarizer.cache_path).resolve()),
+                tagger=asdict(summarizer.tagger_config()),
+            )
+            for group in groups
+        ]
+        stats = run_workers(tasks, environments, Path(folder))
+    return pd.DataFrame([{**row, "shards": ", ".join(row["shards"])} for row in stats])
 
 
 def _describe_each_shard(context: AssetExecutionContext, frame: pd.DataFrame, shards: list[str]) -> None:
