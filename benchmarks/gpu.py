@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Callable
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 
@@ -31,7 +32,7 @@ from training_throughput import random_features  # noqa: E402  (benchmarks/ is t
 
 from ampere.models.backbones import build_frame_encoder, encoders_from_ids  # noqa: E402
 from ampere.models.features import ItemFeatures, visual_features  # noqa: E402
-from ampere.models.tower import AmpereTower, TowerConfig  # noqa: E402
+from ampere.models.tower import AmpereTower, TowerConfig, TowerOutput  # noqa: E402
 from ampere.training.finetune import EndToEnd, EndToEndInputs, MediaBatches, features_with, unfreeze  # noqa: E402
 from ampere.training.train import (  # noqa: E402
     TrainConfig,
@@ -49,35 +50,47 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bare_step(tower_cfg: TowerConfig, batch: int, device: torch.device, steps: int) -> tuple[float, float, float]:
-    """(samples/s, FLOPs per step, seconds per step) of the bare training step on device-resident tensors."""
-    torch.manual_seed(0)
-    tower = AmpereTower(tower_cfg).to(device)
-    optimizer = torch.optim.AdamW(tower.parameters(), lr=3e-4)
-    frames = torch.rand(3 * batch, tower_cfg.num_frames, tower_cfg.visual_dim, device=device) * 6
-    text = torch.randn(3 * batch, tower_cfg.text_tokens, tower_cfg.text_dim, device=device)
-    mask = torch.ones(3 * batch, tower_cfg.text_tokens, dtype=torch.bool, device=device)
+def _bare_step(
+    model: torch.nn.Module, forward: Callable[[], TowerOutput], batch: int, device: torch.device
+) -> Callable[[], None]:
+    """One bare training step of ``model`` (forward, loss over the batch, backward, clip, AdamW) on ready tensors."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4)
     products, cfg = torch.arange(batch, device=device), TrainConfig()
 
     def step() -> None:
         with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-            out = tower.encode_parts(frames, text, mask)
+            out = forward()
         loss, _ = _batch_loss(out, products, 0.05, torch.nn.ModuleDict(), cfg)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(tower.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
 
-    for _ in range(2):
-        step()
-    with FlopCounterMode(display=False) as counter:
-        step()
+    return step
+
+
+def _seconds_per_step(step: Callable[[], None], device: torch.device, steps: int) -> float:
     _sync(device)
     start = time.perf_counter()
     for _ in range(steps):
         step()
     _sync(device)
-    seconds = (time.perf_counter() - start) / steps
+    return (time.perf_counter() - start) / steps
+
+
+def bare_step(tower_cfg: TowerConfig, batch: int, device: torch.device, steps: int) -> tuple[float, float, float]:
+    """(samples/s, FLOPs per step, seconds per step) of the bare training step on device-resident tensors."""
+    torch.manual_seed(0)
+    tower = AmpereTower(tower_cfg).to(device)
+    frames = torch.rand(3 * batch, tower_cfg.num_frames, tower_cfg.visual_dim, device=device) * 6
+    text = torch.randn(3 * batch, tower_cfg.text_tokens, tower_cfg.text_dim, device=device)
+    mask = torch.ones(3 * batch, tower_cfg.text_tokens, dtype=torch.bool, device=device)
+    step = _bare_step(tower, lambda: tower.encode_parts(frames, text, mask), batch, device)
+    for _ in range(2):
+        step()
+    with FlopCounterMode(display=False) as counter:
+        step()
+    seconds = _seconds_per_step(step, device, steps)
     return 3 * batch / seconds, float(counter.get_total_flops()), seconds
 
 
@@ -187,28 +200,12 @@ def finetune_samples_per_s(device: torch.device, batch: int, steps: int, folder:
 
     torch.manual_seed(0)
     model = EndToEnd(unfreeze(inputs), AmpereTower(TowerConfig()).to(device))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4)
     train = features.only(["train"])
     _, rows = batch_rows(product_items(train), batch, seed=0, step=0)
     pixels, tokens = MediaBatches(train, inputs).batch(rows)  # decoded once: the bare step reads them ready
-    products = torch.arange(batch, device=device)
-
-    def step() -> None:
-        with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-            out = model(pixels, tokens)
-        loss, _ = _batch_loss(out, products, 0.05, torch.nn.ModuleDict(), cfg)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-
+    step = _bare_step(model, lambda: model(pixels, tokens), batch, device)
     step()
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    _sync(device)
-    return loop, 3 * batch * steps / (time.perf_counter() - start)
+    return loop, 3 * batch / _seconds_per_step(step, device, steps)
 
 
 def main() -> None:
