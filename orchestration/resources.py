@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -39,11 +40,15 @@ class WorkspaceResource(ConfigurableResource):
 
     def publish(self, source: Path, *parts: str) -> Path:
         """Makes a run's file the workspace's latest at ``parts`` (e.g. `metrics.json`, what DVC and scripts
-        read), atomically: a hard link renamed into place, so a reader sees the old file or the new one."""
+        read), atomically: a hard link (a copy where the file system has none) renamed into place, so a
+        reader sees the old file or the new one."""
         target = self.path(*parts)
         staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         staging.unlink(missing_ok=True)
-        os.link(source, staging)
+        try:
+            os.link(source, staging)
+        except OSError:
+            shutil.copyfile(source, staging)
         os.replace(staging, target)
         return target
 
