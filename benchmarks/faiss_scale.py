@@ -3,10 +3,14 @@
     .venv/bin/python benchmarks/faiss_scale.py                  # 100k and 1M (about 15 min on 2 cores)
     .venv/bin/python benchmarks/faiss_scale.py --sizes 100000   # one size
 
-Vectors are synthetic and embedding-like: 128-d, L2-normalised, four items per product scattered
-around the product's direction (an item's nearest neighbours are mostly its product's other items,
-then nearby products), so the neighbourhoods an index must keep are those of a retrieval gallery.
-Queries are held-out items of gallery products (not in the gallery), as a cross-domain query is.
+Vectors are synthetic, 128-d, L2-normalised, four items per product scattered around the product's
+direction; queries are held-out items of gallery products (not in the gallery), as a cross-domain
+query is. Two kinds of catalogue (`--data`):
+- `catalogue`: products grouped in 1,000 categories (a product is its category's direction plus
+  its own offset), so an item's neighbours after its product's items are products of its category,
+  as in an embedding space that separates kinds of goods;
+- `uniform`: product directions uniformly at random, so the neighbours after an item's own product
+  are nearly equidistant strangers: the hardest case for any approximate index.
 Each approximate setting is compared with exact search (`IndexFlatIP`) on the same queries. Memory
 is the index's serialised size, which is what it holds in memory (an IVF index loaded with
 `IO_FLAG_MMAP`, as `ampere.retrieval.index.load_index` reads it, pages its lists in on demand).
@@ -29,13 +33,19 @@ import numpy as np
 DIM, ITEMS_PER_PRODUCT, QUERIES, K = 128, 4, 1000, 10
 
 
-def embedding_like(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def embedding_like(n: int, seed: int, data: str) -> tuple[np.ndarray, np.ndarray]:
     """(gallery [n, 128], queries [QUERIES, 128]): unit vectors of n / 4 products, 4 items each, and
     one held-out item of QUERIES of those products."""
     rng = np.random.default_rng(seed)
     products = n // ITEMS_PER_PRODUCT
-    centres = rng.standard_normal((products, DIM), dtype=np.float32)
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    centres = unit(rng.standard_normal((products, DIM), dtype=np.float32))
+    if data == "catalogue":
+        categories = unit(rng.standard_normal((1000, DIM), dtype=np.float32))
+        centres = unit(categories[rng.integers(0, 1000, products)] + 0.8 * centres)
 
     def items(of: np.ndarray) -> np.ndarray:
         x = centres[of] + rng.standard_normal((len(of), DIM), dtype=np.float32) * (0.6 / math.sqrt(DIM))
@@ -56,7 +66,7 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(f) & set(t)) / K for f, t in zip(found, truth, strict=True)]))
 
 
-def measure(name: str, build: Callable[[], faiss.Index], gallery: np.ndarray, queries: np.ndarray, truth: np.ndarray,
+def measure(data: str, name: str, build: Callable[[], faiss.Index], gallery: np.ndarray, queries: np.ndarray, truth: np.ndarray,
             knobs: list[tuple[str, Callable[[faiss.Index], None]]]) -> None:  # fmt: skip
     """Prints one row per search knob: build seconds, memory MB, recall@10, QPS (index written, then read back)."""
     start = time.perf_counter()
@@ -78,7 +88,7 @@ def measure(name: str, build: Callable[[], faiss.Index], gallery: np.ndarray, qu
             for row in range(200):
                 loaded.search(queries[row : row + 1], K)
             single = 200 / (time.perf_counter() - start)
-            print(f"| {len(gallery):,} | {name} | {label} | {seconds:.1f} | {size:.0f} | {recall(found, truth):.3f} | "
+            print(f"| {data} | {len(gallery):,} | {name} | {label} | {seconds:.1f} | {size:.0f} | {recall(found, truth):.3f} | "
                   f"{batch:,.0f} | {single:,.0f} |", flush=True)  # fmt: skip
         del loaded
 
@@ -87,8 +97,8 @@ def ivf_nprobe(value: int) -> Callable[[faiss.Index], None]:
     return lambda index: setattr(faiss.extract_index_ivf(index), "nprobe", value)
 
 
-def run(n: int, seed: int, train_sample: int) -> None:
-    gallery, queries = embedding_like(n, seed)
+def run(n: int, seed: int, train_sample: int, data: str, sq8: bool) -> None:
+    gallery, queries = embedding_like(n, seed, data)
     truth = exact_top_k(gallery, queries)
     sample = gallery[np.random.default_rng(seed).choice(n, min(n, train_sample), replace=False)]
     nlist = round(4 * math.sqrt(n))
@@ -113,12 +123,13 @@ def run(n: int, seed: int, train_sample: int) -> None:
         index.add(gallery)
         return index
 
-    measure("Flat (exact)", flat, gallery, queries, truth, [("-", lambda index: None)])
-    probes = [(f"nprobe {p}", ivf_nprobe(p)) for p in (32, 128, 512)]
-    measure(f"IVF{nlist},Flat", ivf("Flat"), gallery, queries, truth, probes)
-    measure(f"IVF{nlist},SQ8", ivf("SQ8"), gallery, queries, truth, probes)
-    ef = [(f"efSearch {e}", lambda index, e=e: setattr(index.hnsw, "efSearch", e)) for e in (128, 256, 512)]
-    measure("HNSW32 (efConstruction 100)", hnsw, gallery, queries, truth, ef)
+    measure(data, "Flat (exact)", flat, gallery, queries, truth, [("-", lambda index: None)])
+    probes = [(f"nprobe {p}", ivf_nprobe(p)) for p in (32, 128, 512, 2048)]
+    measure(data, f"IVF{nlist},Flat", ivf("Flat"), gallery, queries, truth, probes)
+    if sq8:
+        measure(data, f"IVF{nlist},SQ8", ivf("SQ8"), gallery, queries, truth, probes)
+    ef = [(f"efSearch {e}", lambda index, e=e: setattr(index.hnsw, "efSearch", e)) for e in (128, 256, 512, 1024, 2048)]
+    measure(data, "HNSW32 (efConstruction 100)", hnsw, gallery, queries, truth, ef)
 
 
 def main() -> None:
@@ -126,12 +137,15 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-sample", type=int, default=131_072, help="vectors the IVF k-means trains on")
+    parser.add_argument("--data", nargs="+", choices=["catalogue", "uniform"], default=["catalogue", "uniform"])
+    parser.add_argument("--no-sq8", action="store_true", help="skip IVF with 8-bit scalar quantisation")
     args = parser.parse_args()
     print(f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads")
-    print("\n| gallery | index | search setting | build s | memory MB | recall@10 | QPS, batch | QPS, one by one |")
-    print("|---:|---|---|---:|---:|---:|---:|---:|")
-    for n in args.sizes:
-        run(n, args.seed, args.train_sample)
+    print("\n| data | gallery | index | search setting | build s | memory MB | recall@10 | QPS, batch | QPS, one by one |")
+    print("|---|---:|---|---|---:|---:|---:|---:|---:|")
+    for data in args.data:
+        for n in args.sizes:
+            run(n, args.seed, args.train_sample, data, not args.no_sq8)
 
 
 if __name__ == "__main__":
