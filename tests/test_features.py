@@ -136,3 +136,24 @@ def test_item_features_roundtrip_and_subset(tmp_path):
     np.testing.assert_array_equal(sub.text_mask, feats.text_mask[[2, 0]])
     with pytest.raises(ValueError, match="lengths"):
         ItemFeatures(["a"], ["p", "q"], ["page"], ["train"], feats.frames[:1], feats.text[:1], feats.text_mask[:1])
+
+
+def test_frames_resized_on_the_device_match_pil_within_one_intensity_level():
+    """The GPU path (uint8 frames resized in batches by torch, antialiased, rounded) is PIL's resize within one
+    level out of 255, so its features are the PIL path's; run here on the CPU (the same torch code)."""
+    pil = FrameEncoder(image_size=96)
+    device = FrameEncoder(image_size=96, resize_on_device=True)
+    images = [_image(0), _image(1, size=(320, 180)), _image(2)]  # two frame sizes in one batch
+    a, b = pil.pixels(images), device.pixels(images)
+    assert a.shape == b.shape and (a - b).abs().max() <= 2 / 127.5 + 1e-6  # two levels of 255 at most (rounding)
+    assert (a - b).abs().mean() < 0.5 / 127.5
+    fa, fb = pil.encode(images), device.encode(images)
+    cosine = (fa * fb).sum(1) / np.linalg.norm(fa, axis=1) / np.linalg.norm(fb, axis=1)
+    assert cosine.min() > 0.999
+
+
+def test_several_decoding_threads_give_the_same_features_and_failures(media, frame_encoder):
+    one, failures_one = visual_features(media * 3, frame_encoder, decode_workers=1, progress=False)
+    many, failures_many = visual_features(media * 3, frame_encoder, decode_workers=3, progress=False)
+    np.testing.assert_array_equal(one, many)
+    assert failures_one == failures_many and [row for row, _ in failures_many] == [2, 3, 6, 7, 10, 11]

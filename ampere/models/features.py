@@ -161,13 +161,14 @@ def _prepare(path: str | Path, cache_dir: Path | None, encoder_id: str) -> _Prep
     return _Prepared(images=images, inverse=inverse, cache_file=cache_file)
 
 
-def _prefetched(fn, args: Sequence, ahead: int) -> Iterator:
-    """``fn(a)`` for each ``a`` in order, computed up to ``ahead`` items in advance by one worker
-    thread (decoding overlaps the encoder, which releases the GIL); ``ahead`` 0: inline."""
+def _prefetched(fn, args: Sequence, ahead: int, workers: int = 1) -> Iterator:
+    """``fn(a)`` for each ``a`` in order, computed up to ``ahead`` items in advance by ``workers``
+    threads (decoding overlaps the encoder and, with several, other decoding: PyAV and PIL release
+    the GIL); ``ahead`` 0: inline."""
     if ahead <= 0:
         yield from map(fn, args)
         return
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-decode") as pool:
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="frame-decode") as pool:
         window: deque = deque()
         try:
             for a in args:
@@ -203,6 +204,7 @@ def visual_features(
     flush_images: int = 64,
     prefetch: int = 8,
     progress: bool = True,
+    decode_workers: int = 1,
 ) -> tuple[np.ndarray, list[tuple[int, str]]]:
     """Frame features [N, 8, encoder.dim] float32 and failures [(row, reason)].
 
@@ -210,13 +212,14 @@ def visual_features(
     image repeated 8 times, padding) are encoded once. With ``cache_dir``, features are cached
     per (media content sha256, encoder.id) as .npy. A media error leaves a zero row and is
     reported, not raised: the caller quarantines the item. Items are decoded by a worker thread
-    up to ``prefetch`` items ahead of the encoder (0: no thread), in batches of about
-    ``flush_images`` distinct frames. ``progress``: a tqdm bar (off for a query).
+    up to ``prefetch`` items ahead of the encoder (0: no thread), by ``decode_workers`` threads (at most
+    ``prefetch`` busy), in
+    batches of about ``flush_images`` distinct frames. ``progress``: a tqdm bar (off for a query).
     """
     out = np.zeros((len(media_paths), NUM_FRAMES, encoder.dim), dtype=np.float32)
     failures: list[tuple[int, str]] = []
     pending: list[_Pending] = []
-    prepared = _prefetched(lambda path: _prepare(path, cache_dir, encoder.id), media_paths, prefetch)
+    prepared = _prefetched(lambda path: _prepare(path, cache_dir, encoder.id), media_paths, prefetch, decode_workers)
     bar = tqdm(prepared, total=len(media_paths), desc="frame features", unit="item", disable=not progress)
     for row, item in enumerate(bar):
         if item.failure is not None:

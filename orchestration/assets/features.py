@@ -1,6 +1,7 @@
 """Feature stage: frozen-backbone frame and text features of every item."""
 
 import json
+import os
 import time
 
 import numpy as np
@@ -44,8 +45,14 @@ def backbone_features(
     started = time.perf_counter()
     device = device_metadata(config.device)
     frame_encoder = build_frame_encoder(config.frame_encoder, device=device["resolved_device"])
+    # With a GPU the encoder outruns one decoding thread: decode on every core (resizing is on the GPU).
+    workers = (os.cpu_count() or 1) if device["resolved_device"].startswith("cuda") else 1
     frames, failures = visual_features(
-        list(training_set["media_path"]), frame_encoder, workspace.folder("feature_cache")
+        list(training_set["media_path"]),
+        frame_encoder,
+        workspace.folder("feature_cache"),
+        prefetch=max(8, 4 * workers),
+        decode_workers=workers,
     )
     visual_seconds = time.perf_counter() - started
     text_encoder = build_text_encoder(config.text_encoder, device=device["resolved_device"])
