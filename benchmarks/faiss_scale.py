@@ -97,7 +97,7 @@ def ivf_nprobe(value: int) -> Callable[[faiss.Index], None]:
     return lambda index: setattr(faiss.extract_index_ivf(index), "nprobe", value)
 
 
-def run(n: int, seed: int, train_sample: int, data: str, sq8: bool) -> None:
+def run(n: int, seed: int, train_sample: int, data: str, kinds: list[str]) -> None:
     gallery, queries = embedding_like(n, seed, data)
     truth = exact_top_k(gallery, queries)
     sample = gallery[np.random.default_rng(seed).choice(n, min(n, train_sample), replace=False)]
@@ -123,13 +123,17 @@ def run(n: int, seed: int, train_sample: int, data: str, sq8: bool) -> None:
         index.add(gallery)
         return index
 
-    measure(data, "Flat (exact)", flat, gallery, queries, truth, [("-", lambda index: None)])
     probes = [(f"nprobe {p}", ivf_nprobe(p)) for p in (32, 128, 512, 2048)]
-    measure(data, f"IVF{nlist},Flat", ivf("Flat"), gallery, queries, truth, probes)
-    if sq8:
-        measure(data, f"IVF{nlist},SQ8", ivf("SQ8"), gallery, queries, truth, probes)
     ef = [(f"efSearch {e}", lambda index, e=e: setattr(index.hnsw, "efSearch", e)) for e in (128, 256, 512, 1024, 2048)]
-    measure(data, "HNSW32 (efConstruction 100)", hnsw, gallery, queries, truth, ef)
+    settings = {
+        "flat": ("Flat (exact)", flat, [("-", lambda index: None)]),
+        "ivf": (f"IVF{nlist},Flat", ivf("Flat"), probes),
+        "sq8": (f"IVF{nlist},SQ8", ivf("SQ8"), probes),
+        "hnsw": ("HNSW32 (efConstruction 100)", hnsw, ef),
+    }
+    for kind in kinds:
+        name, build, knobs = settings[kind]
+        measure(data, name, build, gallery, queries, truth, knobs)
 
 
 def main() -> None:
@@ -138,14 +142,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-sample", type=int, default=131_072, help="vectors the IVF k-means trains on")
     parser.add_argument("--data", nargs="+", choices=["catalogue", "uniform"], default=["catalogue", "uniform"])
-    parser.add_argument("--no-sq8", action="store_true", help="skip IVF with 8-bit scalar quantisation")
+    parser.add_argument("--indexes", nargs="+", choices=["flat", "ivf", "sq8", "hnsw"], default=["flat", "ivf", "sq8", "hnsw"])
     args = parser.parse_args()
     print(f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads")
     print("\n| data | gallery | index | search setting | build s | memory MB | recall@10 | QPS, batch | QPS, one by one |")
     print("|---|---:|---|---|---:|---:|---:|---:|---:|")
     for data in args.data:
         for n in args.sizes:
-            run(n, args.seed, args.train_sample, data, not args.no_sq8)
+            run(n, args.seed, args.train_sample, data, args.indexes)
 
 
 if __name__ == "__main__":
