@@ -96,7 +96,7 @@ def per_item_constants(sample_items: pd.DataFrame, llm_sample: int, feature_samp
     engine.summarize(inputs[:1])  # warm-up
     llm, _ = timed(lambda: engine.summarize(inputs))
     rows = sample_items.head(feature_sample)
-    paths = [str(Path(sample_items.attrs["root"]) / media) for media in rows["media"]]
+    paths = list(rows["media_path"])
     frame_encoder, text_encoder = build_frame_encoder(), build_text_encoder()
     visual_features(paths[:8], frame_encoder, progress=False)  # warm-up (the ONNX export is cached)
     visual, _ = timed(lambda: visual_features(paths, frame_encoder, progress=False))
@@ -168,7 +168,6 @@ def main() -> None:
         folder = Path(tmp)
         sample = tiny_dataset(folder / "sample", 300, seed=1)
         items, _ = read_items(sample)
-        items.attrs["root"] = str(sample)
         constants = per_item_constants(items, args.llm_sample, args.feature_sample)
         table = {n: measure(n, folder, constants) for n in args.sizes}
     largest = max(args.sizes)
