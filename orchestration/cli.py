@@ -53,6 +53,7 @@ def _pipeline(args: argparse.Namespace) -> None:
             "summarizer_backend": args.summarizer_backend,
             "summarizer_model": args.summarizer_model,
             "summarizer_prompt": args.summarizer_prompt,
+            "summarizer_workers": args.summarizer_workers,
         },
     )
     instance = DagsterInstance.get()
@@ -238,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     prompts = sorted(p.stem for p in PROMPT_DIR.glob("*.json"))
     pipeline.add_argument("--summarizer-prompt", default=DEFAULT_PROMPT_ID, choices=prompts,
                           help="packaged prompt id (a versioned file in ampere/asr/prompts/)")
+    pipeline.add_argument("--summarizer-workers", type=int, default=1,
+                          help="engine processes over disjoint summary shards (one per GPU on a GPU host)")
     pipeline.add_argument(
         "--reexecute",
         metavar="RUN_ID",

@@ -35,6 +35,7 @@ def build_defs(
     summarizer_backend: str = "llamacpp",
     summarizer_model: str | None = None,
     summarizer_prompt: str = DEFAULT_PROMPT_ID,
+    summarizer_workers: int = 1,
     repo_dir: str | None = None,
     executor: str | None = None,
 ) -> Definitions:
@@ -64,6 +65,7 @@ def build_defs(
                 backend=summarizer_backend,
                 model=summarizer_model,
                 prompt_id=summarizer_prompt,
+                workers=summarizer_workers,
                 cache_path=f"{workspace}/summary_cache.sqlite",
             ),
             "index_store": IndexStoreResource(root=f"{workspace}/index_store"),

@@ -33,7 +33,7 @@ from ampere.retrieval.query import Query, QueryEncoder, QueryError
 from mlflow import MlflowClient
 from orchestration.assets import PIPELINE_ASSETS
 from orchestration.audit import audit
-from orchestration.definitions import build_defs
+from orchestration.definitions import build_defs, dataset_key
 from orchestration.jobs import PIPELINE_JOB
 from orchestration.mlflow_logging import load_registered_encoder
 from orchestration.resources import MlflowResource
@@ -368,6 +368,9 @@ def _private_copy(materialised, folder) -> dict:
     repo, workspace = folder / "repo", folder / "workspace"
     shutil.copytree(materialised["repo"], repo, symlinks=True)
     shutil.copytree(materialised["root"] / "workspace", workspace)
+    # Summary shards are kept per dataset folder: the copied dataset takes over the original's.
+    summaries = workspace / "summaries"
+    (summaries / dataset_key(str(materialised["repo"] / "data"))).rename(summaries / dataset_key(str(repo / "data")))
     defs = build_defs(
         workspace=str(workspace),
         dataset=str(repo / "data"),

@@ -1,6 +1,7 @@
 """The DVC data sensor and the run-failure sensor, evaluated with Dagster's test contexts."""
 
 import json
+import shutil
 from datetime import UTC
 from pathlib import Path
 
@@ -82,15 +83,21 @@ def test_failure_sensor_records_the_failed_run(tmp_path: Path) -> None:
     assert records[0]["failed_steps"] == ["_explode"]
 
 
-def test_weekly_retrain_schedule_requests_the_pipeline() -> None:
+def test_weekly_retrain_schedule_requests_the_pipeline(tmp_path) -> None:
     from datetime import datetime
 
-    from dagster import build_schedule_context
+    from dagster import DagsterInstance, build_schedule_context
 
-    from orchestration.jobs import PIPELINE_JOB, weekly_retrain
+    from orchestration.instance import BASE
+    from orchestration.jobs import PIPELINE_JOB, PIPELINE_POOLS, weekly_retrain
 
-    context = build_schedule_context(scheduled_execution_time=datetime(2026, 11, 30, 3, 0, tzinfo=UTC))
-    requests = list(weekly_retrain.evaluate_tick(context).run_requests)
+    scheduled = datetime(2026, 11, 30, 3, 0, tzinfo=UTC)
+    shutil.copy(BASE, tmp_path / "dagster.yaml")  # the project's instance config: pools limited to 1
+    with DagsterInstance.from_config(str(tmp_path)) as instance:
+        context = build_schedule_context(instance=instance, scheduled_execution_time=scheduled)
+        requests = list(weekly_retrain.evaluate_tick(context).run_requests)
+        assert set(PIPELINE_POOLS) <= set(instance.event_log_storage.get_concurrency_keys())  # created before the run
+    assert PIPELINE_POOLS == ["accelerator", "dvc", "llm"]
     assert len(requests) == 1
     assert requests[0].partition_key_range == PartitionKeyRange("00", "15")
     assert weekly_retrain.job_name == PIPELINE_JOB
