@@ -185,6 +185,8 @@ def main() -> None:
     tower = TowerConfig()
     feature_bytes = tower.num_frames * tower.visual_dim * 4 + tower.text_tokens * tower.text_dim * 2 + tower.text_tokens
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    print("frame features here: one distinct 24x24 frame per item (identical frames are encoded once); a clip of 8 "
+          "distinct frames costs up to 8 times the frame-features figure")
     print(f"memory: training and embedding hold every item's features ({feature_bytes / 1024:.0f} KiB per item: "
           f"8 x 1280 float32 frames, 33 x 384 float16 token states), {feature_bytes * largest / 2**30:.1f} GiB at "
           f"{largest:,} items; this machine's {ram / 2**30:.0f} GiB are full at about "
