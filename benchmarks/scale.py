@@ -129,7 +129,7 @@ def measure(n: int, folder: Path, constants: dict[str, float]) -> dict[str, floa
     rng = np.random.default_rng(0)
     tower_cfg = TowerConfig()
     tower = AmpereTower(tower_cfg).eval()
-    embed_n = min(n, 3000)
+    embed_n = 3 * (min(n, 3000) // 3)
     sample = ItemFeatures(
         [f"i{i}" for i in range(embed_n)], [f"p{i // 3}" for i in range(embed_n)], ["page", "short", "live"] * (embed_n // 3),
         ["train"] * embed_n, rng.uniform(0, 6, (embed_n, tower_cfg.num_frames, tower_cfg.visual_dim)).astype(np.float32),
