@@ -18,11 +18,12 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Literal
-
-from dagster import DagsterInstance
+from typing import TYPE_CHECKING, Literal
 
 from ampere.home import PROJECT_FOLDER
+
+if TYPE_CHECKING:  # `ampere` starts without importing Dagster
+    from dagster import DagsterInstance
 
 BASE = PROJECT_FOLDER / "dagster_home" / "dagster.yaml"
 POSTGRES_URL_ENV = "DAGSTER_POSTGRES_URL"
