@@ -10,6 +10,7 @@ import pytest
 import torch
 from tiny_backbones import COLOURS, TEXTS, tiny_clip, toy_media
 
+from ampere.data.frames import MediaError
 from ampere.models import AmpereTower, TowerConfig
 from ampere.models.backbones import BACKBONE_FILES, FINETUNED, base_id, encoders_from_ids, save_finetuned, weights_digest
 from ampere.models.encoder_io import save_tower
@@ -163,3 +164,13 @@ def test_torchrun_fine_tunes_on_two_processes_as_one_process_does(toy, tmp_path,
             a, b = _without_key_bias(name, a), _without_key_bias(name, b)
             torch.testing.assert_close(a, b, rtol=1e-3, atol=2e-4, msg=lambda m, n=name: f"{n}: {m}")
     assert ranks.backbones.frame_encoder.id.startswith(f"{frame_id}{FINETUNED}")
+
+
+def test_a_media_file_that_breaks_during_fine_tuning_is_named_with_its_item(toy, tmp_path) -> None:
+    inputs, features, _ = toy
+    media = {**inputs.media, "live-1": str(tmp_path / "gone.png")}
+    broken = EndToEndInputs(inputs.frame_encoder, inputs.text_encoder, media, inputs.texts)
+    with pytest.raises(MediaError, match=r"gone\.png: item live-1: .*file not found"):
+        MediaBatches(features, broken).batch(np.array([0, 5]))
+    with pytest.raises(MediaError, match=r"item live-1: .*\(1 items failed\)"):
+        features_with(features, broken)

@@ -144,6 +144,15 @@ class _Prepared:
     failure: str | None = None
 
 
+def item_frames(path: str | Path) -> list[Image.Image]:
+    """An item's ``NUM_FRAMES`` frames (``load_frames``); a ``MediaError`` naming the path and the reason when
+    its media cannot give them."""
+    frames = load_frames(path)
+    if len(frames) != NUM_FRAMES:
+        raise MediaError(path, f"expected {NUM_FRAMES} frames, got {len(frames)}")
+    return frames
+
+
 def _prepare(path: str | Path, cache_dir: Path | None, encoder_id: str) -> _Prepared:
     """Cache look-up, decoding and frame de-duplication of one item (runs in a worker thread)."""
     try:
@@ -152,11 +161,9 @@ def _prepare(path: str | Path, cache_dir: Path | None, encoder_id: str) -> _Prep
             cache_file = _cache_file(Path(cache_dir), encoder_id, media_digest(path))
             if cache_file.exists():
                 return _Prepared(cached=np.load(cache_file, allow_pickle=False))
-        frames = load_frames(path)
+        frames = item_frames(path)
     except (MediaError, OSError) as e:
         return _Prepared(failure=f"{type(e).__name__}: {e}")
-    if len(frames) != NUM_FRAMES:
-        return _Prepared(failure=f"expected {NUM_FRAMES} frames, got {len(frames)}")
     images, inverse = _unique_frames(frames)
     return _Prepared(images=images, inverse=inverse, cache_file=cache_file)
 

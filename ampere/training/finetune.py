@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ampere.data.frames import NUM_FRAMES, MediaError, load_frames
+from ampere.data.frames import MediaError
 from ampere.models.backbones import TextEncoder, TrainableImageEncoder, encoders_from_ids, mark_finetuned
-from ampere.models.features import ItemFeatures, text_features, visual_features
+from ampere.models.features import ItemFeatures, item_frames, text_features, visual_features
 from ampere.models.tower import AmpereTower, TowerOutput
 
 
@@ -90,11 +90,9 @@ class MediaBatches:
     def _pixels(self, item_id: str) -> torch.Tensor:
         path = self.inputs.media[item_id]
         try:
-            frames = load_frames(path)
+            frames = item_frames(path)
         except (MediaError, OSError) as error:
-            raise MediaError(f"item {item_id} ({path}): {error}") from error
-        if len(frames) != NUM_FRAMES:
-            raise MediaError(f"item {item_id} ({path}): expected {NUM_FRAMES} frames, got {len(frames)}")
+            raise MediaError(path, f"item {item_id}: {error}") from error
         return self.inputs.frame_encoder.pixels(frames)
 
     def batch(self, rows) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -121,7 +119,7 @@ def features_with(
     frames, failures = visual_features(paths, inputs.frame_encoder, cache_dir, progress=progress)
     if failures:
         row, reason = failures[0]
-        raise MediaError(f"item {features.item_ids[row]} ({paths[row]}): {reason} ({len(failures)} items failed)")
+        raise MediaError(paths[row], f"item {features.item_ids[row]}: {reason} ({len(failures)} items failed)")
     states, mask = text_features([inputs.texts[i] for i in features.item_ids], inputs.text_encoder, progress=progress)
     return replace(features, frames=frames, text=states, text_mask=mask)
 
