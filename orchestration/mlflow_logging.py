@@ -18,7 +18,7 @@ from mlflow.entities import Metric, Param, RunInfo  # noqa: E402
 
 import mlflow  # noqa: E402
 from ampere.models.backbones import FINETUNED, ImageEncoder, TextEncoder, encoders_from_ids, save_finetuned  # noqa: E402
-from ampere.models.encoder_io import CONFIG, load_tower, save_tower  # noqa: E402
+from ampere.models.encoder_io import load_lineage, load_tower, save_tower  # noqa: E402
 from ampere.models.tower import AmpereTower, TowerConfig  # noqa: E402
 from ampere.serve.pyfunc import EncoderModel, encoder_signature, model_requirements, write_tagger  # noqa: E402
 from ampere.training.finetune import EndToEndInputs  # noqa: E402
@@ -210,7 +210,7 @@ def load_registered_encoder(resource: MlflowResource, model_uri: str, device: st
             artifact_uri=model_uri, dst_path=tmp, tracking_uri=resource.resolved_tracking_uri()
         )
         folder = Path(local) / "artifacts" / "encoder"
-        lineage = json.loads((folder / CONFIG).read_text())["extra"]
+        lineage = load_lineage(folder)
         ids = lineage.get("frame_encoder", ""), lineage.get("text_encoder", "")
         backbones = encoders_from_ids(*ids, folder, device=device) if any(FINETUNED in i for i in ids) else None
         return RegisteredEncoder(load_tower(folder).to(device), lineage, backbones)

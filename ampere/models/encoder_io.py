@@ -27,6 +27,11 @@ def save_tower(folder: Path, tower: AmpereTower, config: TowerConfig, extra: dic
     return folder
 
 
+def load_lineage(folder: Path) -> dict[str, Any]:
+    """The lineage saved with the tower (`extra` of `save_tower`): backbones, text source, data version, …"""
+    return json.loads((Path(folder) / CONFIG).read_text())["extra"]
+
+
 def load_tower(folder: Path) -> AmpereTower:
     """Rebuilds the tower from its saved config and weights, in eval mode on CPU."""
     folder = Path(folder)

@@ -35,7 +35,7 @@ from ampere.asr.summaries import TranscriptSummarizer
 from ampere.asr.summarizer import Summarizer, build_summarizer
 from ampere.data.format import read_items
 from ampere.models.backbones import encoders_from_ids
-from ampere.models.encoder_io import CONFIG, load_tower
+from ampere.models.encoder_io import load_lineage, load_tower
 from ampere.retrieval.query import Query, QueryEncoder, QueryError
 
 TAGGER = "tagger.json"
@@ -127,7 +127,7 @@ class EncoderModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: Any) -> None:
         folder = Path(context.artifacts["encoder"])
-        self.lineage: dict[str, Any] = json.loads((folder / CONFIG).read_text())["extra"]
+        self.lineage: dict[str, Any] = load_lineage(folder)
         self.cache_folder = tempfile.TemporaryDirectory(prefix="ampere-summaries-")
         summarize = None
         if self.lineage.get("text_source") == "summary":
