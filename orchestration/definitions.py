@@ -78,7 +78,7 @@ def build_defs(
 
 def dataset_key(dataset: str) -> str:
     """A short key of a dataset folder (its resolved path), naming the workspace's per-dataset state."""
-    return content_hash(str(Path(dataset).resolve()).encode(), "bytes")[:12]
+    return content_hash(str(Path(dataset).resolve()), "text", length=12)
 
 
 def _executor(name: str) -> ExecutorDefinition | None:

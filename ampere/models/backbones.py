@@ -8,7 +8,6 @@ Chinese-CLIP model (frames) or any ``AutoModel`` text model (text) can be used i
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import warnings
 from collections.abc import Callable, Sequence
@@ -20,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
+
+from ampere.lineage.hashing import content_hash
 
 # A fine-tuned backbone's id: its base id, this marker and the digest of its weights.
 FINETUNED = "+ft:"
@@ -281,13 +282,12 @@ def build_text_encoder(name: str = "all-MiniLM-L6-v2", **kw) -> TextEncoder:
 
 
 def weights_digest(network: nn.Module) -> str:
-    """The first 12 hex digits of the sha256 of a network's state (names, dtypes, shapes and bytes)."""
-    digest = hashlib.sha256()
+    """12 hex digits of the sha256 of a network's state: per tensor its name, dtype, shape and the digest of its bytes."""
+    parts = []
     for name, tensor in sorted(network.state_dict().items()):
         flat = tensor.detach().cpu().contiguous().reshape(-1)
-        digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(flat.view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:12]
+        parts.append([name, str(flat.dtype), list(tensor.shape), content_hash(flat.view(torch.uint8).numpy().tobytes(), "bytes")])
+    return content_hash(parts, "json", length=12)
 
 
 def mark_finetuned(encoder: TrainableImageEncoder | TextEncoder) -> None:
