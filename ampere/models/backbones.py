@@ -52,7 +52,8 @@ class FrameEncoder:
     Images are resized (bilinear, whole frame, no crop) to ``image_size`` squared and scaled
     to [-1, 1]. ``resize_on_device`` (default: on a GPU) sends the decoded uint8 frames to the device
     and resizes them there in batches (antialiased bilinear, rounded to whole intensity levels as PIL
-    does: within one level of PIL's resize), instead of resizing each with PIL on a CPU thread.
+    does: at most two levels of 255 from PIL's resize, in the test), instead of resizing each with PIL
+    on a CPU thread.
     """
 
     dim = 1280
