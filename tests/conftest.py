@@ -3,6 +3,7 @@ on 127.0.0.1, and a real DVC repository in a temp folder."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -88,14 +89,12 @@ def postgres() -> Iterator[Callable[[str], str]]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory, postgres: Callable[[str], str]):
-    """A real `mlflow server` on a free loopback port, stopped after the session: its tracking and registry
-    store on PostgreSQL, artifacts proxied by the server to a folder (`--artifacts-destination`), so
-    clients get `mlflow-artifacts:` locations and never write a local path of their own."""
-    root = tmp_path_factory.mktemp("mlflow")
+@contextlib.contextmanager
+def running_mlflow_server(root: Path, database: str) -> Iterator[dict[str, str]]:
+    """`mlflow server` on a free loopback port with its store in ``database`` (PostgreSQL) and artifacts
+    proxied to ``root``/artifacts; yields its uri, artifacts folder and database; stopped on exit."""
+    root.mkdir(parents=True, exist_ok=True)
     port = _free_port()
-    database = postgres("mlflow")
     env = {
         **os.environ,
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
@@ -141,6 +140,15 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory, postgres: Callable[[
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory, postgres: Callable[[str], str]):
+    """A real `mlflow server` on a free loopback port, stopped after the session: its tracking and registry
+    store on PostgreSQL, artifacts proxied by the server to a folder (`--artifacts-destination`), so
+    clients get `mlflow-artifacts:` locations and never write a local path of their own."""
+    with running_mlflow_server(tmp_path_factory.mktemp("mlflow"), postgres("mlflow")) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import running_mlflow_server
 from dagster import DagsterInstance
 
 from ampere.data.format import SplitFractions, read_items
@@ -23,6 +24,13 @@ from orchestration.instance import POSTGRES_URL_ENV
 from orchestration.jobs import DATASET_TAG
 
 FRACTIONS = SplitFractions(val_fraction=0.3, test_fraction=0.3)
+
+
+@pytest.fixture
+def mlflow_server(tmp_path, postgres):
+    """Its own MLflow server (the session's registry is the end-to-end tests': these runs must not promote there)."""
+    with running_mlflow_server(tmp_path / "mlflow", postgres("mlflow_concurrent")) as server:
+        yield server
 
 
 def test_two_runs_at_once_each_end_with_their_own_metrics_and_lineage(tmp_path, postgres, mlflow_server, monkeypatch):
