@@ -87,16 +87,21 @@ def test_weekly_retrain_schedule_requests_the_pipeline(tmp_path) -> None:
     from datetime import datetime
 
     from dagster import DagsterInstance, build_schedule_context
+    from dagster._core.definitions.definitions_load_context import DefinitionsLoadContext
 
     from orchestration.instance import BASE
     from orchestration.jobs import PIPELINE_JOB, PIPELINE_POOLS, weekly_retrain
 
     scheduled = datetime(2026, 11, 30, 3, 0, tzinfo=UTC)
     shutil.copy(BASE, tmp_path / "dagster.yaml")  # the project's instance config: pools limited to 1
-    with DagsterInstance.from_config(str(tmp_path)) as instance:
-        context = build_schedule_context(instance=instance, scheduled_execution_time=scheduled)
-        requests = list(weekly_retrain.evaluate_tick(context).run_requests)
-        assert set(PIPELINE_POOLS) <= set(instance.event_log_storage.get_concurrency_keys())  # created before the run
+    loading = DefinitionsLoadContext.get()  # evaluating a tick leaves Dagster's load context bound to this instance
+    try:
+        with DagsterInstance.from_config(str(tmp_path)) as instance:
+            context = build_schedule_context(instance=instance, scheduled_execution_time=scheduled)
+            requests = list(weekly_retrain.evaluate_tick(context).run_requests)
+            assert set(PIPELINE_POOLS) <= set(instance.event_log_storage.get_concurrency_keys())  # created before the run
+    finally:
+        DefinitionsLoadContext.set(loading)  # later Definitions in this process must not use the closed instance
     assert PIPELINE_POOLS == ["accelerator", "dvc", "llm"]
     assert len(requests) == 1
     assert requests[0].partition_key_range == PartitionKeyRange("00", "15")
