@@ -187,3 +187,28 @@ def test_an_interrupted_run_keeps_the_chunks_it_finished(cache):
     _, stats = summarize_cached(TRANSCRIPTS, resumed, load_prompt(), cache)
     assert resumed.seen == TRANSCRIPTS[8:]
     assert (stats.calls, stats.cache_hits) == (2, 8)
+
+
+def _open_cache_at_once(path: str, barrier) -> str | None:
+    barrier.wait()
+    try:
+        SummaryCache(path).close()
+    except sqlite3.OperationalError as error:
+        return repr(error)
+    return None
+
+
+def test_processes_opening_a_new_cache_at_once_all_get_it(tmp_path):
+    """Summary workers and concurrent runs open one cache file together; before the WAL switch waited,
+    about one pair in four failed with "database is locked"."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager, context.Pool(2) as pool:
+        errors = []
+        for trial in range(20):
+            path = str(tmp_path / f"cache-{trial}.sqlite")
+            barrier = manager.Barrier(2)
+            errors += [e for e in pool.starmap(_open_cache_at_once, [(path, barrier)] * 2) if e]
+    assert errors == []
+    assert len(SummaryCache(tmp_path / "cache-0.sqlite")) == 0
