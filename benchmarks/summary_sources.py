@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from ampere.asr.cache import SummaryCache, summarize_cached
-from ampere.asr.candidates import TitleTagger, llm_inputs, materials
+from ampere.asr.candidates import TaggerConfig, TitleTagger, llm_inputs, materials
 from ampere.asr.keywords import KeywordExtractor
 from ampere.asr.prompts import load_prompt
 from ampere.asr.quality import CLIP_DOMAINS, load_attributes, summary_quality
@@ -64,11 +64,13 @@ def main() -> None:
     keywords = [extractor.extract(t) if t.strip() else "" for t in clips["asr"]]
     rows.append(_row("keywords (MMR over MiniLM)", quality(keywords), (time.perf_counter() - started) / len(spoken)))
 
-    started = time.perf_counter()
-    tagger = TitleTagger.fit(items)
-    phrases = materials(tagger, clips["asr"], separator=", ")
-    seconds = (time.perf_counter() - started) / len(spoken)
-    rows.append(_row(f"title-tagger phrases, no LLM (title-tagger@{tagger.fingerprint()})", quality(phrases), seconds))
+    for config, how in ((TaggerConfig(repair=False), "words as heard"), (TaggerConfig(), "misheard words respelled")):
+        started = time.perf_counter()
+        tagger = TitleTagger.fit(items, config)
+        phrases = materials(tagger, clips["asr"], separator=", ")
+        seconds = (time.perf_counter() - started) / len(spoken)
+        label = f"title-tagger phrases, {how}, no LLM (title-tagger@{tagger.fingerprint()})"
+        rows.append(_row(label, quality(phrases), seconds))
 
     for prompt_id in args.prompts:
         prompt = load_prompt(prompt_id)

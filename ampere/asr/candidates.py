@@ -7,7 +7,9 @@ gives the LLM only those, as phrases in the order they were said ("sable power b
 fiber | navy blue"). The LLM then chooses and orders among them (grounded decoding,
 ``grounded_schema``) instead of reading 200 words of chatter.
 
-Each distinct word of a transcript is scored by a logistic regression over features that do
+Words no training title holds are first respelled as the titles spell their near neighbours
+(``ampere.asr.lexicon``: "calbon" -> "carbon"), so a misheard product word can still be scored,
+kept and read. Each distinct word of a transcript is scored by a logistic regression over features that do
 not depend on the word's identity, so the tagger transfers to words never seen in training:
 
 - ``lift``: P(word in own title | word in transcript) - P(word in a title), from the training
@@ -37,6 +39,7 @@ from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 from sklearn.linear_model import LogisticRegression
 
 from ampere.asr.keywords import frequent_words, tokens
+from ampere.asr.lexicon import TitleLexicon
 from ampere.asr.prompts import MAX_FEATURE_CHARS, PHRASE_SEPARATOR, Prompt
 from ampere.lineage.hashing import content_hash
 
@@ -57,6 +60,9 @@ class TaggerConfig:
         default=0.25, metadata={"doc": "title tagger: words said about more than this share of training products are chatter"}
     )
     smoothing: float = field(default=1.0, metadata={"doc": "title tagger: pseudo-count of the title lift"})
+    repair: bool = field(
+        default=True, metadata={"doc": "title tagger: respell misheard words as the training titles do (ampere.asr.lexicon)"}
+    )
 
     def __post_init__(self) -> None:
         if self.top_words < 1 or self.max_phrases < 1:
@@ -102,7 +108,10 @@ class TitleTagger:
     def __init__(self, config: TaggerConfig, labels: TitleLabels) -> None:
         self.config = config
         self.stop_words = frozenset(ENGLISH_STOP_WORDS) | frequent_words(labels.transcripts, config.max_df)
-        self._product_words = {p: frozenset(w for t in ts for w in tokens(t)) for p, ts in labels.transcripts.items()}
+        self.lexicon = TitleLexicon.from_titles(labels.title_words.values(), self.stop_words)
+        self._product_words = {
+            p: frozenset(w for t in ts for w in self.words(t, labels.title_words[p])) for p, ts in labels.transcripts.items()
+        }
         self._titles = labels.title_words
         self._said = Counter(w for words in self._product_words.values() for w in words)
         self._in_own_title = Counter(w for p, words in self._product_words.items() for w in words & self._titles[p])
@@ -123,13 +132,20 @@ class TitleTagger:
         rows, targets = [], []
         for product_id, transcripts in labels.transcripts.items():
             for transcript in transcripts:
-                for word, row in tagger._word_features(tokens(transcript), leave_out=product_id).items():
+                words = tagger.words(transcript, labels.title_words[product_id])
+                for word, row in tagger._word_features(words, leave_out=product_id).items():
                     rows.append(row)
                     targets.append(word in labels.title_words[product_id])
         if len(set(targets)) < 2:
             raise ValueError("the title labels are all equal: transcripts never (or always) say title words")
         tagger._model.fit(np.array(rows), np.array(targets))
         return tagger
+
+    def words(self, transcript: str, own_title: frozenset[str] = frozenset()) -> list[str]:
+        """The transcript's words, misheard ones respelled by the title lexicon when ``repair`` is on;
+        ``own_title``: a training product's title words, left out of the lexicon for its own transcripts."""
+        words = tokens(transcript)
+        return self.lexicon.repair_words(words, own_title) if self.config.repair else words
 
     def _said_by_others(self, word: str, leave_out: str | None) -> int:
         """Training products whose transcripts hold ``word``, ``leave_out`` not counted."""
@@ -175,7 +191,7 @@ class TitleTagger:
 
     def word_scores(self, transcript: str) -> dict[str, float]:
         """Probability that each candidate word of ``transcript`` is a title word."""
-        words = tokens(transcript)
+        words = self.words(transcript)
         rows = {w: r for w, r in self._word_features(words).items() if w not in self.stop_words and not is_number(w)}
         if not rows:
             return {}
@@ -188,7 +204,7 @@ class TitleTagger:
         scores = self.word_scores(transcript)
         kept = set(sorted(scores, key=lambda w: (-scores[w], w))[: self.config.top_words])
         runs: list[list[str]] = [[]]
-        for word in tokens(transcript):
+        for word in self.words(transcript):
             if word in kept and len(" ".join([*runs[-1], word])) <= MAX_FEATURE_CHARS:
                 runs[-1].append(word)
             elif word in kept:
@@ -216,6 +232,7 @@ class TitleTagger:
             "own": sorted(self._in_own_title.items()),
             "titles": sorted(self._in_titles.items()),
             "products": self._products,
+            "lexicon": sorted(self.lexicon.counts.items()),
         }
 
     @classmethod
@@ -223,12 +240,14 @@ class TitleTagger:
         """A fitted tagger from ``state()`` (it scores transcripts; it cannot be refitted)."""
         if tuple(state["features"]) != FEATURES:
             raise ValueError(f"tagger state has features {state['features']}, this code computes {FEATURES}")
-        tagger = cls(TaggerConfig(**state["config"]), TitleLabels({}, {}))
+        # States saved before the lexicon existed have neither "repair" nor "lexicon": they score as they did.
+        tagger = cls(TaggerConfig(**{"repair": False, **state["config"]}), TitleLabels({}, {}))
         tagger.stop_words = frozenset(state["stop_words"])
         tagger._said, tagger._in_own_title, tagger._in_titles = (
             Counter(dict(state[key])) for key in ("said", "own", "titles")
         )
         tagger._products = state["products"]
+        tagger.lexicon = TitleLexicon(Counter(dict(state.get("lexicon", []))), tagger.stop_words)
         tagger._model.coef_ = np.array(state["coef"])
         tagger._model.intercept_ = np.array(state["intercept"])
         tagger._model.classes_ = np.array([False, True])
