@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -46,6 +48,7 @@ class Browser:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its helper processes share the group, so `close` can end them all
         )
         self._ids = itertools.count(1)
         self._events: list[dict] = []
@@ -112,7 +115,19 @@ class Browser:
         return base64.b64decode(self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)["data"])
 
     def close(self) -> None:
+        """Ends Chromium and every helper process it started, then removes the profile (helpers still
+        writing to it made the removal fail with "Directory not empty")."""
         self.socket.close()
-        self.process.terminate()
+        group = os.getpgid(self.process.pid)
+        os.killpg(group, signal.SIGTERM)
         self.process.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(group, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            os.killpg(group, signal.SIGKILL)
         self.profile.cleanup()
