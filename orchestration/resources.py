@@ -226,6 +226,9 @@ class _SummarizerSettings(ConfigurableResource):
     # Engines summarising disjoint shards at once, one process each (ampere.asr.workers): on a GPU
     # host one per `tensor_parallel_size` GPUs, with llama.cpp a share of the CPU cores each.
     workers: int = 1
+    # llama.cpp threads per engine; None: all cores, a worker a share of them. Its answers can depend on
+    # the thread count, so equal `threads` give workers exactly one engine's summaries.
+    threads: int | None = None
 
     def prompt(self) -> Prompt:
         """The versioned prompt file."""
@@ -247,6 +250,8 @@ class _SummarizerSettings(ConfigurableResource):
             options["model"] = self.model
         elif self.model is not None:
             options["model_path"] = self.model
+        if self.backend == "llamacpp" and self.threads is not None:
+            options["n_threads"] = self.threads
         return options
 
     def summarizer(self) -> Summarizer:

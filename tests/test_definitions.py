@@ -74,7 +74,7 @@ def test_every_train_config_field_is_reachable_from_dagster_run_config(job_name:
 
 def test_every_tagger_config_field_is_reachable_from_the_summarizer_resource_config() -> None:
     """Each TaggerConfig field, set as resource config of the job, arrives in the TaggerConfig the summaries use."""
-    values = {"top_words": 5, "max_phrases": 3, "max_df": 0.5, "smoothing": 2.0}
+    values = {"top_words": 5, "max_phrases": 3, "max_df": 0.5, "smoothing": 2.0, "repair": False}
     assert set(values) == {f.name for f in dataclasses.fields(TaggerConfig)}
     assert all(values[name] != getattr(TaggerConfig(), name) for name in values)
     processed = validate_run_config(

@@ -4,7 +4,9 @@ Each worker process builds its own engine (on a GPU host: pinned to its own GPUs
 `CUDA_VISIBLE_DEVICES`, `tensor_parallel_size` of them; llama.cpp on the CPU: its share of the cores),
 fits the same title tagger on the same items, and summarises its shards' transcripts into the shared
 summary cache (SQLite, WAL: writers take turns). The caller then reads every summary back through
-the cache, so the results and cache keys are exactly those of one engine doing it all.
+the cache, so the cache keys are exactly those of one engine doing it all, and so are the results
+when each engine has the same settings (llama.cpp's answers can depend on its thread count: give
+the workers and the single engine equal `threads` for identical summaries).
 
     python -m ampere.asr.workers TASK.json      # what `run_workers` starts, once per worker
 """
