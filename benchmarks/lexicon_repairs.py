@@ -24,11 +24,11 @@ def main() -> None:
     args = parser.parse_args()
     items = load_items(args.dataset, check_media=False)
     labels = title_labels(items)
-    said = TitleTagger.fit(items).stop_words
+    tagger = TitleTagger.fit(items)
+    said = tagger.stop_words
     truth = load_attributes(args.dataset)
-    titles = labels.title_words.values()
-    for name, lexicon in (("every word eligible", TitleLexicon.from_titles(titles)),
-                          ("stop words and chatter kept (default)", TitleLexicon.from_titles(titles, said))):
+    for name, lexicon in (("every word eligible", TitleLexicon.from_titles(labels.title_words.values())),
+                          ("stop words and chatter kept (default)", tagger.lexicon)):
         respelled: Counter[tuple[str, str]] = Counter()
         heard, fixed = [], []
         for product_id, transcripts in labels.transcripts.items():

@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Iterable
 
 MIN_WORD = 4  # shorter heard words are left alone: too many near neighbours
+MAX_EDITS = 2
 
 
 def edit_distance(a: str, b: str, limit: int) -> int:
@@ -34,8 +35,8 @@ def edit_distance(a: str, b: str, limit: int) -> int:
 
 
 def allowed_edits(word: str) -> int:
-    """Edits a repair may make to reach ``word``: one for words of up to four letters, else two."""
-    return 1 if len(word) <= 4 else 2
+    """Edits a repair may make to reach ``word``: one for words of up to four letters, else ``MAX_EDITS``."""
+    return 1 if len(word) <= 4 else MAX_EDITS
 
 
 class TitleLexicon:
@@ -49,7 +50,7 @@ class TitleLexicon:
         for word in sorted(title_counts):
             if word.isalpha():
                 self._by_letter.setdefault(word[0], []).append(word)
-        self._memo: dict[str, str] = {}
+        self._memo: dict[tuple[str, frozenset[str]], str] = {}
 
     @classmethod
     def from_titles(cls, titles: Iterable[frozenset[str]], said: frozenset[str] = frozenset()) -> TitleLexicon:
@@ -60,16 +61,15 @@ class TitleLexicon:
         """``word`` as the lexicon spells it. Words in ``said`` (stop words and the chatter of many
         products) are what was said, not a mishearing, and stay. ``leave_out``: one title's words, counted as if that title
         were not in the lexicon (a training product repaired as if it were new)."""
-        if leave_out:
-            return self._repair(word, leave_out)
-        if word not in self._memo:
-            self._memo[word] = self._repair(word, leave_out)
-        return self._memo[word]
+        key = (word, leave_out)  # fitting repairs each training transcript twice (word counts, then features)
+        if key not in self._memo:
+            self._memo[key] = self._repair(word, leave_out)
+        return self._memo[key]
 
     def _repair(self, word: str, leave_out: frozenset[str]) -> str:
         if len(word) < MIN_WORD or not word.isalpha() or word in self.said or self.counts[word] - (word in leave_out) > 0:
             return word
-        best, found = allowed_edits(word) + 1, []
+        best, found = MAX_EDITS + 1, []
         for target in self._by_letter.get(word[0], ()):
             if self.counts[target] - (target in leave_out) < self.min_titles:
                 continue
