@@ -4,7 +4,8 @@ Dagster's filesystem IO manager keeps one file per asset key: two runs at the sa
 and a schedule's, or two datasets) would overwrite each other's values between steps. Here every
 value lives under ``<base_dir>/<run id>/<asset key>``. A step reads what its own run wrote; an
 input its run did not produce (a re-execution from failure, or a run of some assets only) comes
-from the nearest ancestor run that has it, else from the run of the asset's latest materialisation.
+from the nearest ancestor run that has it, else from the run of the asset's latest materialisation
+stored under the same base folder.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from dagster import AssetKey, ConfigurableIOManager, DagsterInstance, InputContext, OutputContext
+
+_LATEST_RUNS = 100  # materialisations searched, newest first, for a stored value
 
 
 def run_and_ancestors(instance: DagsterInstance, run_id: str) -> Iterator[str]:
@@ -49,9 +52,11 @@ class RunScopedIOManager(ConfigurableIOManager):
         for run_id in run_and_ancestors(instance, context.step_context.run_id):
             if self._path(run_id, key).exists():
                 return _load(self._path(run_id, key))
-        latest = instance.get_latest_materialization_event(key)
-        if latest is not None and self._path(latest.run_id, key).exists():
-            return _load(self._path(latest.run_id, key))
+        # Newest first, the latest materialisation stored under this base_dir (runs of the same instance
+        # may have written to another workspace).
+        for record in instance.fetch_materializations(key, limit=_LATEST_RUNS).records:
+            if self._path(record.run_id, key).exists():
+                return _load(self._path(record.run_id, key))
         raise FileNotFoundError(
             f"no stored value of {key.to_user_string()} for run {context.step_context.run_id} or its ancestors "
             f"under {self.base_dir}: materialise {key.to_user_string()} first"
