@@ -22,6 +22,7 @@ from torch import nn
 from ampere.models.encoder_io import load_tower
 from ampere.models.features import ItemFeatures
 from ampere.models.tower import AmpereTower, TowerConfig
+from ampere.training.distributed import seed_this_rank
 from ampere.training.train import TrainConfig, _batch_loss, train_tower
 
 TOWER = TowerConfig(
@@ -86,6 +87,33 @@ def test_two_gloo_processes_give_the_loss_and_gradients_of_one_process_on_the_wh
         for name, grad in expected.items():
             assert grad.abs().max() > 0 or "text" in name, name
             torch.testing.assert_close(result["grads"][name], grad, rtol=1e-4, atol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def _dropout_draws(rank: int, port: int, folder: Path) -> None:
+    """Each rank seeds its stream at step 0 and at step 5 (a resume) and records a dropout mask of each."""
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    try:
+        masks = []
+        for steps_done in (0, 5, 0):
+            torch.manual_seed(0)  # every rank's state before: the same
+            seed_this_rank(7, steps_done)
+            masks.append(nn.functional.dropout(torch.ones(64), p=0.5) > 0)
+        torch.save(torch.stack(masks), folder / f"masks{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_every_rank_draws_its_own_dropout_masks_and_one_process_keeps_its_random_state(tmp_path) -> None:
+    mp.spawn(_dropout_draws, args=(_free_port(), tmp_path), nprocs=WORLD)
+    first, second = (torch.load(tmp_path / f"masks{rank}.pt", weights_only=True) for rank in range(WORLD))
+    for masks in (first, second):
+        assert torch.equal(masks[0], masks[2]) and not torch.equal(masks[0], masks[1])  # reproducible; a resume draws anew
+    assert not torch.equal(first[0], second[0]) and not torch.equal(first[1], second[1])
+    torch.manual_seed(3)
+    expected = torch.rand(8)
+    torch.manual_seed(3)
+    seed_this_rank(7, 0)  # no process group: nothing changes
+    torch.testing.assert_close(torch.rand(8), expected, rtol=0, atol=0)
 
 
 def _features(products: int = 16) -> ItemFeatures:

@@ -11,6 +11,7 @@ times smaller than the single-process one.) On one process every function here i
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
@@ -24,6 +25,15 @@ def world_size() -> int:
 def rank() -> int:
     """This process's rank (0 when torch.distributed is not initialised)."""
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def seed_this_rank(seed: int, steps_done: int) -> None:
+    """Under torchrun, gives this rank its own random stream from (seed, rank, steps done), so ranks
+    draw different dropout masks for their different products and a resumed run does not repeat the
+    masks of its first steps. Call after building the model (every rank starts from the same
+    weights). On one process the random state is left as it is."""
+    if world_size() > 1:
+        torch.manual_seed(int(np.random.SeedSequence([seed, rank(), steps_done]).generate_state(1)[0]))
 
 
 def gather_rows(x: torch.Tensor) -> torch.Tensor:

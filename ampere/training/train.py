@@ -33,7 +33,7 @@ from ampere.models.tower import AmpereTower, TowerConfig, TowerOutput
 from ampere.retrieval.eval import evaluate
 from ampere.training.alignment import alignment_losses
 from ampere.training.cosface import CosFace
-from ampere.training.distributed import gather_rows, rank, world_size
+from ampere.training.distributed import gather_rows, rank, seed_this_rank, world_size
 from ampere.training.finetune import EndToEnd, EndToEndInputs, MediaBatches, features_with, freeze_trained, unfreeze
 from ampere.training.losses import Temperature, cross_domain_loss
 
@@ -441,6 +441,7 @@ def train_tower(
         torch.set_rng_state(state["torch_rng"])
         if device.type == "cuda":
             torch.cuda.set_rng_state_all(state["cuda_rng"])
+    seed_this_rank(cfg.seed, step)
 
     def temperature_now() -> float | torch.Tensor:
         return objective["temperature"]() if cfg.learnable_temperature else cfg.temperature
