@@ -36,7 +36,7 @@ import torch  # noqa: E402
 from ampere.data.frames import load_frames  # noqa: E402
 from ampere.home import find_home
 from ampere.models.backbones import FrameEncoder  # noqa: E402
-from ampere.models.features import _unique_frames, visual_features  # noqa: E402
+from ampere.models.features import unique_frames, visual_features  # noqa: E402
 from ampere.models.onnx_backbone import OnnxFrameEncoder, cpu_cores, frames_to_pixels, session_options  # noqa: E402
 
 
@@ -73,7 +73,7 @@ def main() -> None:
     paths = _media(args.data, args.items)
     encoder = OnnxFrameEncoder(args.image_size, batch_size=args.batch_size, intra_op_threads=args.threads)
     # The frames the pipeline encodes: per item its distinct sampled frames.
-    frames = [im for p in paths for im in _unique_frames(load_frames(p))[0]]
+    frames = [im for p in paths for im in unique_frames(load_frames(p))[0]]
     pixels = frames_to_pixels(frames, args.image_size)
     n_frames = len(pixels)
     print(

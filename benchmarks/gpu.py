@@ -231,8 +231,8 @@ def finetune_samples_per_s(device: torch.device, batch: int, steps: int, folder:
     model = EndToEnd(unfreeze(inputs), AmpereTower(TowerConfig()).to(device))
     train = features.only(["train"])
     _, rows = batch_rows(product_items(train), batch, seed=0, step=0)
-    pixels, tokens = MediaBatches(train, inputs).batch(rows)  # decoded once: the bare step reads them ready
-    step = _bare_step(model, lambda: model(pixels, tokens), batch, device)
+    ready = MediaBatches(train, inputs).batch(rows)  # decoded once: the bare step reads them ready
+    step = _bare_step(model, lambda: model(*ready), batch, device)
     step()
     return loop, 3 * batch / _seconds_per_step(step, device, steps)
 

@@ -69,9 +69,12 @@ def test_the_end_to_end_path_computes_the_features_path_and_sends_gradients_to_b
     torch.manual_seed(0)
     model = EndToEnd(unfreeze(inputs), AmpereTower(_tower_config(features)))
     rows = np.array([0, 3, 1, 4, 2, 5])  # products 0 and 1: page, then short, then live
-    pixels, tokens = MediaBatches(features, inputs).batch(rows)
+    pixels, frame_rows, tokens = MediaBatches(features, inputs).batch(rows)
+    pages = [i for i, row in enumerate(rows) if features.domains[row] == "page"]
+    assert pixels.shape[0] == len(pages) + 3 * (len(rows) - len(pages))  # each distinct frame once (clips: 3)
+    assert all(len(set(frame_rows[i].tolist())) == 1 for i in pages)
     model.eval()
-    out = model(pixels, tokens)
+    out = model(pixels, frame_rows, tokens)
     # The same function as backbone features then tower (text features are stored in fp16).
     np.testing.assert_allclose(out.fused.detach().numpy(), embed(model.tower, features.subset(rows)), atol=2e-3)
     assert not tokens["keep"][rows.tolist().index(4)].any()  # short-1 has an empty transcript: no text token

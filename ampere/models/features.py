@@ -111,7 +111,7 @@ def _cache_file(cache_dir: Path, encoder_id: str, digest: str) -> Path:
     return cache_dir / re.sub(r"[^A-Za-z0-9._@-]", "_", encoder_id) / f"{digest}.npy"
 
 
-def _unique_frames(frames: list[Image.Image]) -> tuple[list[Image.Image], np.ndarray]:
+def unique_frames(frames: list[Image.Image]) -> tuple[list[Image.Image], np.ndarray]:
     """Distinct frames (by pixels) and, per input frame, the index of its distinct frame."""
     keys: dict[bytes, int] = {}
     unique: list[Image.Image] = []
@@ -164,7 +164,7 @@ def _prepare(path: str | Path, cache_dir: Path | None, encoder_id: str) -> _Prep
         frames = item_frames(path)
     except (MediaError, OSError) as e:
         return _Prepared(failure=f"{type(e).__name__}: {e}")
-    images, inverse = _unique_frames(frames)
+    images, inverse = unique_frames(frames)
     return _Prepared(images=images, inverse=inverse, cache_file=cache_file)
 
 

@@ -13,12 +13,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from ampere.data.frames import MediaError
 from ampere.models.backbones import TextEncoder, TrainableImageEncoder, encoders_from_ids, mark_finetuned
-from ampere.models.features import ItemFeatures, item_frames, text_features, visual_features
+from ampere.models.features import ItemFeatures, item_frames, text_features, unique_frames, visual_features
 from ampere.models.tower import AmpereTower, TowerOutput
 
 
@@ -54,9 +55,11 @@ class EndToEndSpec:
 
 
 class EndToEnd(nn.Module):
-    """Frame network, text network and tower as one module: pixels [B, F, 3, H, W] and tokens in,
-    the tower's outputs out. Its parameter names start with `frame_backbone.`, `text_backbone.`
-    or `tower.` (the learning-rate groups)."""
+    """Frame network, text network and tower as one module: the batch's distinct frames' pixels
+    [U, 3, H, W], each item's frames as rows of them [B, F], and tokens in, the tower's outputs out
+    (a page's 8 copies of one image are one row: encoded once, its gradient the sum of the copies').
+    Its parameter names start with `frame_backbone.`, `text_backbone.` or `tower.` (the
+    learning-rate groups)."""
 
     def __init__(self, inputs: EndToEndInputs, tower: AmpereTower):
         super().__init__()
@@ -71,9 +74,8 @@ class EndToEnd(nn.Module):
         self.tower.train(mode)
         return self
 
-    def forward(self, pixels: torch.Tensor, tokens: dict[str, torch.Tensor]) -> TowerOutput:
-        b, f = pixels.shape[:2]
-        frames = self._frame_encoder.pooled(pixels.flatten(0, 1)).reshape(b, f, -1)
+    def forward(self, pixels: torch.Tensor, frame_rows: torch.Tensor, tokens: dict[str, torch.Tensor]) -> TowerOutput:
+        frames = self._frame_encoder.pooled(pixels)[frame_rows]
         text, keep = self._text_encoder.states(tokens)
         return self.tower.encode_parts(frames, text, keep)
 
@@ -87,23 +89,29 @@ class MediaBatches:
         self.inputs = inputs
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="finetune-decode")
 
-    def _pixels(self, item_id: str) -> torch.Tensor:
+    def _pixels(self, item_id: str) -> tuple[torch.Tensor, np.ndarray]:
+        """The item's distinct frames' pixels and, per frame, its row among them."""
         path = self.inputs.media[item_id]
         try:
             frames = item_frames(path)
         except (MediaError, OSError) as error:
             raise MediaError(path, f"item {item_id}: {error}") from error
-        return self.inputs.frame_encoder.pixels(frames)
+        images, inverse = unique_frames(frames)
+        return self.inputs.frame_encoder.pixels(images), inverse
 
-    def batch(self, rows) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Pixels [B, F, 3, H, W] and tokens of the items at ``rows``."""
+    def batch(self, rows) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """The distinct frames' pixels [U, 3, H, W], each item's frames as rows of them [B, F], and
+        the tokens of the items at ``rows`` (``EndToEnd``'s inputs)."""
         ids = [self.item_ids[r] for r in rows]
-        pixels = torch.stack(list(self.pool.map(self._pixels, ids)))
+        items = list(self.pool.map(self._pixels, ids))
+        starts = np.cumsum([0] + [len(pixels) for pixels, _ in items[:-1]])
+        frame_rows = torch.from_numpy(np.stack([start + inverse for start, (_, inverse) in zip(starts, items, strict=True)]))
+        pixels = torch.cat([pixels for pixels, _ in items])
         texts = [self.inputs.texts[i] for i in ids]
         tokens = self.inputs.text_encoder.tokens(texts)
         empty = torch.tensor([not t.strip() for t in texts], device=tokens["keep"].device)
         tokens["keep"] = tokens["keep"] & ~empty[:, None]
-        return pixels, tokens
+        return pixels, frame_rows.to(pixels.device), tokens
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
