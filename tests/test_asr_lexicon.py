@@ -2,6 +2,7 @@
 
 from collections import Counter
 
+from ampere.asr import lexicon as lexicon_module
 from ampere.asr.candidates import TaggerConfig, TitleTagger
 from ampere.asr.lexicon import TitleLexicon, edit_distance
 from tests.test_asr_candidates import _items
@@ -49,6 +50,14 @@ def test_a_left_out_title_does_not_count_towards_its_own_repairs():
     lexicon = _lexicon()
     assert lexicon.repair("fibel") == "fiber"
     assert lexicon.repair("fibel", leave_out=frozenset({"fiber", "glossy", "blue"})) == "fibel"  # fiber in one title left
+
+
+def test_the_memo_of_repairs_stays_bounded_and_repairs_stay_right(monkeypatch):
+    monkeypatch.setattr(lexicon_module, "MEMO_SIZE", 3)
+    lexicon = _lexicon()
+    heard = ["calbon", "zebra", "fibel", "grossy", "zebrb", "forrest", "calbon"]
+    assert lexicon.repair_words(heard) == ["carbon", "zebra", "fiber", "glossy", "zebrb", "forest", "carbon"]
+    assert len(lexicon._memo) <= 3
 
 
 def _misheard(items):

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 
 MIN_WORD = 4  # shorter heard words are left alone: too many near neighbours
 MAX_EDITS = 2
+MEMO_SIZE = 1 << 18  # remembered repairs; a long-running server asked about ever new words starts over
 
 
 def edit_distance(a: str, b: str, limit: int) -> int:
@@ -63,6 +64,8 @@ class TitleLexicon:
         were not in the lexicon (a training product repaired as if it were new)."""
         key = (word, leave_out)  # fitting repairs each training transcript twice (word counts, then features)
         if key not in self._memo:
+            if len(self._memo) >= MEMO_SIZE:
+                self._memo.clear()
             self._memo[key] = self._repair(word, leave_out)
         return self._memo[key]
 
