@@ -29,7 +29,7 @@ from mlflow.types import ColSpec, Schema, TensorSpec
 from PIL import Image
 
 from ampere.asr.cache import SummaryCache
-from ampere.asr.candidates import LlmReader, TitleTagger, llm_reader
+from ampere.asr.candidates import LlmReader, TaggerConfig, TitleTagger, llm_reader
 from ampere.asr.prompts import Prompt, load_prompt
 from ampere.asr.summaries import TranscriptSummarizer
 from ampere.asr.summarizer import Summarizer, build_summarizer
@@ -60,15 +60,19 @@ def model_requirements() -> list[str]:
     return pinned
 
 
-def write_tagger(folder: Path, lineage: dict[str, Any]) -> None:
+def write_tagger(folder: Path, lineage: dict[str, Any], config: TaggerConfig) -> None:
     """Adds the fitted tagger to an encoder folder when its prompt reads tagger phrases: refitted
-    on the training products of the lineage's dataset, and checked to be the one training used."""
+    with ``config`` (the run's, as the summaries were made) on the training products of the
+    lineage's dataset, and checked to be the one training used."""
     if lineage.get("text_source") != "summary":
         return
-    reader = llm_reader(load_prompt(lineage["prompt_id"]), read_items(lineage["dataset"], check_media=False)[0])
+    reader = llm_reader(load_prompt(lineage["prompt_id"]), read_items(lineage["dataset"], check_media=False)[0], config)
     if reader.lineage != lineage.get("tagger"):
         trained = lineage.get("tagger")
-        raise ValueError(f"the tagger refitted on {lineage['dataset']} is {reader.lineage}, training used {trained}")
+        raise ValueError(
+            f"the tagger refitted on {lineage['dataset']} with {config} is {reader.lineage}, training used {trained} "
+            "(was the tagger configured differently when the summaries were made? re-materialise asr_summaries)"
+        )
     if reader.tagger is not None:
         (Path(folder) / TAGGER).write_text(json.dumps(reader.tagger.state()))
 
