@@ -1,6 +1,7 @@
 """Two `ampere pipeline` processes at the same time over two datasets (two data versions) in one home,
 with Dagster on PostgreSQL and the PostgreSQL-backed MLflow server: each run ends with its own metrics,
-embeddings and lineage, because every intermediate lives in its run's own folder."""
+embeddings and lineage, because every intermediate lives in its run's own folder; the one registry
+is changed by one promotion at a time."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import running_mlflow_server
-from dagster import DagsterInstance
+from dagster import AssetKey, DagsterEventType, DagsterInstance
 
 from ampere.data.format import SplitFractions, read_items
 from ampere.data.synth import generate
@@ -62,7 +63,12 @@ def test_two_runs_at_once_each_end_with_their_own_metrics_and_lineage(tmp_path, 
         runs = {run.tags[DATASET_TAG]: run for run in instance.get_runs()}
         assert set(runs) == {str(folder.resolve()) for folder in datasets.values()}
         stats = [instance.get_run_stats(run.run_id) for run in runs.values()]
+        promotions = sorted(_promotion(instance, run.run_id) for run in runs.values())
     assert stats[0].start_time < stats[1].end_time and stats[1].start_time < stats[0].end_time  # they overlapped
+    (_, first_end, first), (second_start, _, second) = promotions
+    assert first_end <= second_start  # the `registry` pool: one promotion step at a time
+    assert first["previous_champion"] == "None" and first["promoted"] == "True"
+    assert second["previous_champion"] == first["challenger_version"]  # it saw the champion the first one made
 
     client = MlflowClient(tracking_uri=mlflow_server["uri"])
     versions = set()
@@ -86,3 +92,16 @@ def test_two_runs_at_once_each_end_with_their_own_metrics_and_lineage(tmp_path, 
         assert training.data.tags["lineage.data_version"].startswith("content:")
         versions.add(training.data.tags["lineage.data_version"])
     assert len(versions) == 2
+
+
+def _promotion(instance: DagsterInstance, run_id: str) -> tuple[float, float, dict[str, str]]:
+    """Start and end time of a run's `champion_promotion` step, and its decision (the materialisation's metadata)."""
+    steps = DagsterEventType.STEP_START, DagsterEventType.STEP_SUCCESS
+    entries = [e for e in instance.all_logs(run_id, of_type=set(steps)) if e.step_key == "champion_promotion"]
+    times = {e.dagster_event_type: e.timestamp for e in entries}
+    [record] = [
+        e.asset_materialization
+        for e in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION)
+        if e.asset_materialization.asset_key == AssetKey("champion_promotion")
+    ]
+    return times[steps[0]], times[steps[1]], {k: str(v.value) for k, v in record.metadata.items()}

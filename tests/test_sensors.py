@@ -102,7 +102,7 @@ def test_weekly_retrain_schedule_requests_the_pipeline(tmp_path) -> None:
             assert set(PIPELINE_POOLS) <= set(instance.event_log_storage.get_concurrency_keys())  # created before the run
     finally:
         DefinitionsLoadContext.set(loading)  # later Definitions in this process must not use the closed instance
-    assert PIPELINE_POOLS == ["accelerator", "dvc", "llm"]
+    assert PIPELINE_POOLS == ["accelerator", "dvc", "llm", "registry"]
     assert len(requests) == 1
     assert requests[0].partition_key_range == PartitionKeyRange("00", "15")
     assert weekly_retrain.job_name == PIPELINE_JOB

@@ -189,6 +189,7 @@ class PromotionConfig(Config):
 
 
 @asset(
+    pool="registry",  # read champion, compare, move the alias: one run at a time, or two runs could both promote
     group_name="serving",
     code_version="3",
     deps=["retrieval_evaluation"],
