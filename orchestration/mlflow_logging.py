@@ -17,7 +17,7 @@ import pandas as pd  # noqa: E402
 from mlflow.entities import Metric, Param, RunInfo  # noqa: E402
 
 import mlflow  # noqa: E402
-from ampere.asr.candidates import TaggerConfig  # noqa: E402
+from ampere.asr.tagger_store import TaggerStore  # noqa: E402
 from ampere.models.backbones import FINETUNED, ImageEncoder, TextEncoder, encoders_from_ids, save_finetuned  # noqa: E402
 from ampere.models.encoder_io import load_lineage, load_tower, save_tower  # noqa: E402
 from ampere.models.tower import AmpereTower, TowerConfig  # noqa: E402
@@ -137,12 +137,12 @@ def log_encoder(
     history: list[dict[str, float]],
     lineage: dict[str, Any],
     summary: dict[str, float],
-    tagger_config: TaggerConfig,
+    taggers: TaggerStore,
     backbones: EndToEndInputs | None = None,
 ) -> dict[str, str]:
     """Logs the learning curves, the training summary and the encoder as an MLflow model (the tower,
-    the tagger fitted with ``tagger_config`` when its prompt reads tagger phrases, and the backbones'
-    weights when fine-tuned); registers a version."""
+    the tagger its summaries were read through, from ``taggers``, and the backbones' weights when
+    fine-tuned); registers a version."""
     client = resource.client()
     client.log_batch(run_id, metrics=[Metric(f"train/{k}", float(v), 0, 0) for k, v in summary.items()])
     with tempfile.TemporaryDirectory() as tmp:
@@ -152,7 +152,7 @@ def log_encoder(
         folder = save_tower(Path(tmp) / "encoder", tower, config, extra=lineage)
         if backbones is not None:
             save_finetuned(folder, backbones.frame_encoder, backbones.text_encoder)
-        write_tagger(folder, lineage, tagger_config)
+        write_tagger(folder, lineage, taggers)
         _use_store(resource)
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(

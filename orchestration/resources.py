@@ -20,6 +20,7 @@ from ampere.asr.cache import SummaryCache
 from ampere.asr.candidates import TaggerConfig
 from ampere.asr.prompts import DEFAULT_PROMPT_ID, Prompt, load_prompt
 from ampere.asr.summarizer import Summarizer, build_summarizer
+from ampere.asr.tagger_store import TaggerStore
 from ampere.data.format import SplitFractions
 from ampere.lineage.versions import folder_fingerprint, git_commit
 from ampere.retrieval.index_store import IndexStore
@@ -51,6 +52,10 @@ class WorkspaceResource(ConfigurableResource):
             shutil.copyfile(source, staging)
         os.replace(staging, target)
         return target
+
+    def taggers(self) -> TaggerStore:
+        """The fitted title taggers summaries were read through, by fingerprint (`taggers/`)."""
+        return TaggerStore(self.folder("taggers"))
 
     def path(self, *parts: str) -> Path:
         """A path inside the workspace; parent folders are created."""

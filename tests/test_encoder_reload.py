@@ -14,17 +14,12 @@ import torch
 from PIL import Image
 
 import mlflow
-from ampere.asr.candidates import TaggerConfig, llm_reader
-from ampere.asr.prompts import load_prompt
-from ampere.data.format import read_items
-from ampere.data.synth import generate
 from ampere.models import AmpereTower, TowerConfig
 from ampere.models.backbones import encoders_from_ids
 from ampere.models.encoder_io import CONFIG, load_tower, save_tower
 from ampere.retrieval.query import Query, QueryEncoder
-from ampere.serve.pyfunc import EncoderModel, encoder_signature, model_requirements, write_tagger
+from ampere.serve.pyfunc import EncoderModel, encoder_signature, model_requirements
 from mlflow import MlflowClient
-from orchestration.resources import DEFAULT_PROMPT_ID
 
 # The packaged backbones' sizes; the rest not the code's defaults, so a reload must read config.json.
 TOWER = TowerConfig(
@@ -115,17 +110,3 @@ def test_registered_champion_embeds_raw_media_bit_identically_in_fresh_process(t
     assert served.dtype == np.float32 and served.shape == (len(queries), TOWER.out_dim)
     assert np.array_equal(served, expected)
 
-
-def test_the_model_folder_gets_the_tagger_fitted_with_the_runs_config(tmp_path):
-    """A tagger configured away from the defaults (here: no respelling) is the one the model carries;
-    another config gives another tagger, named in the error."""
-    dataset = generate(tmp_path / "data", products=6, seed=1, clip_frames=4)
-    items = read_items(dataset, check_media=False)[0]
-    config = TaggerConfig(repair=False)
-    reader = llm_reader(load_prompt(DEFAULT_PROMPT_ID), items, config)
-    assert reader.tagger is not None  # the default prompt reads tagger phrases
-    lineage = {"text_source": "summary", "prompt_id": DEFAULT_PROMPT_ID, "dataset": str(dataset), "tagger": reader.lineage}
-    write_tagger(tmp_path, lineage, config)
-    assert json.loads((tmp_path / "tagger.json").read_text()) == json.loads(json.dumps(reader.tagger.state()))
-    with pytest.raises(ValueError, match=f"training used {reader.lineage}"):
-        write_tagger(tmp_path, lineage, TaggerConfig())

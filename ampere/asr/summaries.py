@@ -21,7 +21,7 @@ class Summaries:
     inputs: list[str]
     results: list[SummaryResult]
     stats: SummaryStats
-    tagger: str  # "none" or the fitted tagger's "title-tagger@<fingerprint>"
+    reader: LlmReader  # what the LLM read through: its lineage is "none" or "title-tagger@<fingerprint>"
 
 
 @dataclass
@@ -36,7 +36,7 @@ class TranscriptSummarizer:
     def __call__(self, transcripts: list[str]) -> Summaries:
         inputs = self.reader(transcripts)
         results, stats = summarize_cached(inputs, self.summarizer, self.prompt, self.cache)
-        return Summaries(inputs=inputs, results=results, stats=stats, tagger=self.reader.lineage)
+        return Summaries(inputs=inputs, results=results, stats=stats, reader=self.reader)
 
 
 def summarize_transcripts(

@@ -29,11 +29,11 @@ from mlflow.types import ColSpec, Schema, TensorSpec
 from PIL import Image
 
 from ampere.asr.cache import SummaryCache
-from ampere.asr.candidates import LlmReader, TaggerConfig, TitleTagger, llm_reader
+from ampere.asr.candidates import LlmReader, TitleTagger
 from ampere.asr.prompts import Prompt, load_prompt
 from ampere.asr.summaries import TranscriptSummarizer
 from ampere.asr.summarizer import Summarizer, build_summarizer
-from ampere.data.format import read_items
+from ampere.asr.tagger_store import TaggerStore
 from ampere.models.backbones import encoders_from_ids
 from ampere.models.encoder_io import load_lineage, load_tower
 from ampere.retrieval.query import Query, QueryEncoder, QueryError
@@ -60,21 +60,12 @@ def model_requirements() -> list[str]:
     return pinned
 
 
-def write_tagger(folder: Path, lineage: dict[str, Any], config: TaggerConfig) -> None:
-    """Adds the fitted tagger to an encoder folder when its prompt reads tagger phrases: refitted
-    with ``config`` (the run's, as the summaries were made) on the training products of the
-    lineage's dataset, and checked to be the one training used."""
-    if lineage.get("text_source") != "summary":
+def write_tagger(folder: Path, lineage: dict[str, Any], taggers: TaggerStore) -> None:
+    """Adds the tagger the training summaries were read through (from ``taggers``, by the lineage's
+    name) to an encoder folder, when the model reads summaries of tagger phrases."""
+    if lineage.get("text_source") != "summary" or lineage.get("tagger", "none") == "none":
         return
-    reader = llm_reader(load_prompt(lineage["prompt_id"]), read_items(lineage["dataset"], check_media=False)[0], config)
-    if reader.lineage != lineage.get("tagger"):
-        trained = lineage.get("tagger")
-        raise ValueError(
-            f"the tagger refitted on {lineage['dataset']} with {config} is {reader.lineage}, training used {trained} "
-            "(was the tagger configured differently when the summaries were made? re-materialise asr_summaries)"
-        )
-    if reader.tagger is not None:
-        (Path(folder) / TAGGER).write_text(json.dumps(reader.tagger.state()))
+    (Path(folder) / TAGGER).write_text(json.dumps(taggers.get(lineage["tagger"]).state()))
 
 
 @dataclass

@@ -24,6 +24,7 @@ from ampere.models.features import text_inputs
 from orchestration.assets.metadata import preview
 from orchestration.resources import (
     SummarizerResource,
+    WorkspaceResource,
 )
 from orchestration.summary_shards import SUMMARY_SHARDS
 
@@ -62,7 +63,7 @@ def _shard_table(frame: pd.DataFrame, shards: list[str]) -> MetadataValue:
 @asset(
     pool="llm",
     group_name="asr",
-    code_version="3",
+    code_version="4",
     partitions_def=SUMMARY_SHARDS,
     backfill_policy=BackfillPolicy.single_run(),
     io_manager_key="summaries_io_manager",
@@ -77,6 +78,7 @@ def asr_summaries(
     config: SummariesConfig,
     raw_items: pd.DataFrame,
     summarizer: SummarizerResource,
+    workspace: WorkspaceResource,
 ) -> Output[pd.DataFrame]:
     """Summarises the short/live transcripts of the run's shards; only transcripts missing from the cache cost an LLM call."""
     shards = sorted(context.partition_keys)
@@ -100,7 +102,9 @@ def asr_summaries(
     workers = _summarise_in_workers(raw_items, clips, shards, summarizer) if summarizer.workers > 1 else None
     engine = summarizer.summarizer()
     done = summarize_transcripts(prompt, raw_items, list(clips["asr"]), engine, summarizer.cache(), summarizer.tagger_config())
-    inputs, results, stats, lineage["tagger"] = done.inputs, done.results, done.stats, done.tagger
+    inputs, results, stats, lineage["tagger"] = done.inputs, done.results, done.stats, done.reader.lineage
+    if done.reader.tagger is not None:  # the registered model will carry this very tagger
+        workspace.taggers().put(done.reader.tagger)
     lineage["llm"] = engine.model_id
     frame = base.assign(
         status=[r.status for r in results],

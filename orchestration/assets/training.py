@@ -33,7 +33,6 @@ from orchestration.assets.metadata import device_metadata
 from orchestration.config import config_from_dataclass, to_dataclass
 from orchestration.resources import (
     MlflowResource,
-    SummarizerResource,
     WorkspaceResource,
 )
 
@@ -80,7 +79,6 @@ def trained_encoder(
     training_set: pd.DataFrame,
     mlflow: MlflowResource,
     workspace: WorkspaceResource,
-    summarizer: SummarizerResource,
 ) -> Output[dict[str, Any]]:
     """Trains the tower (resuming this run's checkpoint after a crash), logs curves and the model to MLflow, registers it."""
     features = ItemFeatures.load(Path(backbone_features)).only(TRAINING_SPLITS)
@@ -153,7 +151,7 @@ def trained_encoder(
         result.history,
         lineage,
         summary,
-        summarizer.tagger_config(),
+        workspace.taggers(),
         result.backbones,
     )
     run_url = mlflow.run_url(run.info.experiment_id, run.info.run_id)
