@@ -21,7 +21,7 @@ from ampere.asr.tagger_store import TaggerStore  # noqa: E402
 from ampere.models.backbones import FINETUNED, ImageEncoder, TextEncoder, encoders_from_ids, save_finetuned  # noqa: E402
 from ampere.models.encoder_io import load_lineage, load_tower, save_tower  # noqa: E402
 from ampere.models.tower import AmpereTower, TowerConfig  # noqa: E402
-from ampere.serve.pyfunc import EncoderModel, encoder_signature, model_requirements, write_tagger  # noqa: E402
+from ampere.serve.pyfunc import EncoderModel, encoder_signature, model_requirements, write_summarizer, write_tagger  # noqa: E402
 from ampere.training.finetune import EndToEndInputs  # noqa: E402
 from orchestration.resources import MlflowResource  # noqa: E402
 
@@ -138,11 +138,13 @@ def log_encoder(
     lineage: dict[str, Any],
     summary: dict[str, float],
     taggers: TaggerStore,
+    summarizer: tuple[str, dict[str, Any]],
     backbones: EndToEndInputs | None = None,
 ) -> dict[str, str]:
-    """Logs the learning curves, the training summary and the encoder as an MLflow model (the tower,
-    the tagger its summaries were read through, from ``taggers``, and the backbones' weights when
-    fine-tuned); registers a version."""
+    """Logs the learning curves, the training summary and the encoder as an MLflow model (the tower;
+    for a model on summaries the tagger they were read through, from ``taggers``, and the summary
+    engine's backend and settings, ``summarizer``; the backbones' weights when fine-tuned); registers
+    a version."""
     client = resource.client()
     client.log_batch(run_id, metrics=[Metric(f"train/{k}", float(v), 0, 0) for k, v in summary.items()])
     with tempfile.TemporaryDirectory() as tmp:
@@ -153,6 +155,7 @@ def log_encoder(
         if backbones is not None:
             save_finetuned(folder, backbones.frame_encoder, backbones.text_encoder)
         write_tagger(folder, lineage, taggers)
+        write_summarizer(folder, lineage, *summarizer)
         _use_store(resource)
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(

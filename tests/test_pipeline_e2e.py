@@ -126,6 +126,8 @@ def test_metrics_json_mlflow_run_and_registered_champion(materialised) -> None:
     assert signature is not None and {spec.name for spec in signature.inputs.inputs} == {"domain", "media", "text"}
     tagger = mlflow.artifacts.load_text(f"runs:/{champion.run_id}/encoder/artifacts/encoder/tagger.json")
     assert json.loads(tagger)["features"]  # the fitted tagger travels with the model
+    engine = mlflow.artifacts.load_text(f"runs:/{champion.run_id}/encoder/artifacts/encoder/summarizer.json")
+    assert "max_tokens" in json.loads(engine)  # and the settings the LLM summarised with
     [materialization] = materialised["result"].asset_materializations_for_node("trained_encoder")
     plot = materialization.metadata["learning_curve_plot"].value
     assert plot.startswith("![learning curve](data:image/png;base64,") and champion.run_id in plot

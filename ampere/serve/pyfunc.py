@@ -39,6 +39,7 @@ from ampere.models.encoder_io import load_lineage, load_tower
 from ampere.retrieval.query import Query, QueryEncoder, QueryError
 
 TAGGER = "tagger.json"
+SUMMARIZER = "summarizer.json"  # the summary engine's `build_summarizer` settings
 # What the query path imports beyond the standard library; the `ampere` package itself must be
 # installed where the model is served (`mlflow models serve --env-manager local` in its environment).
 QUERY_PACKAGES = (
@@ -68,6 +69,32 @@ def write_tagger(folder: Path, lineage: dict[str, Any], taggers: TaggerStore) ->
     (Path(folder) / TAGGER).write_text(json.dumps(taggers.get(lineage["tagger"]).state()))
 
 
+def write_summarizer(folder: Path, lineage: dict[str, Any], backend: str, options: dict[str, Any]) -> None:
+    """Adds the summary engine's settings (``build_summarizer`` options: model, max_tokens, threads, …)
+    to an encoder folder when the model reads summaries, so a query is summarised by the LLM as the
+    pipeline ran it (the same cache keys, the same answers)."""
+    if lineage.get("text_source") != "summary":
+        return
+    if backend != lineage.get("backend"):
+        trained = lineage.get("backend")
+        raise ValueError(f"the summarizer is configured with backend {backend}, the training summaries came from {trained}")
+    (Path(folder) / SUMMARIZER).write_text(json.dumps(options))
+
+
+def summary_engine(folder: Path, lineage: dict[str, Any], prompt: Prompt) -> Summarizer:
+    """The model's summary engine, built from its recorded settings (models logged before they were
+    recorded: the backend's defaults), checked to be the LLM training used."""
+    settings = Path(folder) / SUMMARIZER
+    options = json.loads(settings.read_text()) if settings.exists() else {}
+    try:
+        engine = build_summarizer(lineage["backend"], prompt, **options)
+    except (TypeError, ValueError, OSError) as error:
+        raise ModelUnavailableError(f"the {lineage['backend']} summarizer cannot be built from {options}: {error}") from error
+    if engine.model_id != lineage.get("llm"):
+        raise ModelUnavailableError(f"the LLM here is {engine.model_id}, training used {lineage.get('llm')}")
+    return engine
+
+
 @dataclass
 class _Summaries:
     """Transcripts -> the summaries the model read: its prompt, tagger and LLM, through a cache file."""
@@ -91,10 +118,7 @@ def _summaries(folder: Path, lineage: dict[str, Any], cache_path: Path) -> _Summ
     reader = LlmReader(tagger)
     if reader.lineage != lineage.get("tagger"):
         raise ModelUnavailableError(f"the packaged tagger is {reader.lineage}, training used {lineage.get('tagger')}")
-    engine = build_summarizer(lineage["backend"], prompt)
-    if engine.model_id != lineage.get("llm"):
-        raise ModelUnavailableError(f"the LLM here is {engine.model_id}, training used {lineage.get('llm')}")
-    return _Summaries(prompt, reader, engine, cache_path)
+    return _Summaries(prompt, reader, summary_engine(folder, lineage, prompt), cache_path)
 
 
 def _media_file(value: str, folder: Path, row: int) -> Path:

@@ -33,6 +33,7 @@ from orchestration.assets.metadata import device_metadata
 from orchestration.config import config_from_dataclass, to_dataclass
 from orchestration.resources import (
     MlflowResource,
+    SummarizerResource,
     WorkspaceResource,
 )
 
@@ -79,6 +80,7 @@ def trained_encoder(
     training_set: pd.DataFrame,
     mlflow: MlflowResource,
     workspace: WorkspaceResource,
+    summarizer: SummarizerResource,
 ) -> Output[dict[str, Any]]:
     """Trains the tower (resuming this run's checkpoint after a crash), logs curves and the model to MLflow, registers it."""
     features = ItemFeatures.load(Path(backbone_features)).only(TRAINING_SPLITS)
@@ -152,6 +154,7 @@ def trained_encoder(
         lineage,
         summary,
         workspace.taggers(),
+        (summarizer.backend, summarizer.engine_options()),
         result.backbones,
     )
     run_url = mlflow.run_url(run.info.experiment_id, run.info.run_id)
