@@ -398,3 +398,34 @@ def test_an_index_whose_model_cannot_be_loaded_leaves_the_last_pair_serving(serv
         store.swap(indexes[first])
         store.swap(indexes[second])  # previous = first, as the other tests expect
         _wait_serving(url, second)
+
+
+def test_the_server_loads_the_model_from_the_registered_model_its_index_names(served) -> None:
+    """A pipeline configured with another registered model name (`MlflowResource.registered_model`)
+    publishes indexes that name it: the server loads the model from there, not from a fixed name."""
+    from ampere.retrieval.index import build_indexes
+    from mlflow import MlflowClient
+
+    url, store, indexes = served["url"], served["store"], served["indexes"]
+    first, second = sorted(indexes, key=int)
+    client = MlflowClient(tracking_uri=served["tracking"])
+    client.create_registered_model("my-encoder")
+    source = client.get_model_version_download_uri("ampere-encoder", second)
+    version = client.create_model_version("my-encoder", source, run_id=client.get_model_version("ampere-encoder", second).run_id)
+    about = {"registered_model": "my-encoder", "model_version": str(version.version), "data_version": "dvc:none"}
+    rows = served["embeddings"].reset_index()
+    store.publish(lambda folder: build_indexes(rows, folder, about=about), "my-encoder-index")
+    store.swap("my-encoder-index")
+    try:
+        deadline = time.monotonic() + 60
+        while (health := requests.get(url + "/health", timeout=30).json())["index_id"] != "my-encoder-index":
+            assert time.monotonic() < deadline, health
+            time.sleep(0.2)
+        assert health["registered_model"] == "my-encoder" and health["model_version"] == str(version.version)
+        assert health["champion_version"] is None  # no champion alias in that registered model
+        response = _search(url, item_id=rows["item_id"][0], k=2)
+        assert response.status_code == 200 and response.json()["index_id"] == "my-encoder-index"
+    finally:
+        store.swap(indexes[first])
+        store.swap(indexes[second])  # previous = first, as the other tests expect
+        _wait_serving(url, second)

@@ -46,7 +46,6 @@ class ServeConfig:
     index_store: Path
     tracking_uri: str
     summary_cache: Path
-    registered_model: str = "ampere-encoder"
     max_upload_bytes: int = 20 * 2**20
     max_k: int = 100
     default_k: int = 10
@@ -78,7 +77,7 @@ class Service:
     def __init__(self, config: ServeConfig):
         self.config = config
         self.reader = IndexReader(config.index_store)
-        self.models = RegistryModels(config.tracking_uri, config.registered_model, config.summary_cache)
+        self.models = RegistryModels(config.tracking_uri, config.summary_cache)
         self._served: tuple[IndexSnapshot, ServedModel] | None = None
         self.unservable: dict[str, str] = {}  # index id -> why its model cannot be served (the last pair is kept)
 
@@ -107,11 +106,11 @@ class Service:
         return pair
 
     def _model_for(self, snapshot: IndexSnapshot) -> ServedModel:
-        version = snapshot.about.get("model_version")
-        if version is None:
-            raise BadQuery(503, f"index {snapshot.index_id} does not name its model version: re-run faiss_index")
+        name, version = snapshot.about.get("registered_model"), snapshot.about.get("model_version")
+        if name is None or version is None:
+            raise BadQuery(503, f"index {snapshot.index_id} does not name its registered model and version: re-run faiss_index")
         try:
-            return self.models.get(version)
+            return self.models.get(name, version)
         except ModelUnavailableError as error:
             raise BadQuery(503, f"index {snapshot.index_id}: {error}") from error
 
@@ -201,8 +200,8 @@ class Service:
             "index_id": snapshot.index_id,
             "model_version": model.version,
             "data_version": snapshot.about.get("data_version"),
-            "champion_version": self.models.champion(),
-            "registered_model": self.config.registered_model,
+            "champion_version": self.models.champion(snapshot.about["registered_model"]),
+            "registered_model": snapshot.about["registered_model"],
             "text_source": model.lineage.get("text_source"),
             "galleries": {domain: int(gallery.index.ntotal) for domain, gallery in snapshot.domains.items()},
             "not_served": dict(self.unservable),  # indexes CURRENT named whose model could not be loaded

@@ -44,47 +44,48 @@ class ServedModel:
 
 
 class RegistryModels:
-    """Registered versions of one model, loaded once each and kept. `summary_cache` is the
-    pipeline's summary cache file, so an indexed clip's transcript costs no LLM call."""
+    """Registered model versions (by registered model name and version, as an index names the model
+    its vectors came from), loaded once each and kept. `summary_cache` is the pipeline's summary
+    cache file, so an indexed clip's transcript costs no LLM call."""
 
-    def __init__(self, tracking_uri: str, registered_model: str, summary_cache: Path):
+    def __init__(self, tracking_uri: str, summary_cache: Path):
         self.tracking_uri = tracking_uri
-        self.registered_model = registered_model
         self.summary_cache = Path(summary_cache)
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-        self._models: dict[str, ServedModel] = {}
-        self._failed: dict[str, tuple[float, ModelUnavailableError]] = {}  # version -> (when, why)
+        self._models: dict[tuple[str, str], ServedModel] = {}
+        self._failed: dict[tuple[str, str], tuple[float, ModelUnavailableError]] = {}  # (name, version) -> (when, why)
         self._loading = threading.Lock()
 
-    def champion(self) -> str | None:
-        """The version the `champion` alias points to, or None."""
+    def champion(self, name: str) -> str | None:
+        """The version of registered model ``name`` the `champion` alias points to, or None."""
         try:
-            return str(self.client.get_model_version_by_alias(self.registered_model, "champion").version)
+            return str(self.client.get_model_version_by_alias(name, "champion").version)
         except mlflow.exceptions.MlflowException:
             return None
 
-    def get(self, version: str) -> ServedModel:
-        """The served form of a registered version (loaded on first use; a failed load is tried
-        again after `RETRY_S`, not on every request)."""
-        model = self._models.get(version)
+    def get(self, name: str, version: str) -> ServedModel:
+        """The served form of version ``version`` of registered model ``name`` (loaded on first use;
+        a failed load is tried again after `RETRY_S`, not on every request)."""
+        key = name, version
+        model = self._models.get(key)
         if model is not None:
             return model
         with self._loading:
-            failed = self._failed.get(version)
+            failed = self._failed.get(key)
             if failed is not None and time.monotonic() - failed[0] < RETRY_S:
                 raise failed[1]
-            if version not in self._models:
+            if key not in self._models:
                 try:
-                    self._models[version] = self._load(version)
+                    self._models[key] = self._load(name, version)
                 except ModelUnavailableError as error:
-                    self._failed[version] = (time.monotonic(), error)
+                    self._failed[key] = (time.monotonic(), error)
                     raise
-            return self._models[version]
+            return self._models[key]
 
-    def _load(self, version: str) -> ServedModel:
-        uri = f"models:/{self.registered_model}/{version}"
+    def _load(self, name: str, version: str) -> ServedModel:
+        uri = f"models:/{name}/{version}"
         try:
-            source = self.client.get_model_version_download_uri(self.registered_model, version)  # no global registry URI
+            source = self.client.get_model_version_download_uri(name, version)  # no global registry URI
             with tempfile.TemporaryDirectory() as tmp:
                 local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=self.tracking_uri)
                 model = mlflow.pyfunc.load_model(local).unwrap_python_model()
