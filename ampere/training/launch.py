@@ -4,7 +4,7 @@
         [--backbones BACKBONES.json]
 
 Every rank loads the features and runs `train_tower` on its share of each global batch (NCCL on
-GPUs, one per rank by LOCAL_RANK; gloo on CPU); rank 0 writes the best tower (`OUT/encoder`,
+GPUs, one per rank by LOCAL_RANK, when the config's device resolves to CUDA; gloo on CPU); rank 0 writes the best tower (`OUT/encoder`,
 `ampere.models.encoder_io`) and the run's record (`OUT/result.json`: history, best step, best
 validation mR1, steps done, stopped early, backbone ids). With `finetune`, every rank builds its
 backbones from BACKBONES.json (an `EndToEndSpec`) and rank 0 also writes their trained weights.
@@ -80,12 +80,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train", type=Path, required=True, help="TrainConfig as JSON")
     parser.add_argument("--backbones", type=Path, default=None, help="EndToEndSpec as JSON (finetune)")
     args = parser.parse_args(argv)
-    cuda = torch.cuda.is_available()
+    tower_cfg = TowerConfig.from_dict(json.loads(args.tower.read_text()))
+    cfg = TrainConfig(**json.loads(args.train.read_text()))
+    cuda = resolve_device(cfg.device).type == "cuda"  # `device: cpu` trains on CPU processes even on a GPU host
     dist.init_process_group("nccl" if cuda else "gloo")
     try:
-        tower_cfg = TowerConfig.from_dict(json.loads(args.tower.read_text()))
-        cfg = TrainConfig(**json.loads(args.train.read_text()))
-        if cuda:
+        if cuda:  # one GPU per rank
             local = int(os.environ["LOCAL_RANK"])
             torch.cuda.set_device(local)
             cfg = TrainConfig(**{**cfg.to_dict(), "device": f"cuda:{local}"})
