@@ -1,6 +1,7 @@
 """The text-source ablation as a Dagster asset (job `ampere_ablation`), logged to MLflow as a
 parent run with one child run per (source, seed) and a bar chart."""
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -17,13 +18,13 @@ from tqdm.auto import tqdm  # noqa: E402
 from ampere.asr.candidates import TitleTagger, materials  # noqa: E402
 from ampere.asr.keywords import KeywordExtractor  # noqa: E402
 from ampere.lineage.versions import code_version  # noqa: E402
-from ampere.models.backbones import build_text_encoder  # noqa: E402
+from ampere.models.backbones import text_encoder_from_id  # noqa: E402
 from ampere.models.features import ItemFeatures  # noqa: E402
 from ampere.training.ablation import SOURCES, AblationConfig, markdown, run_ablation, summarize  # noqa: E402
 from ampere.training.train import TrainConfig  # noqa: E402
 from orchestration.assets.summaries import current_summaries  # noqa: E402
 from orchestration.config import config_from_dataclass, to_dataclass  # noqa: E402
-from orchestration.resources import MlflowResource, WorkspaceResource  # noqa: E402
+from orchestration.resources import MlflowResource, SummarizerResource, WorkspaceResource  # noqa: E402
 from orchestration.run_state import mlflow_runs_fail_with_their_step  # noqa: E402
 
 ABLATION_JOB = "ampere_ablation"
@@ -68,15 +69,17 @@ def ablation_study(
     backbone_features: str,
     workspace: WorkspaceResource,
     mlflow: MlflowResource,
+    summarizer: SummarizerResource,
 ) -> Output[pd.DataFrame]:
     """Runs the ablation on the current data and features and logs parent + child MLflow runs."""
-    summaries, _ = current_summaries(raw_items, asr_summaries)
+    summaries, summary_lineage = current_summaries(raw_items, asr_summaries)
     if (summaries["status"] == "skipped").any():
         raise ValueError("the ablation needs LLM summaries: materialise asr_summaries with run_llm=true first")
     features = ItemFeatures.load(Path(backbone_features))
     items = pd.DataFrame({"item_id": features.item_ids}).merge(raw_items, on="item_id", how="left")
     items = items.merge(summaries[["item_id", "summary"]], on="item_id", how="left").fillna({"summary": ""})
-    text_encoder = build_text_encoder()
+    # The text encoder the features were computed with, so every cell encodes its text as the pipeline does.
+    text_encoder = text_encoder_from_id(json.loads(Path(backbone_features).with_suffix(".json").read_text())["text_encoder"])
     if "keywords" in config.sources:
         train_clips = items[(items["split"] == "train") & (items["domain"] != "page")]
         extractor = KeywordExtractor(text_encoder, train_clips.groupby("product_id")["asr"].apply(list).to_dict())
@@ -85,9 +88,13 @@ def ablation_study(
             extractor.extract(asr) if domain != "page" else ""
             for domain, asr in tqdm(zip(items["domain"], items["asr"], strict=True), total=len(items), desc="keywords")
         ]
-    if "phrases" in config.sources:
-        tagger = TitleTagger.fit(items)
-        context.log.info(f"phrases: title-tagger@{tagger.fingerprint()} fitted on the training products")
+    if "phrases" in config.sources:  # the phrases the summaries' LLM read, else a tagger of the summarizer's settings
+        read_through = summary_lineage.get("tagger", "none")
+        if read_through != "none":
+            tagger = workspace.taggers().get(read_through)
+        else:
+            tagger = TitleTagger.fit(items, summarizer.tagger_config())
+        context.log.info(f"phrases: title-tagger@{tagger.fingerprint()} (the summaries read {read_through})")
         items["phrases"] = materials(tagger, items["asr"].where(items["domain"] != "page", ""), separator=", ")
     client = mlflow.client()
     experiment_id = mlflow.experiment_id(ABLATION_EXPERIMENT)

@@ -31,6 +31,7 @@ from ampere.retrieval.eval import DIRECTIONS
 from ampere.retrieval.index_store import IndexReader, IndexStore
 from ampere.retrieval.query import Query, QueryEncoder, QueryError
 from mlflow import MlflowClient
+from orchestration.ablation import ABLATION_JOB
 from orchestration.assets import PIPELINE_ASSETS
 from orchestration.audit import audit
 from orchestration.definitions import build_defs, dataset_key
@@ -493,3 +494,18 @@ def test_a_one_shard_rerun_calls_the_llm_for_that_shard_only(materialised, tmp_p
     failure = next(event for event in result.all_events if event.is_step_failure)
     message = failure.step_failure_data.error.to_string()
     assert "transcript changed" in message and f"(shards {shard_of(second['item_id'])})" in message
+
+
+def test_the_ablation_job_trains_each_source_on_the_pipelines_text_encoder_and_tagger(materialised) -> None:
+    """`ampere_ablation` over the pipeline's materialisations: one cell per (source, seed); the
+    phrases cell reads the phrases of the very tagger the summaries were read through."""
+    config = {"sources": ["raw", "phrases"], "seeds": [0], "steps": 2, "batch_size": 3, "eval_every": 1}
+    job = materialised["defs"].resolve_job_def(ABLATION_JOB)
+    result = job.execute_in_process(run_config={"ops": {"ablation_study": {"config": config}}}, instance=materialised["instance"])
+    cells = result.output_for_node("ablation_study")
+    assert sorted(cells["source"]) == ["phrases", "raw"] and cells["val_mR1"].between(0, 100).all()
+    [summaries] = materialised["result"].asset_materializations_for_node("asr_summaries")[:1]
+    read_through = summaries.metadata["tagger"].value
+    assert read_through.startswith("title-tagger@")
+    messages = [entry.user_message for entry in materialised["instance"].all_logs(result.run_id)]
+    assert any(f"phrases: {read_through} (the summaries read {read_through})" in message for message in messages)

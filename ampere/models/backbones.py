@@ -313,6 +313,15 @@ def base_id(encoder_id: str) -> str:
     return encoder_id.partition(FINETUNED)[0]
 
 
+def text_encoder_from_id(text_encoder_id: str, device: str = "cpu") -> TextEncoder:
+    """The packaged or local text encoder an id names (a fine-tuned id: the encoder it started from)."""
+    text_base = base_id(text_encoder_id)
+    text_path = text_base.removeprefix("hf-text:") if text_base.startswith("hf-text:") else None
+    if text_path is None and text_base not in _TEXT_ENCODERS:
+        raise ValueError(f"no text encoder has the id {text_encoder_id!r}")
+    return build_text_encoder(text_path or text_base, device=device)
+
+
 def encoders_from_ids(
     frame_encoder_id: str,
     text_encoder_id: str,
@@ -325,7 +334,7 @@ def encoders_from_ids(
     A fine-tuned backbone's weights are read from ``folder`` (its model folder, `save_finetuned`) and must
     have the digest its id names. ``trainable``: the frame encoder is a torch network (never ONNX Runtime).
     """
-    frame_base, text_base = base_id(frame_encoder_id), base_id(text_encoder_id)
+    frame_base = base_id(frame_encoder_id)
     if frame_base.startswith("hf-vision:"):
         frame_encoder = build_frame_encoder(frame_base.removeprefix("hf-vision:"), device=device)
     elif frame_base.startswith("efficientnet-lite0@"):
@@ -333,10 +342,7 @@ def encoders_from_ids(
         frame_encoder = efficientnet_lite0(runtime=runtime, device=device, image_size=int(frame_base.partition("@")[2]))
     else:
         raise ValueError(f"no frame encoder has the id {frame_encoder_id!r}")
-    text_path = text_base.removeprefix("hf-text:") if text_base.startswith("hf-text:") else None
-    if text_path is None and text_base not in _TEXT_ENCODERS:
-        raise ValueError(f"no text encoder has the id {text_encoder_id!r}")
-    text_encoder = build_text_encoder(text_path or text_base, device=device)
+    text_encoder = text_encoder_from_id(text_encoder_id, device)
     for kind, wanted, built in (("frame", frame_encoder_id, frame_encoder), ("text", text_encoder_id, text_encoder)):
         if FINETUNED in wanted:
             if folder is None:

@@ -4,10 +4,11 @@
         [--backbones BACKBONES.json]
 
 Every rank loads the features and runs `train_tower` on its share of each global batch (NCCL on
-GPUs, one per rank by LOCAL_RANK, when the config's device resolves to CUDA; gloo on CPU); rank 0 writes the best tower (`OUT/encoder`,
-`ampere.models.encoder_io`) and the run's record (`OUT/result.json`: history, best step, best
-validation mR1, steps done, stopped early, backbone ids). With `finetune`, every rank builds its
-backbones from BACKBONES.json (an `EndToEndSpec`) and rank 0 also writes their trained weights.
+GPUs, one per rank by LOCAL_RANK, when the config's device resolves to CUDA; gloo on CPU); rank 0
+writes the best tower (`OUT/encoder`, `ampere.models.encoder_io`) and the run's record
+(`OUT/result.json`: history, best step, best validation mR1, steps done, stopped early, backbone
+ids). With `finetune`, every rank builds its backbones from BACKBONES.json (an `EndToEndSpec`) and
+rank 0 also writes their trained weights.
 """
 
 from __future__ import annotations
