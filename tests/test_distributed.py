@@ -170,7 +170,7 @@ def test_the_training_step_launches_torchrun_when_configured(tmp_path) -> None:
 
     from mlflow import MlflowClient
     from orchestration.assets.training import trained_encoder
-    from orchestration.resources import MlflowResource, WorkspaceResource
+    from orchestration.resources import MlflowResource, SummarizerResource, WorkspaceResource
 
     _features().save(tmp_path / "features.npz")
     lineage = {"text_source": "raw", "frame_encoder": "test-frames", "text_encoder": "test-text", "data_version": "test"}
@@ -191,6 +191,7 @@ def test_the_training_step_launches_torchrun_when_configured(tmp_path) -> None:
         resources={
             "mlflow": MlflowResource(tracking_uri=tracking, artifact_root=str(tmp_path / "artifacts")),
             "workspace": WorkspaceResource(root=str(tmp_path / "workspace")),
+            "summarizer": SummarizerResource(),  # the model's summary engine settings (none: raw text)
         },
         run_config={"ops": {"trained_encoder": {"config": train}}},
         instance=DagsterInstance.ephemeral(),
