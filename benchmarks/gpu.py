@@ -32,6 +32,7 @@ from PIL import Image  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from training_throughput import random_features  # noqa: E402  (benchmarks/ is this script's folder)
 
+from ampere.device import resolve_device  # noqa: E402
 from ampere.models.backbones import build_frame_encoder, encoders_from_ids  # noqa: E402
 from ampere.models.features import ItemFeatures, visual_features  # noqa: E402
 from ampere.models.tower import AmpereTower, TowerConfig, TowerOutput  # noqa: E402
@@ -42,7 +43,6 @@ from ampere.training.train import (  # noqa: E402
     batch_rows,
     embed,
     product_items,
-    resolve_device,
     train_tower,
 )  # fmt: skip
 

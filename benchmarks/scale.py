@@ -48,12 +48,13 @@ from ampere.asr.candidates import llm_reader  # noqa: E402
 from ampere.asr.prompts import DEFAULT_PROMPT_ID, load_prompt  # noqa: E402
 from ampere.asr.summarizer import SummaryResult, build_summarizer  # noqa: E402
 from ampere.data.format import read_items  # noqa: E402
+from ampere.device import resolve_device  # noqa: E402
 from ampere.models.backbones import build_frame_encoder, build_text_encoder  # noqa: E402
 from ampere.models.features import ItemFeatures, text_features, visual_features  # noqa: E402
 from ampere.models.tower import AmpereTower, TowerConfig  # noqa: E402
 from ampere.retrieval.eval import evaluate  # noqa: E402
 from ampere.retrieval.index import build_indexes  # noqa: E402
-from ampere.training.train import embed, resolve_device  # noqa: E402
+from ampere.training.train import embed  # noqa: E402
 
 WORDS = [f"w{i:04d}" for i in range(5000)]
 

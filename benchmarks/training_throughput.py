@@ -23,10 +23,11 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from ampere.device import resolve_device  # noqa: E402
 from ampere.home import find_home
 from ampere.models.features import ItemFeatures  # noqa: E402
 from ampere.models.tower import TowerConfig  # noqa: E402
-from ampere.training.train import TRAINING_SPLITS, TrainConfig, product_items, resolve_device, train_tower  # noqa: E402
+from ampere.training.train import TRAINING_SPLITS, TrainConfig, product_items, train_tower  # noqa: E402
 
 DEFAULT_FEATURES = find_home().workspace / "features" / "features.npz"
 

@@ -234,6 +234,9 @@ class _SummarizerSettings(ConfigurableResource):
     # llama.cpp threads per engine; None: all cores, a worker a share of them. Its answers can depend on
     # the thread count, so equal `threads` give workers exactly one engine's summaries.
     threads: int | None = None
+    # Where the transformers backend runs (auto: the first CUDA device when present, else the CPU;
+    # a summary worker's first pinned GPU). vLLM always runs on GPUs, llama.cpp on CPU cores.
+    device: str = "auto"
 
     def prompt(self) -> Prompt:
         """The versioned prompt file."""
@@ -257,6 +260,8 @@ class _SummarizerSettings(ConfigurableResource):
             options["model_path"] = self.model
         if self.backend == "llamacpp" and self.threads is not None:
             options["n_threads"] = self.threads
+        if self.backend == "transformers":
+            options["device"] = self.device
         return options
 
     def summarizer(self) -> Summarizer:

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from ampere.asr.summarizer import TransformersConfig, TransformersSummarizer, build_summarizer
 
@@ -77,3 +78,16 @@ def test_missing_model_directory_is_rejected(tmp_path):
         TransformersSummarizer(TransformersConfig(model_path=str(tmp_path / "nope")))
     with pytest.raises(ValueError):
         TransformersConfig(model_path="")
+
+
+def test_the_device_comes_from_the_summarizer_resource_and_auto_resolves_on_this_host(tiny_model_dir):
+    from orchestration.resources import SummarizerResource
+
+    resource = SummarizerResource(backend="transformers", model=str(tiny_model_dir), max_tokens=8)
+    summarizer = resource.summarizer()
+    assert summarizer.config.device == "auto"
+    summarizer.summarize(["a ceramic mug, blue"])
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert summarizer._device.type == expected and next(summarizer._model.parameters()).device.type == expected
+    pinned = SummarizerResource(backend="transformers", model=str(tiny_model_dir), device="cpu")
+    assert pinned.engine_options()["device"] == "cpu" and pinned.summarizer().config.device == "cpu"

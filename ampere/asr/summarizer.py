@@ -504,7 +504,7 @@ class TransformersConfig(GenerationConfig):
 
     model_path: str
     model_id: str | None = None
-    device: str = "cpu"
+    device: str = "auto"  # auto: the first CUDA device when present, else the CPU
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -525,14 +525,18 @@ class TransformersSummarizer:
         self.batch_size = config.batch_size
         self._model: Any = None
         self._tokenizer: Any = None
+        self._device: Any = None
 
     def _load(self) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from ampere.device import resolve_device
+
         path = self.config.model_path
+        self._device = resolve_device(self.config.device)
         self._tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         self._model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
-        self._model.to(self.config.device).eval()
+        self._model.to(self._device).eval()
 
     def _generate(self, transcripts: list[str], attempt: int) -> list[Generation]:
         import torch
@@ -553,12 +557,12 @@ class TransformersSummarizer:
                 self.prompt.messages(transcript), tokenize=False, add_generation_prompt=True
             )
             encoded = tokenizer(text, return_tensors="pt", add_special_tokens=False)
-            input_ids = encoded["input_ids"].to(self.config.device)
+            input_ids = encoded["input_ids"].to(self._device)
             torch.manual_seed(seed)
             with torch.inference_mode():
                 output = model.generate(
                     input_ids=input_ids,
-                    attention_mask=encoded["attention_mask"].to(self.config.device),
+                    attention_mask=encoded["attention_mask"].to(self._device),
                     max_new_tokens=self.config.max_tokens,
                     pad_token_id=pad_id,
                     **sampling,

@@ -25,12 +25,13 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from ampere.device import resolve_device
 from ampere.models.backbones import encoders_from_ids, save_finetuned
 from ampere.models.encoder_io import load_tower, save_tower
 from ampere.models.features import ItemFeatures
 from ampere.models.tower import TowerConfig
 from ampere.training.finetune import EndToEndInputs, EndToEndSpec
-from ampere.training.train import TRAINING_SPLITS, TrainConfig, TrainResult, resolve_device, train_tower
+from ampere.training.train import TRAINING_SPLITS, TrainConfig, TrainResult, train_tower
 
 RESULT = "result.json"
 

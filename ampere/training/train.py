@@ -28,6 +28,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from ampere.device import resolve_device
 from ampere.models.features import ItemFeatures
 from ampere.models.tower import AmpereTower, TowerConfig, TowerOutput
 from ampere.retrieval.eval import evaluate
@@ -130,13 +131,6 @@ class TrainResult:
     steps_done: int
     stopped_early: bool
     backbones: EndToEndInputs | None = None
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto``: the first CUDA device when present, else the CPU; otherwise the named device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def product_items(features: ItemFeatures) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:

@@ -10,7 +10,7 @@ from dagster import (
     MetadataValue,
 )
 
-from ampere.training.train import resolve_device
+from ampere.device import resolve_device
 
 PREVIEW_ROWS = 5
 
