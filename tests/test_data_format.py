@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -161,6 +162,13 @@ def test_split_by_product_when_absent(messy: Path) -> None:
         assert set(frame.query("product_id == 'p1'")["split"]) == {expected}
     # explicit splits win over the fallback (no validation share: nothing is carved from train)
     assert set(read_items(messy, SplitFractions(0.0, 1.0))[0].query("product_id == 'p2'")["split"]) == {"train"}
+
+
+def test_a_lineage_gives_back_the_fractions_it_recorded(messy: Path) -> None:
+    half_test = SplitFractions(val_fraction=0.0, test_fraction=0.5)
+    lineage = {"dataset": str(messy), "data_version": "content:x", **asdict(half_test)}
+    assert SplitFractions.recorded_in(lineage) == half_test  # the items a model saw split as it saw them
+    assert SplitFractions.recorded_in({"dataset": str(messy)}) == SplitFractions()  # recorded before: the defaults
 
 
 def test_validation_is_carved_from_marked_train_products_only_when_none_is_marked_val(tmp_path: Path) -> None:

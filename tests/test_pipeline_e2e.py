@@ -133,6 +133,7 @@ def test_metrics_json_mlflow_run_and_registered_champion(materialised) -> None:
     plot = materialization.metadata["learning_curve_plot"].value
     assert plot.startswith("![learning curve](data:image/png;base64,") and champion.run_id in plot
     assert run.data.params["steps"] == "4" and run.data.params["resolved_device"] == "cpu"
+    assert (run.data.tags["lineage.val_fraction"], run.data.tags["lineage.test_fraction"]) == ("0.2", "0.2")  # the split rule
     for step in ("backbone_features", "embeddings"):
         [materialization] = materialised["result"].asset_materializations_for_node(step)
         assert materialization.metadata["resolved_device"].value == "cpu"  # `auto` on a machine without CUDA

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import posixpath
 from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,11 @@ class SplitFractions:
             raise ValueError(f"split fractions must be in [0, 1], got {self}")
         if self.val_fraction + self.test_fraction > 1.0:
             raise ValueError(f"val_fraction + test_fraction must be <= 1, got {self}")
+
+    @classmethod
+    def recorded_in(cls, lineage: Mapping[str, Any]) -> SplitFractions:
+        """The fractions a model's lineage recorded (a model logged before they were: the defaults)."""
+        return cls(**{f.name: float(lineage[f.name]) for f in fields(cls) if f.name in lineage})
 
 
 DEFAULT_FRACTIONS = SplitFractions()

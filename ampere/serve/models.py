@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 import mlflow
-from ampere.data.format import COLUMNS, read_items
+from ampere.data.format import COLUMNS, SplitFractions, read_items
 from ampere.retrieval.query import Query, QueryEncoder
 from ampere.serve.pyfunc import EncoderModel, ModelUnavailableError
 from mlflow import MlflowClient
@@ -95,7 +95,7 @@ class RegistryModels:
             raise ModelUnavailableError(f"{uri} is not an AMPere encoder but a {type(model).__name__}")
         model.use_summary_cache(self.summary_cache)
         try:
-            items, _ = read_items(model.lineage["dataset"], check_media=False)
+            items, _ = read_items(model.lineage["dataset"], SplitFractions.recorded_in(model.lineage), check_media=False)
         except (OSError, ValueError) as error:
             logger.warning("%s: no item metadata (dataset %s unreadable: %s)", uri, model.lineage.get("dataset"), error)
             items = pd.DataFrame(columns=COLUMNS)

@@ -1,6 +1,7 @@
 """Data stage: the DVC-tracked raw items (record and media checks, data version) and the quarantine of every rejected record."""
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,7 @@ def raw_items(
         data_git_rev=version["git_rev"],
         dataset=str(Path(dataset.path).resolve()),
         dvc_repo=str(Path(dvc.repo_dir).resolve()),
+        **asdict(dataset.fractions()),  # which products were split how: part of the data a model saw
     )
     return Output(items, data_version=DataVersion(version["data_version"]), metadata=metadata)
 
