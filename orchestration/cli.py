@@ -35,40 +35,43 @@ def _pipeline(args: argparse.Namespace) -> None:
 
     from ampere.retrieval.eval import markdown_table
     from orchestration.instance import ensure_pools
-    from orchestration.jobs import DATASET_TAG, PIPELINE_POOLS
+    from orchestration.jobs import DATASET_TAG, PIPELINE_POOLS, SETTINGS_TAG
     from orchestration.resources import MlflowResource, WorkspaceResource
     from orchestration.run_state import process_tags, reap_dead_runs, watching_own_run
     from orchestration.summary_shards import ALL_SHARDS_TAGS
 
-    out = args.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    job = build_reconstructable_job(
-        "orchestration.definitions",
-        "pipeline_job_at",
-        reconstructable_kwargs={
-            "workspace": str(out),
-            "dataset": str(args.dataset.resolve()),
-            "tracking_uri": args.tracking_uri,
-            "artifact_root": args.artifact_root,
-            "summarizer_backend": args.summarizer_backend,
-            "summarizer_model": args.summarizer_model,
-            "summarizer_prompt": args.summarizer_prompt,
-            "summarizer_workers": args.summarizer_workers,
-        },
-    )
     instance = DagsterInstance.get()
+    settings = {  # the job's definitions (`pipeline_job_at`), recorded on the run for its re-executions
+        "workspace": str(args.out.resolve()),
+        "dataset": str(args.dataset.resolve()),
+        "tracking_uri": args.tracking_uri,
+        "artifact_root": args.artifact_root,
+        "summarizer_backend": args.summarizer_backend,
+        "summarizer_model": args.summarizer_model,
+        "summarizer_prompt": args.summarizer_prompt,
+        "summarizer_workers": args.summarizer_workers,
+    }
+    parent = None
+    if args.reexecute:
+        parent = instance.get_run_by_id(args.reexecute)
+        if parent is None:
+            raise SystemExit(f"no run {args.reexecute} in the Dagster instance at {os.environ['DAGSTER_HOME']}")
+        if SETTINGS_TAG in parent.tags:
+            settings = json.loads(parent.tags[SETTINGS_TAG])
+        else:
+            print(f"run {args.reexecute} recorded no settings: re-executing with this command's dataset, folders and summarizer")
+    out = Path(settings["workspace"])
+    out.mkdir(parents=True, exist_ok=True)
+    job = build_reconstructable_job("orchestration.definitions", "pipeline_job_at", reconstructable_kwargs=settings)
     ensure_pools(instance, PIPELINE_POOLS)
-    mlflow = MlflowResource(tracking_uri=args.tracking_uri, artifact_root=args.artifact_root)
+    mlflow = MlflowResource(tracking_uri=settings["tracking_uri"], artifact_root=settings["artifact_root"])
     for run_id in reap_dead_runs(instance, mlflow):
         print(f"run {run_id}: its process died; marked failed and its pool slots freed")
     started = time.perf_counter()
     with watching_own_run(instance, mlflow):
-        if args.reexecute:
-            # Only failed and not-run steps execute, with the parent's config and tags; a killed
-            # training resumes from the checkpoint its root run left (trained_encoder).
-            parent = instance.get_run_by_id(args.reexecute)
-            if parent is None:
-                raise SystemExit(f"no run {args.reexecute} in the Dagster instance at {os.environ['DAGSTER_HOME']}")
+        if parent is not None:
+            # Only failed and not-run steps execute, with the parent's settings, config and tags; a
+            # killed training resumes from the checkpoint its root run left (trained_encoder).
             tags = {k: v for k, v in parent.tags.items() if k.startswith("ampere/") or k in ALL_SHARDS_TAGS}
             result = execute_job(
                 job,
@@ -89,6 +92,7 @@ def _pipeline(args: argparse.Namespace) -> None:
             }
             tags = {
                 "ampere/text_source": args.text_source,
+                SETTINGS_TAG: json.dumps(settings),
                 DATASET_TAG: str(args.dataset.resolve()),
                 **ALL_SHARDS_TAGS,
                 **process_tags(),
@@ -244,8 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline.add_argument(
         "--reexecute",
         metavar="RUN_ID",
-        help="re-execute a failed or canceled run of this dataset and output folder from its failure, with its own "
-        "run config (a killed training resumes from its checkpoint); --text-source and --train are then ignored",
+        help="re-execute a failed or canceled run from its failure, with its own dataset, folders, summarizer, run "
+        "config and tags (a killed training resumes from its checkpoint); the other options are then ignored",
     )
     pipeline.set_defaults(handler=_pipeline)
     audit = commands.add_parser("audit", help="print the chain behind a model version, alias or index id")

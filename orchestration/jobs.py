@@ -13,6 +13,9 @@ PIPELINE_JOB = "ampere_pipeline"
 PIPELINE_POOLS = sorted({asset.op.pool for asset in PIPELINE_ASSETS if asset.op.pool})
 # Every pipeline run names its dataset: the run queue allows one run per dataset at a time (dagster.yaml).
 DATASET_TAG = "ampere/dataset"
+# A run started by `ampere pipeline` records its job settings (dataset, folders, MLflow, summarizer) as JSON,
+# so `ampere pipeline --reexecute` rebuilds the same definitions.
+SETTINGS_TAG = "ampere/settings"
 
 
 def home_dataset_tags() -> dict[str, str]:

@@ -67,8 +67,8 @@ def test_a_killed_training_resumes_when_its_run_is_reexecuted(tmp_path: Path, da
     held = instance.event_log_storage.get_concurrency_info("accelerator").claimed_slots
     assert [slot.run_id for slot in held] == [run.run_id]  # and it still holds the training slot
 
-    again = subprocess.run(
-        [*command[:1], "pipeline", "--reexecute", run.run_id, *command[2:]],
+    again = subprocess.run(  # no other option: the run's recorded settings name its dataset, folders and MLflow
+        [*command[:1], "pipeline", "--reexecute", run.run_id],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
     )
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
