@@ -6,7 +6,16 @@ import torch
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto``: the first CUDA device when present, else the CPU; otherwise the named device."""
+    """``auto``: the first CUDA device when present, else the CPU; otherwise the named device, which
+    must exist here (a ValueError says why not)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"unknown device {name!r}: {error}") from error
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            raise ValueError(f"device {name!r}: this host has {count} CUDA device(s)")
+    return device

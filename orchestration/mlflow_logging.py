@@ -17,11 +17,10 @@ import pandas as pd  # noqa: E402
 from mlflow.entities import Metric, Param, RunInfo  # noqa: E402
 
 import mlflow  # noqa: E402
-from ampere.asr.tagger_store import TaggerStore  # noqa: E402
 from ampere.models.backbones import FINETUNED, ImageEncoder, TextEncoder, encoders_from_ids, save_finetuned  # noqa: E402
 from ampere.models.encoder_io import load_lineage, load_tower, save_tower  # noqa: E402
 from ampere.models.tower import AmpereTower, TowerConfig  # noqa: E402
-from ampere.serve.pyfunc import EncoderModel, encoder_signature, model_requirements, write_summarizer, write_tagger  # noqa: E402
+from ampere.serve.pyfunc import EncoderModel, SummaryParts, encoder_signature, model_requirements  # noqa: E402
 from ampere.training.finetune import EndToEndInputs  # noqa: E402
 from orchestration.resources import MlflowResource  # noqa: E402
 
@@ -137,14 +136,12 @@ def log_encoder(
     history: list[dict[str, float]],
     lineage: dict[str, Any],
     summary: dict[str, float],
-    taggers: TaggerStore,
-    summarizer: tuple[str, dict[str, Any]],
+    summary_parts: SummaryParts | None,
     backbones: EndToEndInputs | None = None,
 ) -> dict[str, str]:
     """Logs the learning curves, the training summary and the encoder as an MLflow model (the tower;
-    for a model on summaries the tagger they were read through, from ``taggers``, and the summary
-    engine's backend and settings, ``summarizer``; the backbones' weights when fine-tuned); registers
-    a version."""
+    for a model on summaries its tagger and summary engine settings, ``summary_parts``; the
+    backbones' weights when fine-tuned); registers a version."""
     client = resource.client()
     client.log_batch(run_id, metrics=[Metric(f"train/{k}", float(v), 0, 0) for k, v in summary.items()])
     with tempfile.TemporaryDirectory() as tmp:
@@ -154,8 +151,8 @@ def log_encoder(
         folder = save_tower(Path(tmp) / "encoder", tower, config, extra=lineage)
         if backbones is not None:
             save_finetuned(folder, backbones.frame_encoder, backbones.text_encoder)
-        write_tagger(folder, lineage, taggers)
-        write_summarizer(folder, lineage, *summarizer)
+        if summary_parts is not None:
+            summary_parts.write(folder)
         _use_store(resource)
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(

@@ -91,3 +91,11 @@ def test_the_device_comes_from_the_summarizer_resource_and_auto_resolves_on_this
     assert summarizer._device.type == expected and next(summarizer._model.parameters()).device.type == expected
     pinned = SummarizerResource(backend="transformers", model=str(tiny_model_dir), device="cpu")
     assert pinned.engine_options()["device"] == "cpu" and pinned.summarizer().config.device == "cpu"
+
+
+def test_a_device_this_host_lacks_is_refused_when_the_engine_is_built(tiny_model_dir):
+    missing = f"cuda:{torch.cuda.device_count()}"  # one past the last CUDA device (cuda:0 on a CPU host)
+    with pytest.raises(ValueError, match="CUDA device"):
+        TransformersSummarizer(TransformersConfig(model_path=str(tiny_model_dir), device=missing))
+    with pytest.raises(ValueError, match="unknown device"):
+        TransformersSummarizer(TransformersConfig(model_path=str(tiny_model_dir), device="gpu0"))

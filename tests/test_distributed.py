@@ -90,13 +90,13 @@ def test_two_gloo_processes_give_the_loss_and_gradients_of_one_process_on_the_wh
 
 
 def _dropout_draws(rank: int, port: int, folder: Path) -> None:
-    """Each rank seeds its stream at step 0 and at step 5 (a resume) and records a dropout mask of each."""
+    """Each rank seeds its stream for step 0, step 5 and step 0 again, and records a dropout mask of each."""
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
     try:
         masks = []
-        for steps_done in (0, 5, 0):
+        for step in (0, 5, 0):
             torch.manual_seed(0)  # every rank's state before: the same
-            seed_this_rank(7, steps_done)
+            seed_this_rank(7, step)
             masks.append(nn.functional.dropout(torch.ones(64), p=0.5) > 0)
         torch.save(torch.stack(masks), folder / f"masks{rank}.pt")
     finally:
@@ -107,7 +107,7 @@ def test_every_rank_draws_its_own_dropout_masks_and_one_process_keeps_its_random
     mp.spawn(_dropout_draws, args=(_free_port(), tmp_path), nprocs=WORLD)
     first, second = (torch.load(tmp_path / f"masks{rank}.pt", weights_only=True) for rank in range(WORLD))
     for masks in (first, second):
-        assert torch.equal(masks[0], masks[2]) and not torch.equal(masks[0], masks[1])  # reproducible; a resume draws anew
+        assert torch.equal(masks[0], masks[2]) and not torch.equal(masks[0], masks[1])  # a step's masks, whenever it runs
     assert not torch.equal(first[0], second[0]) and not torch.equal(first[1], second[1])
     torch.manual_seed(3)
     expected = torch.rand(8)

@@ -6,11 +6,13 @@ import json
 import pytest
 
 from ampere.asr.candidates import LlmReader, TaggerConfig, TitleTagger
+from ampere.asr.summarizer import build_summarizer
 from ampere.asr.tagger_store import TaggerStore
-from ampere.serve.pyfunc import TAGGER, write_tagger
+from ampere.serve.pyfunc import SUMMARIZER, TAGGER, summary_parts
 from tests.test_asr_candidates import _items
 
 SPLITS = {i: "train" for i in range(8)} | {8: "val", 9: "test"}
+LLM = build_summarizer("llamacpp").model_id  # the packaged GGUF (nothing loads until a call)
 
 
 def test_a_stored_tagger_comes_back_by_its_lineage_name(tmp_path):
@@ -34,13 +36,14 @@ def test_a_missing_or_mislabelled_tagger_is_a_clear_error(tmp_path):
         store.get("title-tagger@000000000000")
 
 
-def test_the_model_folder_gets_the_stored_tagger_of_its_lineage(tmp_path):
+def test_a_model_on_summaries_carries_the_stored_tagger_of_its_lineage(tmp_path):
     store = TaggerStore(tmp_path / "taggers")
     tagger = TitleTagger.fit(_items(SPLITS), TaggerConfig(repair=False))
-    name = store.put(tagger)
-    folder = tmp_path / "model"
-    folder.mkdir()
-    write_tagger(folder, {"text_source": "raw", "tagger": name}, store)
-    assert not (folder / TAGGER).exists()  # a model on raw transcripts reads no tagger
-    write_tagger(folder, {"text_source": "summary", "tagger": name}, store)
-    assert json.loads((folder / TAGGER).read_text()) == json.loads(json.dumps(tagger.state()))
+    lineage = {"text_source": "summary", "backend": "llamacpp", "llm": LLM, "tagger": store.put(tagger)}
+    assert summary_parts({**lineage, "text_source": "raw"}, store, "llamacpp", {}) is None  # no tagger, no LLM
+    parts = summary_parts(lineage, store, "llamacpp", {"max_tokens": 48})
+    parts.write(tmp_path)
+    assert json.loads((tmp_path / TAGGER).read_text()) == json.loads(json.dumps(tagger.state()))
+    assert json.loads((tmp_path / SUMMARIZER).read_text()) == {"max_tokens": 48}
+    with pytest.raises(ValueError, match="re-materialise asr_summaries"):
+        summary_parts({**lineage, "tagger": "title-tagger@000000000000"}, store, "llamacpp", {})

@@ -63,11 +63,12 @@ class TitleLexicon:
         products) are what was said, not a mishearing, and stay. ``leave_out``: one title's words, counted as if that title
         were not in the lexicon (a training product repaired as if it were new)."""
         key = (word, leave_out)  # fitting repairs each training transcript twice (word counts, then features)
-        if key not in self._memo:
+        repaired = self._memo.get(key)
+        if repaired is None:
             if len(self._memo) >= MEMO_SIZE:
                 self._memo.clear()
-            self._memo[key] = self._repair(word, leave_out)
-        return self._memo[key]
+            repaired = self._memo[key] = self._repair(word, leave_out)
+        return repaired
 
     def _repair(self, word: str, leave_out: frozenset[str]) -> str:
         if len(word) < MIN_WORD or not word.isalpha() or word in self.said or self.counts[word] - (word in leave_out) > 0:

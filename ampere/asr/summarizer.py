@@ -525,15 +525,14 @@ class TransformersSummarizer:
         self.batch_size = config.batch_size
         self._model: Any = None
         self._tokenizer: Any = None
-        self._device: Any = None
+        from ampere.device import resolve_device
+
+        self._device = resolve_device(config.device)  # a device this host lacks is an error here, not at the first call
 
     def _load(self) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from ampere.device import resolve_device
-
         path = self.config.model_path
-        self._device = resolve_device(self.config.device)
         self._tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         self._model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
         self._model.to(self._device).eval()

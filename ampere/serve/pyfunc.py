@@ -61,24 +61,35 @@ def model_requirements() -> list[str]:
     return pinned
 
 
-def write_tagger(folder: Path, lineage: dict[str, Any], taggers: TaggerStore) -> None:
-    """Adds the tagger the training summaries were read through (from ``taggers``, by the lineage's
-    name) to an encoder folder, when the model reads summaries of tagger phrases."""
-    if lineage.get("text_source") != "summary" or lineage.get("tagger", "none") == "none":
-        return
-    (Path(folder) / TAGGER).write_text(json.dumps(taggers.get(lineage["tagger"]).state()))
+@dataclass(frozen=True)
+class SummaryParts:
+    """What a model on summaries carries so a query is summarised as the pipeline summarised its
+    items: the tagger the summaries were read through (None: the prompt reads transcripts) and the
+    summary engine's ``build_summarizer`` options (model, max_tokens, threads, …)."""
+
+    tagger: TitleTagger | None
+    options: dict[str, Any]
+
+    def write(self, folder: Path) -> None:
+        """Into an encoder folder: `tagger.json` (when there is a tagger) and `summarizer.json`."""
+        if self.tagger is not None:
+            (Path(folder) / TAGGER).write_text(json.dumps(self.tagger.state()))
+        (Path(folder) / SUMMARIZER).write_text(json.dumps(self.options))
 
 
-def write_summarizer(folder: Path, lineage: dict[str, Any], backend: str, options: dict[str, Any]) -> None:
-    """Adds the summary engine's settings (``build_summarizer`` options: model, max_tokens, threads, …)
-    to an encoder folder when the model reads summaries, so a query is summarised by the LLM as the
-    pipeline ran it (the same cache keys, the same answers)."""
+def summary_parts(lineage: dict[str, Any], taggers: TaggerStore, backend: str, options: dict[str, Any]) -> SummaryParts | None:
+    """None for a model on other text. Else the stored tagger the lineage names and the configured
+    engine settings, checked to be the lineage's backend and LLM (a ValueError names what differs),
+    so a model is never registered with parts that would summarise differently."""
     if lineage.get("text_source") != "summary":
-        return
+        return None
     if backend != lineage.get("backend"):
-        trained = lineage.get("backend")
-        raise ValueError(f"the summarizer is configured with backend {backend}, the training summaries came from {trained}")
-    (Path(folder) / SUMMARIZER).write_text(json.dumps(options))
+        raise ValueError(f"the summarizer is configured with backend {backend}, the summaries came from {lineage.get('backend')}")
+    llm = build_summarizer(backend, **options).model_id  # engines load on first use: nothing loads here
+    if llm != lineage.get("llm"):
+        raise ValueError(f"the summarizer is configured with LLM {llm}, the summaries came from {lineage.get('llm')}")
+    tagger = None if lineage.get("tagger", "none") == "none" else taggers.get(lineage["tagger"])
+    return SummaryParts(tagger, options)
 
 
 def summary_engine(folder: Path, lineage: dict[str, Any], prompt: Prompt) -> Summarizer:

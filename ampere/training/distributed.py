@@ -27,13 +27,14 @@ def rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
-def seed_this_rank(seed: int, steps_done: int) -> None:
-    """Under torchrun, gives this rank its own random stream from (seed, rank, steps done), so ranks
-    draw different dropout masks for their different products and a resumed run does not repeat the
-    masks of its first steps. Call after building the model (every rank starts from the same
-    weights). On one process the random state is left as it is."""
+def seed_this_rank(seed: int, step: int) -> None:
+    """Under torchrun, seeds this rank's random stream for one step from (seed, rank, step): ranks draw
+    different dropout masks for their different products, and a resumed run draws the masks an
+    uninterrupted one would (only rank 0 checkpoints, so no other rank's stream could be restored).
+    Call after building the model (every rank starts from the same weights). On one process the
+    random state is left as it is."""
     if world_size() > 1:
-        torch.manual_seed(int(np.random.SeedSequence([seed, rank(), steps_done]).generate_state(1)[0]))
+        torch.manual_seed(int(np.random.SeedSequence([seed, rank(), step]).generate_state(1)[0]))
 
 
 def gather_rows(x: torch.Tensor) -> torch.Tensor:

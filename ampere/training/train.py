@@ -435,7 +435,6 @@ def train_tower(
         torch.set_rng_state(state["torch_rng"])
         if device.type == "cuda":
             torch.cuda.set_rng_state_all(state["cuda_rng"])
-    seed_this_rank(cfg.seed, step)
 
     def temperature_now() -> float | torch.Tensor:
         return objective["temperature"]() if cfg.learnable_temperature else cfg.temperature
@@ -446,6 +445,7 @@ def train_tower(
     progress = tqdm(total=cfg.steps, initial=step, desc="training", unit="step", disable=me > 0)
     model.train()
     while step < cfg.steps and not stopped:
+        seed_this_rank(cfg.seed, step)  # under torchrun: this rank's dropout masks of this step
         chosen, rows = batch_rows(products, batch_size, cfg.seed, step)
         if world > 1:  # this rank's share of the global batch: its products' P, S and L rows
             share = slice(me * batch_size // world, (me + 1) * batch_size // world)

@@ -236,7 +236,8 @@ def champion_promotion(
     store = index_store.store()
     if promote:
         client.set_registered_model_alias(mlflow.registered_model, "champion", challenger)
-        client.delete_registered_model_alias(mlflow.registered_model, "challenger")  # a champion is no challenger
+        if mlflow_logging.alias_version(mlflow, "challenger") == challenger:  # a champion is no challenger; another run's stays
+            client.delete_registered_model_alias(mlflow.registered_model, "challenger")
         store.swap(faiss_index["index_id"])
     client.set_model_version_tag(
         mlflow.registered_model, challenger, "promotion.reason", f"{'promoted' if promote else 'not promoted'}: {reason}"

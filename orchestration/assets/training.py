@@ -19,6 +19,7 @@ from ampere.lineage.versions import code_version
 from ampere.models.backbones import ImageEncoder, TextEncoder
 from ampere.models.features import ItemFeatures
 from ampere.models.tower import TowerConfig
+from ampere.serve.pyfunc import summary_parts
 from ampere.training.finetune import EndToEndInputs, EndToEndSpec
 from ampere.training.launch import run_torchrun
 from ampere.training.train import (
@@ -85,6 +86,8 @@ def trained_encoder(
     """Trains the tower (resuming this run's checkpoint after a crash), logs curves and the model to MLflow, registers it."""
     features = ItemFeatures.load(Path(backbone_features)).only(TRAINING_SPLITS)
     lineage = json.loads(Path(backbone_features).with_suffix(".json").read_text())
+    # Checked before training: a model on summaries registers with the tagger and LLM they came from.
+    parts = summary_parts(lineage, workspace.taggers(), summarizer.backend, summarizer.engine_options())
     tower_cfg = TowerConfig(
         visual_dim=features.frames.shape[-1], text_dim=features.text.shape[-1], text_tokens=features.text.shape[1]
     )
@@ -153,8 +156,7 @@ def trained_encoder(
         result.history,
         lineage,
         summary,
-        workspace.taggers(),
-        (summarizer.backend, summarizer.engine_options()),
+        parts,
         result.backbones,
     )
     run_url = mlflow.run_url(run.info.experiment_id, run.info.run_id)
