@@ -191,7 +191,9 @@ class TitleTagger:
 
     def word_scores(self, transcript: str) -> dict[str, float]:
         """Probability that each candidate word of ``transcript`` is a title word."""
-        words = self.words(transcript)
+        return self._scores(self.words(transcript))
+
+    def _scores(self, words: list[str]) -> dict[str, float]:
         rows = {w: r for w, r in self._word_features(words).items() if w not in self.stop_words and not is_number(w)}
         if not rows:
             return {}
@@ -201,10 +203,11 @@ class TitleTagger:
     def phrases(self, transcript: str) -> list[str]:
         """The best ``top_words`` words, grouped into runs of consecutive words (at most
         ``MAX_FEATURE_CHARS`` characters each), in spoken order."""
-        scores = self.word_scores(transcript)
+        words = self.words(transcript)
+        scores = self._scores(words)
         kept = set(sorted(scores, key=lambda w: (-scores[w], w))[: self.config.top_words])
         runs: list[list[str]] = [[]]
-        for word in self.words(transcript):
+        for word in words:
             if word in kept and len(" ".join([*runs[-1], word])) <= MAX_FEATURE_CHARS:
                 runs[-1].append(word)
             elif word in kept:
