@@ -1,7 +1,6 @@
 """The text-source ablation as a Dagster asset (job `ampere_ablation`), logged to MLflow as a
 parent run with one child run per (source, seed) and a bar chart."""
 
-import json
 import tempfile
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from ampere.models.backbones import text_encoder_from_id  # noqa: E402
 from ampere.models.features import ItemFeatures  # noqa: E402
 from ampere.training.ablation import SOURCES, AblationConfig, markdown, run_ablation, summarize  # noqa: E402
 from ampere.training.train import TrainConfig  # noqa: E402
+from orchestration.assets.features import features_lineage  # noqa: E402
 from orchestration.assets.summaries import current_summaries  # noqa: E402
 from orchestration.config import config_from_dataclass, to_dataclass  # noqa: E402
 from orchestration.resources import MlflowResource, SummarizerResource, WorkspaceResource  # noqa: E402
@@ -79,7 +79,7 @@ def ablation_study(
     items = pd.DataFrame({"item_id": features.item_ids}).merge(raw_items, on="item_id", how="left")
     items = items.merge(summaries[["item_id", "summary"]], on="item_id", how="left").fillna({"summary": ""})
     # The text encoder the features were computed with, so every cell encodes its text as the pipeline does.
-    text_encoder = text_encoder_from_id(json.loads(Path(backbone_features).with_suffix(".json").read_text())["text_encoder"])
+    text_encoder = text_encoder_from_id(features_lineage(backbone_features)["text_encoder"])
     if "keywords" in config.sources:
         train_clips = items[(items["split"] == "train") & (items["domain"] != "page")]
         extractor = KeywordExtractor(text_encoder, train_clips.groupby("product_id")["asr"].apply(list).to_dict())

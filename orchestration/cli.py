@@ -93,7 +93,7 @@ def _pipeline(args: argparse.Namespace) -> None:
             tags = {
                 "ampere/text_source": args.text_source,
                 SETTINGS_TAG: json.dumps(settings),
-                DATASET_TAG: str(args.dataset.resolve()),
+                DATASET_TAG: settings["dataset"],
                 **ALL_SHARDS_TAGS,
                 **process_tags(),
             }

@@ -3,6 +3,8 @@
 import json
 import os
 import time
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,6 +30,11 @@ class FeaturesConfig(Config):
     frame_encoder: str = "efficientnet-lite0"
     text_encoder: str = "all-MiniLM-L6-v2"
     device: str = "auto"  # auto: the first CUDA device when present, else the CPU (ONNX Runtime frame encoder)
+
+
+def features_lineage(features_path: str | Path) -> dict[str, Any]:
+    """The lineage written beside a `backbone_features` file (its backbones' ids and the training set's lineage)."""
+    return json.loads(Path(features_path).with_suffix(".json").read_text())
 
 
 @asset(
@@ -94,4 +101,3 @@ def backbone_features(
             "path": MetadataValue.path(str(path)),
         },
     )
-

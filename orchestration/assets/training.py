@@ -1,6 +1,5 @@
 """Training stage: the AMPere tower trained on the train split, chosen on validation, logged and registered in MLflow."""
 
-import json
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -30,6 +29,7 @@ from ampere.training.train import (
     train_tower,
 )
 from orchestration import mlflow_logging
+from orchestration.assets.features import features_lineage
 from orchestration.assets.metadata import device_metadata
 from orchestration.config import config_from_dataclass, to_dataclass
 from orchestration.resources import (
@@ -85,7 +85,7 @@ def trained_encoder(
 ) -> Output[dict[str, Any]]:
     """Trains the tower (resuming this run's checkpoint after a crash), logs curves and the model to MLflow, registers it."""
     features = ItemFeatures.load(Path(backbone_features)).only(TRAINING_SPLITS)
-    lineage = json.loads(Path(backbone_features).with_suffix(".json").read_text())
+    lineage = features_lineage(backbone_features)
     # Checked before training: a model on summaries registers with the tagger and LLM they came from.
     parts = summary_parts(lineage, workspace.taggers(), summarizer.backend, summarizer.engine_options())
     tower_cfg = TowerConfig(
