@@ -29,10 +29,10 @@ def main() -> None:
     home = find_home(args.home)
     use_dagster_home(home)
     workspace, dataset = (args.workspace or home.workspace).resolve(), (args.dataset or home.dataset).resolve()
-    from dagster import DagsterInstance
-
     from orchestration.ablation import ABLATION_JOB
     from orchestration.definitions import build_defs
+    from orchestration.in_process import execute_in_process
+    from orchestration.instance import open_instance
 
     defs = build_defs(
         workspace=str(workspace),
@@ -43,8 +43,9 @@ def main() -> None:
     )
     config = {"sources": args.sources, "seeds": args.seeds, **dict(args.train)}
     started = time.perf_counter()
-    result = defs.resolve_job_def(ABLATION_JOB).execute_in_process(
-        run_config={"ops": {"ablation_study": {"config": config}}}, instance=DagsterInstance.get()
+    result = execute_in_process(
+        defs.resolve_job_def(ABLATION_JOB),
+        run_config={"ops": {"ablation_study": {"config": config}}}, instance=open_instance()
     )
     print(f"\nablation finished in {time.perf_counter() - started:.0f} s (Dagster run {result.run_id})\n")
     print((workspace / "ablation" / "table.md").read_text())

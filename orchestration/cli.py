@@ -31,16 +31,17 @@ def use_dagster_home(home: Home) -> Path:
 
 def _pipeline(args: argparse.Namespace) -> None:
     use_dagster_home(args.home)
-    from dagster import DagsterEventType, DagsterInstance, ReexecutionOptions, build_reconstructable_job, execute_job
+    from dagster import DagsterEventType, ReexecutionOptions, build_reconstructable_job, execute_job
 
     from ampere.retrieval.eval import markdown_table
-    from orchestration.instance import ensure_pools
+    from orchestration.in_process import signals_kept
+    from orchestration.instance import ensure_pools, open_instance
     from orchestration.jobs import DATASET_TAG, PIPELINE_POOLS, SETTINGS_TAG
     from orchestration.resources import MlflowResource, WorkspaceResource
     from orchestration.run_state import process_tags, reap_dead_runs, watching_own_run
     from orchestration.summary_shards import ALL_SHARDS_TAGS
 
-    instance = DagsterInstance.get()
+    instance = open_instance()
     settings = {  # the job's definitions (`pipeline_job_at`), recorded on the run for its re-executions
         "workspace": str(args.out.resolve()),
         "dataset": str(args.dataset.resolve()),
@@ -68,7 +69,7 @@ def _pipeline(args: argparse.Namespace) -> None:
     for run_id in reap_dead_runs(instance, mlflow):
         print(f"run {run_id}: its process died; marked failed and its pool slots freed")
     started = time.perf_counter()
-    with watching_own_run(instance, mlflow):
+    with signals_kept(), watching_own_run(instance, mlflow):
         if parent is not None:
             # Only failed and not-run steps execute, with the parent's settings, config and tags; a
             # killed training resumes from the checkpoint its root run left (trained_encoder).
@@ -124,13 +125,12 @@ def _pipeline(args: argparse.Namespace) -> None:
 
 def _audit(args: argparse.Namespace) -> None:
     use_dagster_home(args.home)
-    from dagster import DagsterInstance
-
     from orchestration.audit import audit
+    from orchestration.instance import open_instance
     from orchestration.resources import MlflowResource
 
     resource = MlflowResource(tracking_uri=args.tracking_uri, ui_url=args.mlflow_ui)
-    report = audit(args.ref, resource.client(), resource.registered_model, resource.ui_base(), DagsterInstance.get())
+    report = audit(args.ref, resource.client(), resource.registered_model, resource.ui_base(), open_instance())
     print(report.to_text())
     if not report.ok:
         raise SystemExit("some links of the chain did not resolve")
@@ -183,10 +183,12 @@ def _status(args: argparse.Namespace) -> None:
 
 def _wait_run(args: argparse.Namespace) -> None:
     use_dagster_home(args.home)
-    from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+    from dagster import DagsterRunStatus, RunsFilter
+
+    from orchestration.instance import open_instance
 
     key, _, value = args.tag.partition("=")
-    instance = DagsterInstance.get()
+    instance = open_instance()
     deadline = time.monotonic() + args.timeout
     finished = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
     tagged = RunsFilter(tags={key: value})

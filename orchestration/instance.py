@@ -90,6 +90,36 @@ def instance_folder(dagster_home: Path) -> Path:
     return folder
 
 
+SCHEMA_LOCK = 0x616D70657265  # "ampere": the PostgreSQL advisory lock held while an instance creates its schema
+
+
+def open_instance() -> DagsterInstance:
+    """The instance at DAGSTER_HOME (`DagsterInstance.get()`); on PostgreSQL opened under an advisory lock.
+
+    dagster-postgres creates its tables when it finds none. Two processes opening an instance on an
+    empty database at once both create them, and the loser fails (`DuplicateObject: type
+    "asset_daemon_asset_evaluations" already exists`). Under the lock one process creates the schema
+    (what `dagster instance migrate` does for a deployment) and the others, waiting, find it and go on.
+    """
+    from dagster import DagsterInstance
+
+    url = os.environ.get(POSTGRES_URL_ENV)
+    if not url:
+        return DagsterInstance.get()
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": SCHEMA_LOCK})
+            try:
+                return DagsterInstance.get()
+            finally:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": SCHEMA_LOCK})
+    finally:
+        engine.dispose()
+
+
 def ensure_pools(instance: DagsterInstance, pools: list[str]) -> None:
     """Creates each pool's concurrency limit (the instance's default) before a run claims a slot in it.
 

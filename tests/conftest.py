@@ -1,5 +1,6 @@
 """Shared fixtures: a real PostgreSQL server and a real MLflow server (PostgreSQL store, proxied artifacts)
-on 127.0.0.1, and a real DVC repository in a temp folder."""
+on 127.0.0.1, and a real DVC repository in a temp folder. Hooks fail a test that leaves the process
+state changed (signal dispositions, torch threads) or a process of its own running."""
 
 from __future__ import annotations
 
@@ -14,14 +15,107 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 BIN = Path(sys.executable).parent
+
+
+# SIGALRM belongs to pytest-timeout (its per-test timer); SIGKILL and SIGSTOP cannot be changed.
+WATCHED_SIGNALS = sorted(set(signal.valid_signals()) - {signal.SIGALRM, signal.SIGKILL, signal.SIGSTOP})
+FOUND = pytest.StashKey[dict]()
+CHILDREN = pytest.StashKey[set]()
+
+
+def signal_name(number: int) -> str:
+    return signal.Signals(number).name if number in signal.Signals._value2member_map_ else f"signal {number}"
+
+
+def process_state() -> dict[str, object]:
+    """What a test must leave as it found it: every signal's disposition (a process started later
+    inherits an ignored signal: Pool.terminate() then hangs on a worker that ignores SIGTERM) and
+    torch's intra-op thread count (results are bit-identical only at equal thread counts)."""
+    import torch
+
+    state: dict[str, object] = {signal_name(n): signal.getsignal(n) for n in WATCHED_SIGNALS}
+    state["torch threads"] = torch.get_num_threads()
+    return state
+
+
+def _children() -> dict[int, str]:
+    """This process's live descendants (pid -> command line), but multiprocessing's resource tracker,
+    which lives as long as this process once a test used multiprocessing."""
+    found = {}
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            command = " ".join(child.cmdline())
+            if child.status() != psutil.STATUS_ZOMBIE and "multiprocessing.resource_tracker" not in command:
+                found[child.pid] = command
+    return found
+
+
+def _kill(pids: Iterable[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            psutil.Process(pid).kill()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.stash[FOUND] = process_state()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    item.stash[CHILDREN] = set(_children())
+    return (yield)
+
+
+def _left_running(item: pytest.Item) -> dict[int, str]:
+    """The processes the test's body started that still run after its teardown (killed here)."""
+    if CHILDREN not in item.stash:
+        return {}
+    left = {pid: command for pid, command in _children().items() if pid not in item.stash[CHILDREN]}
+    _kill(left)
+    return left
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
+    """Fails the test (its setup, body, fixtures of any scope it started) that changed the process state
+    or left a process of its body running, naming what; puts the state back and kills those
+    processes, so the tests after it run as they would alone."""
+    yield
+    problems = []
+    left = _left_running(item)
+    if left:
+        problems.append(f"left processes running (killed now): {left}")
+    found, now = item.stash.get(FOUND, None), process_state()
+    changed = {key: (found[key], now[key]) for key in found if now[key] != found[key]} if found else {}
+    if changed:
+        import torch
+
+        for key, (before, _) in changed.items():
+            if key == "torch threads":
+                torch.set_num_threads(before)
+            elif before is not None:
+                signal.signal(next(n for n in WATCHED_SIGNALS if signal_name(n) == key), before)
+        problems.append(f"left the process state changed (found -> left): {changed}")
+    if problems:
+        raise AssertionError(f"{item.nodeid} " + "; ".join(problems))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Nothing outlives the session: a process left behind would keep CI's output pipe open."""
+    left = _children()
+    if left:
+        print(f"\nprocesses still running at the end of the session, killed: {left}")
+        _kill(left)
 
 
 @pytest.fixture()

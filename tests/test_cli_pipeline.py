@@ -15,6 +15,8 @@ import pandas as pd
 from dagster import DagsterInstance
 from PIL import Image
 
+from orchestration.in_process import execute_in_process
+
 COLOURS = [(200, 30, 30), (30, 160, 40), (40, 60, 200), (220, 200, 40), (120, 40, 160), (30, 180, 180)]
 SPLITS = ["train", "train", "val", "val", "test", "test"]
 
@@ -149,7 +151,8 @@ def test_quarantine_asset_counts_add_up(tmp_path: Path) -> None:
             "trained_encoder": {"config": {"steps": 1}},
         }
     }
-    result = defs.resolve_job_def(PIPELINE_JOB).execute_in_process(run_config=run_config, instance=instance, tags=ALL_SHARDS_TAGS)
+    job = defs.resolve_job_def(PIPELINE_JOB)
+    result = execute_in_process(job, run_config=run_config, instance=instance, tags=ALL_SHARDS_TAGS)
     quarantine = result.output_for_node("quarantined_items")
     assert sorted(quarantine["item_id"]) == ["bad-P", "prod-0-P"]
     metadata = instance.get_latest_materialization_event(AssetKey("quarantined_items")).asset_materialization.metadata

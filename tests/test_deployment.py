@@ -3,6 +3,10 @@ and the Kubernetes deployment's instance config and executor."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import psycopg2
@@ -13,7 +17,8 @@ from dagster._core.instance.config import dagster_instance_config
 from dagster._core.run_coordinator import QueuedRunCoordinator
 
 from orchestration.definitions import build_defs
-from orchestration.instance import POSTGRES_URL_ENV, instance_folder, instance_yaml
+from orchestration.in_process import execute_in_process
+from orchestration.instance import POSTGRES_URL_ENV, SCHEMA_LOCK, instance_folder, instance_yaml
 from orchestration.jobs import DATASET_TAG, PIPELINE_JOB
 
 DEPLOY_K8S = Path(__file__).resolve().parent.parent / "deploy" / "k8s"
@@ -49,7 +54,7 @@ def test_dagster_runs_on_postgresql_when_its_url_is_set(tmp_path, monkeypatch, p
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
         assert type(instance.schedule_storage).__name__ == "PostgresScheduleStorage"
-        result = job.execute_in_process(instance=instance, tags={DATASET_TAG: "/data/a"})
+        result = execute_in_process(job, instance=instance, tags={DATASET_TAG: "/data/a"})
         assert result.success
     with psycopg2.connect(url) as connection, connection.cursor() as cursor:
         cursor.execute("SELECT status FROM runs WHERE run_id = %s", (result.run_id,))
@@ -59,6 +64,60 @@ def test_dagster_runs_on_postgresql_when_its_url_is_set(tmp_path, monkeypatch, p
     (other / "dagster.yaml").write_text((folder / "dagster.yaml").read_text())
     with DagsterInstance.from_config(str(other)) as instance:
         assert instance.get_run_by_id(result.run_id).tags[DATASET_TAG] == "/data/a"
+
+
+OPENER = """
+import sys, time
+from pathlib import Path
+from orchestration.instance import open_instance
+
+while not Path(sys.argv[1]).exists():  # every process ready first, then all open at once
+    time.sleep(0.01)
+instance = open_instance()
+print(type(instance.run_storage).__name__, len(instance.get_runs()))
+"""
+
+
+def test_processes_opening_an_empty_postgresql_instance_at_once_all_get_it(tmp_path, monkeypatch, postgres) -> None:
+    """Four processes open the instance on one empty database at the same moment: they wait while the
+    schema lock is held (here by the test), then one creates the schema and the others find it and go
+    on. Without the lock two creators race, and the loser fails with DuplicateObject (seed 800)."""
+    url = postgres("dagster_race")
+    monkeypatch.setenv(POSTGRES_URL_ENV, url.replace("postgresql://", "postgresql+psycopg2://"))
+    folder = instance_folder(tmp_path / "dagster_home")
+    env = {**os.environ, "DAGSTER_HOME": str(folder)}
+    go = tmp_path / "go"
+    holder = psycopg2.connect(url)
+    holder.autocommit = True
+    with holder.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK,))
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPENER, str(go)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for _ in range(4)
+    ]
+    try:
+        time.sleep(8)  # the imports
+        go.touch()
+        waiting, deadline = 0, time.monotonic() + 60
+        while waiting < 4 and time.monotonic() < deadline and all(process.poll() is None for process in processes):
+            time.sleep(0.2)
+            with holder.cursor() as cursor:
+                cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+                waiting = cursor.fetchone()[0]
+        assert waiting == 4, f"{waiting} of 4 processes waited for the schema lock"
+        with holder.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
+        outputs = [process.communicate(timeout=120)[0] for process in processes]
+    finally:
+        holder.close()
+        for process in processes:
+            process.kill()
+            process.wait()
+    for process, output in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, output[-3000:]
+        assert output.strip().splitlines()[-1] == "PostgresRunStorage 0"
 
 
 def test_the_kubernetes_deployment_config_loads(monkeypatch) -> None:

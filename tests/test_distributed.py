@@ -76,8 +76,8 @@ def _free_port() -> int:
 
 
 @pytest.mark.parametrize("alignment", ["fusion", "branch"])
+@pytest.mark.usefixtures("one_thread")
 def test_two_gloo_processes_give_the_loss_and_gradients_of_one_process_on_the_whole_batch(tmp_path, alignment) -> None:
-    torch.set_num_threads(1)
     expected_loss, expected = _loss_and_grads(torch.arange(3 * PRODUCTS), torch.arange(PRODUCTS), alignment)
     mp.spawn(_rank, args=(_free_port(), tmp_path, alignment), nprocs=WORLD)
     for rank in range(WORLD):
@@ -137,7 +137,7 @@ def _features(products: int = 16) -> ItemFeatures:
     )  # fmt: skip
 
 
-def test_torchrun_on_two_cpu_processes_trains_the_weights_of_one_process(tmp_path) -> None:
+def test_torchrun_on_two_cpu_processes_trains_the_weights_of_one_process(tmp_path, one_thread) -> None:
     """`torchrun --nproc_per_node 2 -m ampere.training.launch` (gloo): each rank trains on half of every
     batch; rank 0's tower, curve and chosen step are those of `train_tower` in one process."""
     features = _features()
@@ -150,7 +150,6 @@ def test_torchrun_on_two_cpu_processes_trains_the_weights_of_one_process(tmp_pat
     command += ["--tower", str(tmp_path / "tower.json"), "--train", str(tmp_path / "train.json")]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
-    torch.set_num_threads(1)
     expected = train_tower(features, TOWER, cfg)
     record = json.loads((tmp_path / "out" / "result.json").read_text())
     assert record["world_size"] == 2 and record["best_step"] == expected.best_step
@@ -170,6 +169,7 @@ def test_the_training_step_launches_torchrun_when_configured(tmp_path) -> None:
 
     from mlflow import MlflowClient
     from orchestration.assets.training import trained_encoder
+    from orchestration.in_process import signals_kept
     from orchestration.resources import MlflowResource, SummarizerResource, WorkspaceResource
 
     _features().save(tmp_path / "features.npz")
@@ -186,16 +186,17 @@ def test_the_training_step_launches_torchrun_when_configured(tmp_path) -> None:
 
     tracking = f"sqlite:///{tmp_path}/mlflow.db"
     train = {"batch_size": 8, "steps": 6, "eval_every": 3, "warmup_steps": 2, "patience": 0, "nproc_per_node": 2}
-    result = materialize(
-        [features_file, no_media, trained_encoder],
-        resources={
-            "mlflow": MlflowResource(tracking_uri=tracking, artifact_root=str(tmp_path / "artifacts")),
-            "workspace": WorkspaceResource(root=str(tmp_path / "workspace")),
-            "summarizer": SummarizerResource(),  # the model's summary engine settings (none: raw text)
-        },
-        run_config={"ops": {"trained_encoder": {"config": train}}},
-        instance=DagsterInstance.ephemeral(),
-    )
+    with signals_kept():
+        result = materialize(
+            [features_file, no_media, trained_encoder],
+            resources={
+                "mlflow": MlflowResource(tracking_uri=tracking, artifact_root=str(tmp_path / "artifacts")),
+                "workspace": WorkspaceResource(root=str(tmp_path / "workspace")),
+                "summarizer": SummarizerResource(),  # the model's summary engine settings (none: raw text)
+            },
+            run_config={"ops": {"trained_encoder": {"config": train}}},
+            instance=DagsterInstance.ephemeral(),
+        )
     assert result.success
     output = result.output_for_node("trained_encoder")
     run = MlflowClient(tracking_uri=tracking).get_run(output["run_id"])

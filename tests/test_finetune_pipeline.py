@@ -15,6 +15,7 @@ from ampere.data.synth import generate
 from ampere.models.backbones import BACKBONE_FILES, FINETUNED
 from mlflow import MlflowClient
 from orchestration.definitions import build_defs
+from orchestration.in_process import execute_in_process
 from orchestration.jobs import PIPELINE_JOB
 from orchestration.summary_shards import ALL_SHARDS_TAGS
 
@@ -44,7 +45,8 @@ def test_a_finetuned_encoder_is_trained_registered_and_reproduced_by_its_registe
             },
         }
     }
-    result = defs.resolve_job_def(PIPELINE_JOB).execute_in_process(
+    result = execute_in_process(
+        defs.resolve_job_def(PIPELINE_JOB),
         run_config=run_config, instance=DagsterInstance.ephemeral(), tags=ALL_SHARDS_TAGS
     )
     assert result.success

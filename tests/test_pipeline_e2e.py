@@ -35,6 +35,7 @@ from orchestration.ablation import ABLATION_JOB
 from orchestration.assets import PIPELINE_ASSETS
 from orchestration.audit import audit
 from orchestration.definitions import build_defs, dataset_key
+from orchestration.in_process import execute_in_process
 from orchestration.jobs import PIPELINE_JOB
 from orchestration.mlflow_logging import load_registered_encoder
 from orchestration.resources import MlflowResource
@@ -60,7 +61,7 @@ def materialised(tmp_path_factory: pytest.TempPathFactory, mlflow_server: dict[s
     )
     instance = DagsterInstance.ephemeral()
     job = defs.resolve_job_def(PIPELINE_JOB)
-    result = job.execute_in_process(run_config=RUN_CONFIG, instance=instance, tags=ALL_SHARDS_TAGS)
+    result = execute_in_process(job, run_config=RUN_CONFIG, instance=instance, tags=ALL_SHARDS_TAGS)
     yield {
         "root": root,
         "repo": repo,
@@ -165,7 +166,8 @@ def test_embeddings_and_indexes(materialised) -> None:
 
 
 def test_rematerialising_summaries_calls_the_llm_zero_times(materialised) -> None:
-    result = materialised["job"].execute_in_process(
+    result = execute_in_process(
+        materialised["job"],
         run_config=RUN_CONFIG,
         instance=materialised["instance"],
         asset_selection=[AssetKey("asr_summaries")],
@@ -185,7 +187,8 @@ def test_a_challenger_that_is_not_better_is_not_promoted_and_the_served_index_st
     store = IndexStore(materialised["root"] / "workspace" / "index_store")
     served = store.current()
     assert served is not None and served.startswith(f"m{champion}--")
-    result = materialised["job"].execute_in_process(
+    result = execute_in_process(
+        materialised["job"],
         run_config=RUN_CONFIG, instance=materialised["instance"], tags=ALL_SHARDS_TAGS
     )
     assert result.success
@@ -267,7 +270,8 @@ def test_a_failure_after_training_fails_its_mlflow_run_naming_the_step(materiali
     copy = _private_copy(materialised, tmp_path)
     shutil.rmtree(copy["workspace"] / "index_store")
     (copy["workspace"] / "index_store").write_text("not a folder")
-    result = copy["job"].execute_in_process(
+    result = execute_in_process(
+        copy["job"],
         run_config=RUN_CONFIG, instance=copy["instance"], tags=ALL_SHARDS_TAGS, raise_on_error=False
     )
     assert not result.success
@@ -344,7 +348,8 @@ def test_nothing_before_reporting_reads_a_test_item(materialised) -> None:
         artifact_root=str(root / "artifacts-changed"),
         repo_dir=str(materialised["repo"]),
     )
-    result = defs.resolve_job_def(PIPELINE_JOB).execute_in_process(
+    result = execute_in_process(
+        defs.resolve_job_def(PIPELINE_JOB),
         run_config=RUN_CONFIG, instance=materialised["instance"], tags=ALL_SHARDS_TAGS
     )
     assert result.success
@@ -430,7 +435,8 @@ def test_changing_transcripts_costs_one_llm_call_per_new_llm_input(materialised,
     selection = [AssetKey("raw_items"), AssetKey("asr_summaries")]
 
     def run():
-        return copy["job"].execute_in_process(
+        return execute_in_process(
+            copy["job"],
             run_config=RUN_CONFIG,
             instance=copy["instance"],
             asset_selection=selection,
@@ -479,7 +485,8 @@ def test_a_one_shard_rerun_calls_the_llm_for_that_shard_only(materialised, tmp_p
     expected = _new_llm_inputs(copy["repo"], copy["workspace"], shard_of(first["item_id"]))
     assert expected >= 1
     instance, job = copy["instance"], copy["job"]
-    result = job.execute_in_process(
+    result = execute_in_process(
+        job,
         run_config=RUN_CONFIG,
         instance=instance,
         asset_selection=[AssetKey("raw_items"), AssetKey("asr_summaries")],
@@ -488,7 +495,8 @@ def test_a_one_shard_rerun_calls_the_llm_for_that_shard_only(materialised, tmp_p
     assert result.success
     metadata = instance.get_latest_materialization_event(AssetKey("asr_summaries")).asset_materialization.metadata
     assert (metadata["run_llm_calls"].value, metadata["run_shards"].value) == (expected, shard_of(first["item_id"]))
-    result = job.execute_in_process(
+    result = execute_in_process(
+        job,
         run_config=RUN_CONFIG, instance=instance, asset_selection=[AssetKey("training_set")], raise_on_error=False
     )
     assert not result.success
@@ -502,7 +510,8 @@ def test_the_ablation_job_trains_each_source_on_the_pipelines_text_encoder_and_t
     phrases cell reads the phrases of the very tagger the summaries were read through."""
     config = {"sources": ["raw", "phrases"], "seeds": [0], "steps": 2, "batch_size": 3, "eval_every": 1}
     job = materialised["defs"].resolve_job_def(ABLATION_JOB)
-    result = job.execute_in_process(run_config={"ops": {"ablation_study": {"config": config}}}, instance=materialised["instance"])
+    run_config = {"ops": {"ablation_study": {"config": config}}}
+    result = execute_in_process(job, run_config=run_config, instance=materialised["instance"])
     cells = result.output_for_node("ablation_study")
     assert sorted(cells["source"]) == ["phrases", "raw"] and cells["val_mR1"].between(0, 100).all()
     [summaries] = materialised["result"].asset_materializations_for_node("asr_summaries")[:1]

@@ -19,6 +19,7 @@ from dagster import (
 )
 
 from ampere.asr.shards import shard_keys
+from orchestration.in_process import execute_in_process
 from orchestration.resources import WorkspaceResource
 from orchestration.sensors import dvc_data_sensor, pipeline_failure_sensor
 
@@ -67,7 +68,7 @@ def _failing_job() -> None:
 
 def test_failure_sensor_records_the_failed_run(tmp_path: Path) -> None:
     instance = DagsterInstance.ephemeral()
-    result = _failing_job.execute_in_process(instance=instance, raise_on_error=False)
+    result = execute_in_process(_failing_job, instance=instance, raise_on_error=False)
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "PIPELINE_FAILURE")
     context = build_run_status_sensor_context(

@@ -23,6 +23,7 @@ from ampere.data.format import SplitFractions, read_items
 from ampere.data.synth import generate
 from ampere.retrieval.index_store import IndexStore
 from orchestration.definitions import build_defs
+from orchestration.in_process import execute_in_process
 from orchestration.jobs import PIPELINE_JOB
 from orchestration.summary_shards import ALL_SHARDS_TAGS
 
@@ -59,7 +60,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, make_dvc_repo):
         config = {"ops": {"trained_encoder": {"config": {**TRAIN, "seed": seed}}}}
         if seed:
             config["ops"]["champion_promotion"] = {"config": {"force": True}}
-        result = job.execute_in_process(run_config=config, instance=instance, tags=ALL_SHARDS_TAGS)
+        result = execute_in_process(job, run_config=config, instance=instance, tags=ALL_SHARDS_TAGS)
         assert result.success
         indexes[result.output_for_node("trained_encoder")["version"]] = result.output_for_node("faiss_index")["index_id"]
     port = _free_port()

@@ -18,6 +18,7 @@ from ampere.asr.shards import SHARD_COUNT, shard_keys, shard_of
 from ampere.data.synth import generate
 from orchestration.assets.summaries import current_summaries
 from orchestration.definitions import build_defs, dataset_key
+from orchestration.in_process import execute_in_process
 from orchestration.jobs import PIPELINE_JOB
 from orchestration.summary_shards import ALL_SHARDS_TAGS
 
@@ -47,7 +48,7 @@ def sharded(tmp_path: Path):
 
 def _run(sharded, instance: DagsterInstance, **kwargs):
     job = sharded["defs"].resolve_job_def(PIPELINE_JOB)
-    result = job.execute_in_process(run_config=SKIP_LLM, instance=instance, asset_selection=SELECTION, **kwargs)
+    result = execute_in_process(job, run_config=SKIP_LLM, instance=instance, asset_selection=SELECTION, **kwargs)
     assert result.success
     return result
 
@@ -145,13 +146,15 @@ def test_summaries_check_validates_the_runs_shards_only(sharded) -> None:
     assert check.passed and check.partition == check.metadata["shard"].value == good
 
     job = sharded["defs"].resolve_job_def(PIPELINE_JOB)
-    only_check = job.get_subset(asset_selection=set(), asset_check_selection={check.asset_check_key}).execute_in_process(
+    only_check = execute_in_process(
+        job.get_subset(asset_selection=set(), asset_check_selection={check.asset_check_key}),
         instance=instance, partition_key=bad, raise_on_error=False
     )
     (failed,) = only_check.get_asset_check_evaluations()
     assert not failed.passed and failed.partition == failed.metadata["shard"].value == bad
 
-    every = job.get_subset(asset_selection=set(), asset_check_selection={check.asset_check_key}).execute_in_process(
+    every = execute_in_process(
+        job.get_subset(asset_selection=set(), asset_check_selection={check.asset_check_key}),
         instance=instance, tags=ALL_SHARDS_TAGS, raise_on_error=False
     )
     per_shard = {c.partition: c.passed for c in every.get_asset_check_evaluations() if c.partition is not None}

@@ -10,6 +10,7 @@ from dagster import AssetKey, DagsterInstance
 from ampere.asr.workers import shard_groups, worker_environments
 from ampere.data.synth import generate
 from orchestration.definitions import build_defs, dataset_key
+from orchestration.in_process import execute_in_process
 from orchestration.jobs import PIPELINE_JOB
 from orchestration.summary_shards import ALL_SHARDS_TAGS
 
@@ -39,7 +40,8 @@ def test_two_summary_workers_give_the_summaries_of_one_engine(tmp_path) -> None:
         # One thread per engine in both runs: llama.cpp's answers can depend on its thread count
         # (measured: 1 of 10 answers here differed between 1 and 2 threads).
         summarizer = {"workers": workers, "threads": 1, "cache_path": str(workspace / "summary_cache.sqlite")}
-        result = defs.resolve_job_def(PIPELINE_JOB).execute_in_process(
+        result = execute_in_process(
+            defs.resolve_job_def(PIPELINE_JOB),
             run_config={"resources": {"summarizer": {"config": summarizer}}},
             instance=DagsterInstance.ephemeral(),
             asset_selection=SELECTION,

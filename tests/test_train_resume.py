@@ -46,14 +46,9 @@ train_tower(features, tower_cfg, cfg, on_eval=lambda row: time.sleep(600))
 """
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models train far faster on one intra-op thread, above all on a busy machine. Results are
-    bit-identical only for equal thread counts, so every run here (child process included) uses one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models train far faster on one intra-op thread; results are bit-identical only for equal
+# thread counts, so every run here (child process included) uses one.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _features(products: int = 12, seed: int = 0) -> ItemFeatures:
@@ -89,7 +84,12 @@ def _assert_same_tensors(a: dict, b: dict) -> None:
 def uninterrupted(tmp_path_factory):
     """Run A: uninterrupted, checkpointing at every evaluation; (tower, history, checkpoint folder)."""
     folder = tmp_path_factory.mktemp("run_a")
-    result = train_tower(_features(), TOWER, replace(CFG, checkpoint_dir=str(folder)))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as every run here (module fixtures start before `one_thread`)
+    try:
+        result = train_tower(_features(), TOWER, replace(CFG, checkpoint_dir=str(folder)))
+    finally:
+        torch.set_num_threads(threads)
     return result.tower, result.history, folder
 
 
