@@ -5,11 +5,15 @@ handler while steps run and, on the way out, restores SIGINT and then copies SIG
 SIGTERM (`dagster._utils.interrupts._replace_interrupt_signal`). In a process started in the
 background by a non-interactive shell SIGINT is ignored, so after the first in-process run SIGTERM
 is ignored too, and every process started afterwards inherits that: `Pool.terminate()` then waits
-forever for a worker that cannot be terminated. `signals_kept` puts back what it found.
+forever for a worker that cannot be terminated. The restoring code sits in generators' `finally`
+blocks, so it also runs whenever a suspended one is collected: a sensor or schedule context that is
+not closed (`with build_sensor_context(...) as context`) changes the handlers when it is deleted.
+`signals_kept` puts back what it found.
 """
 
 from __future__ import annotations
 
+import gc
 import signal
 import threading
 from collections.abc import Iterator
@@ -29,6 +33,7 @@ def signals_kept() -> Iterator[None]:
     try:
         yield
     finally:
+        gc.collect()  # a finished run's suspended generators run their signal-restoring `finally` now, not later
         for number, handler in found.items():
             if handler is not None:  # None: set outside Python; nothing to put back
                 signal.signal(number, handler)

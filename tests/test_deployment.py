@@ -71,6 +71,7 @@ import sys, time
 from pathlib import Path
 from orchestration.instance import open_instance
 
+Path(sys.argv[1] + "-" + sys.argv[2]).touch()  # imported
 while not Path(sys.argv[1]).exists():  # every process ready first, then all open at once
     time.sleep(0.01)
 instance = open_instance()
@@ -93,12 +94,14 @@ def test_processes_opening_an_empty_postgresql_instance_at_once_all_get_it(tmp_p
         cursor.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK,))
     processes = [
         subprocess.Popen(
-            [sys.executable, "-c", OPENER, str(go)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            [sys.executable, "-c", OPENER, str(go), str(i)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
-        for _ in range(4)
+        for i in range(4)
     ]
     try:
-        time.sleep(8)  # the imports
+        deadline = time.monotonic() + 120
+        while len(list(tmp_path.glob("go-*"))) < 4 and time.monotonic() < deadline:
+            time.sleep(0.1)
         go.touch()
         waiting, deadline = 0, time.monotonic() + 60
         while waiting < 4 and time.monotonic() < deadline and all(process.poll() is None for process in processes):

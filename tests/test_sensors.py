@@ -19,7 +19,7 @@ from dagster import (
 )
 
 from ampere.asr.shards import shard_keys
-from orchestration.in_process import execute_in_process
+from orchestration.in_process import execute_in_process, signals_kept
 from orchestration.resources import WorkspaceResource
 from orchestration.sensors import dvc_data_sensor, pipeline_failure_sensor
 
@@ -71,14 +71,16 @@ def test_failure_sensor_records_the_failed_run(tmp_path: Path) -> None:
     result = execute_in_process(_failing_job, instance=instance, raise_on_error=False)
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "PIPELINE_FAILURE")
-    context = build_run_status_sensor_context(
+    # Evaluating a sensor initialises its resources in a generator that swaps the interrupt handlers
+    # (as a run does) and puts them back only when the context is closed.
+    with signals_kept(), build_run_status_sensor_context(
         sensor_name="pipeline_failure_sensor",
         dagster_event=failure,
         dagster_instance=instance,
         dagster_run=result.dagster_run,
         resources={"workspace": WorkspaceResource(root=str(tmp_path))},
-    ).for_run_failure()
-    pipeline_failure_sensor(context)
+    ) as context:
+        pipeline_failure_sensor(context.for_run_failure())
     records = [json.loads(line) for line in (tmp_path / "failures.jsonl").read_text().splitlines()]
     assert records[0]["run_id"] == result.run_id
     assert records[0]["failed_steps"] == ["_explode"]
@@ -98,8 +100,8 @@ def test_weekly_retrain_schedule_requests_the_pipeline(tmp_path) -> None:
     loading = DefinitionsLoadContext.get()  # evaluating a tick leaves Dagster's load context bound to this instance
     try:
         with DagsterInstance.from_config(str(tmp_path)) as instance:
-            context = build_schedule_context(instance=instance, scheduled_execution_time=scheduled)
-            requests = list(weekly_retrain.evaluate_tick(context).run_requests)
+            with signals_kept(), build_schedule_context(instance=instance, scheduled_execution_time=scheduled) as context:
+                requests = list(weekly_retrain.evaluate_tick(context).run_requests)
             assert set(PIPELINE_POOLS) <= set(instance.event_log_storage.get_concurrency_keys())  # created before the run
     finally:
         DefinitionsLoadContext.set(loading)  # later Definitions in this process must not use the closed instance
