@@ -14,7 +14,7 @@ from mlflow.entities import Metric, Param  # noqa: E402
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from ampere.asr.candidates import TitleTagger, materials  # noqa: E402
+from ampere.asr.candidates import LlmReader, TitleTagger, out_of_fold  # noqa: E402
 from ampere.asr.keywords import KeywordExtractor  # noqa: E402
 from ampere.lineage.versions import code_version  # noqa: E402
 from ampere.models.backbones import text_encoder_from_id  # noqa: E402
@@ -95,7 +95,8 @@ def ablation_study(
         else:
             tagger = TitleTagger.fit(items, summarizer.tagger_config())
         context.log.info(f"phrases: title-tagger@{tagger.fingerprint()} (the summaries read {read_through})")
-        items["phrases"] = materials(tagger, items["asr"].where(items["domain"] != "page", ""), separator=", ")
+        reader = LlmReader(tagger, out_of_fold(items, summarizer.tagger_config()))  # training products read out of fold
+        items["phrases"] = reader(items["asr"].where(items["domain"] != "page", ""), items["product_id"], separator=", ")
     client = mlflow.client()
     experiment_id = mlflow.experiment_id(ABLATION_EXPERIMENT)
     parent = client.create_run(

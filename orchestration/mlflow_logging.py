@@ -78,7 +78,12 @@ def finish_training_run(resource: MlflowResource, run_id: str, asset: str) -> No
         client.set_terminated(run_id)
 
 
-VALIDATION_METRICS = {"val_mR1": "curve/val_mR1", "val_loss": "curve/val_loss", "best_val_mR1": "curve/best_val_mR1"}
+VALIDATION_METRICS = {
+    "val_mR1": "curve/val_mR1",
+    "val_mMRR": "curve/val_mMRR",
+    "val_loss": "curve/val_loss",
+    "best_val_mR1": "curve/best_val_mR1",
+}
 
 
 def log_evaluation(resource: MlflowResource, run_id: str, row: dict[str, float]) -> None:

@@ -112,3 +112,23 @@ def test_a_tagger_saved_as_its_state_picks_the_same_phrases():
     changed = {**tagger.state(), "features": ["something", "else"]}
     with pytest.raises(ValueError, match="features"):
         TitleTagger.from_state(changed)
+
+
+def test_a_training_products_own_title_never_shapes_its_own_training_text():
+    """Training transcripts are read out of fold, as validation, test and query transcripts are read:
+    changing a training product's title leaves its own LLM inputs as they were (and changes the others')."""
+    prompt = load_prompt("summary-v3")
+    items = _items(SPLITS)
+    # p0's transcript says a misheard brand word that only p0's title could respell or lift.
+    items.loc[items["product_id"] == "p0", "asr"] = f"{CHATTER} look at this power bank from zorbix in navy {CHATTER}"
+    clips = items[items["domain"] != "page"]
+    before, _ = llm_inputs(prompt, items, list(clips["asr"]), product_ids=list(clips["product_id"]))
+    retitled = items.copy()
+    retitled.loc[retitled["item_id"] == "p0-page", "title"] = "New zorbix power bank navy best seller"
+    after, lineage = llm_inputs(prompt, retitled, list(clips["asr"]), product_ids=list(clips["product_id"]))
+    own = [i for i, p in enumerate(clips["product_id"]) if p == "p0"]
+    assert [after[i] for i in own] == [before[i] for i in own]
+    # Read by the full tagger, which saw the new title, the same transcript reads otherwise.
+    in_fold, _ = llm_inputs(prompt, retitled, [clips["asr"].iloc[own[0]]])
+    assert in_fold[0] != after[own[0]]
+    assert lineage == f"title-tagger@{TitleTagger.fit(retitled).fingerprint()}"  # the served tagger saw every title

@@ -147,8 +147,9 @@ def test_accepted_rows(messy: Path) -> None:
     for media, path in zip(frame["media"], frame["media_path"], strict=True):
         assert Path(path).is_absolute() and Path(path).exists()
         assert Path(path) == (messy / media).resolve()
-    # p2 is marked "train" and no record marks "val": the stable hash carves it into validation.
-    assert set(frame.loc[frame.product_id == "p2", "split"]) == {carve_validation("p2")} == {"val"}
+    # p2 is marked "train" and no record marks "val": validation is carved from the train products,
+    # but never more than half of them, so the one train product stays train.
+    assert set(frame.loc[frame.product_id == "p2", "split"]) == {"train"}
 
 
 def test_split_by_product_when_absent(messy: Path) -> None:
@@ -192,8 +193,8 @@ def test_split_for_product_is_stable_and_balanced() -> None:
     assert splits == [split_for_product(pid, fractions) for pid in ids]
     assert 0.25 < splits.count("test") / len(ids) < 0.35
     assert 0.15 < splits.count("val") / len(ids) < 0.25
-    carved = [carve_validation(pid, fractions) for pid in ids]
-    assert 0.2 / 0.7 - 0.05 < carved.count("val") / len(ids) < 0.2 / 0.7 + 0.05
+    carved = carve_validation(ids, fractions)
+    assert len(carved) == round(0.2 / 0.7 * len(ids)) and carved == carve_validation(reversed(ids), fractions)
     with pytest.raises(ValueError, match="<= 1"):
         SplitFractions(0.6, 0.6)
 
@@ -313,3 +314,16 @@ def test_media_is_checked_as_the_pipeline_decodes_it(tmp_path: Path) -> None:
         assert next(container.decode(video=0), None) is not None
     assert {"p9-whole", "p9-mp4", "p9-live"} <= set(frame["item_id"])
     assert len(frame) + len(problems) == len(rows)
+
+
+def test_carved_validation_holds_enough_products_to_choose_and_keeps_half_for_training() -> None:
+    """A held-out set with 20 train products got 5 validation products (every model scored 100 there):
+    the carve takes at least `min_val_products`, never more than half of the train products."""
+    ids = [f"q{i:03d}" for i in range(200)]
+    assert len(carve_validation(ids[:20])) == 10  # min 20, capped at half
+    assert len(carve_validation(ids[:60])) == 20  # the share (15) is raised to the minimum
+    assert len(carve_validation(ids[:120])) == 30  # the share 0.2 / 0.8 of 120
+    assert carve_validation(ids[:60], SplitFractions(val_fraction=0.0)) == set()
+    assert len(carve_validation(ids[:60], SplitFractions(min_val_products=0))) == 15
+    recorded = {"val_fraction": "0.2", "test_fraction": "0.2", "min_val_products": "30"}
+    assert SplitFractions.recorded_in(recorded) == SplitFractions(min_val_products=30)

@@ -24,6 +24,7 @@ def test_recall_hand_computed_with_ties_and_exclusion():
     assert r[1] == pytest.approx(50.0)
     assert r[2] == pytest.approx(75.0)
     assert r[5] == pytest.approx(100.0)
+    assert r["MRR"] == pytest.approx(100.0 * (1 / 2 + 1 + 1 + 1 / 3) / 4)  # ranks 2, 1, 1, 3
     assert r["queries"] == 4
     assert r["excluded"] == 1
 
@@ -72,7 +73,7 @@ def test_evaluate_keys_and_test_split_only():
         for k in (1, 5, 10):
             assert m[f"{d}/R@{k}"] == pytest.approx(100.0)
         assert m[f"{d}/queries"] == 6 and m[f"{d}/excluded"] == 0
-    assert m["mR1"] == pytest.approx(100.0)
+    assert m["mR1"] == pytest.approx(100.0) and m["mMRR"] == pytest.approx(100.0)
 
 
 def test_evaluate_mr1_is_mean_of_six_r1():

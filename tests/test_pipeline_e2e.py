@@ -404,7 +404,7 @@ def _new_llm_inputs(repo, workspace, shard: str | None = None) -> int:
     clips = items[items["domain"] != "page"]
     prompt = load_prompt()
     summarizer = build_summarizer("llamacpp", prompt)
-    inputs, _ = llm_inputs(prompt, items, list(clips["asr"]))
+    inputs, _ = llm_inputs(prompt, items, list(clips["asr"]), product_ids=list(clips["product_id"]))
     keys = {
         cache_key(text, prompt, summarizer.model_id, summarizer.decoding)
         for item_id, text in zip(clips["item_id"], inputs, strict=True)

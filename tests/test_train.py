@@ -100,7 +100,7 @@ def test_training_reduces_loss_validates_and_is_deterministic():
     history = result.history
     assert seen == history and [row["step"] for row in history] == list(range(3, 37, 3))
     parts = {"loss_ps", "loss_pl", "loss_sl", "loss_tv", "loss_vv", "loss_tt"}
-    assert set(history[0]) == {"step", "loss", "temperature", "lr", "val_mR1", "val_loss", "best_val_mR1"} | parts
+    assert set(history[0]) == {"step", "loss", "temperature", "lr", "val_mR1", "val_mMRR", "val_loss", "best_val_mR1"} | parts
     weights = {"loss_tv": CFG.align_tv, "loss_vv": CFG.align_vv, "loss_tt": CFG.align_tt}
     for row in history:
         total = sum(row[k] * weights.get(k, 1.0) for k in parts)
@@ -109,11 +109,13 @@ def test_training_reduces_loss_validates_and_is_deterministic():
     first, last = history[0]["loss"], history[-1]["loss"]
     assert last < 0.5 * first, (first, last)
     assert history[-1]["lr"] < CFG.lr
-    # The returned weights are those of the best validation evaluation (earliest on ties).
-    best = max(history, key=lambda row: row["val_mR1"])
-    assert (result.best_step, result.best_val_mR1) == (best["step"], best["val_mR1"])
+    # The returned weights are those of the best validation evaluation: mR1, then mMRR (earliest on ties).
+    best = max(history, key=lambda row: (row["val_mR1"], row["val_mMRR"]))
+    assert (result.best_step, result.best_val_mR1, result.best_val_mMRR) == (best["step"], best["val_mR1"], best["val_mMRR"])
     val = feats.only(["val"])
-    assert evaluate(embed(result.tower, val), val.product_ids, val.domains, val.splits, split="val")["mR1"] == best["val_mR1"]
+    chosen = evaluate(embed(result.tower, val), val.product_ids, val.domains, val.splits, split="val")
+    assert (chosen["mR1"], chosen["mMRR"]) == (best["val_mR1"], best["val_mMRR"])
+    assert any("validation has 4 products" in warning for warning in result.warnings)  # 4 val products: warned
 
     again = train_tower(feats, TOWER, CFG)
     assert again.history == history
@@ -250,3 +252,18 @@ def test_batches_gathered_on_the_device_equal_those_gathered_on_the_host():
     for rows in (np.array([3, 0, 7]), np.array([2]), np.arange(len(features))):
         for ours, host in zip(resident.batch(rows), _tensors(features, rows, torch.device("cpu")), strict=True):
             assert ours.dtype == host.dtype and torch.equal(ours, host)
+
+
+def test_validation_warnings_name_a_small_saturated_or_tied_split():
+    from ampere.training.selection import validation_warnings
+
+    rows = lambda *scores: [{"val_mR1": r1, "val_mMRR": mrr} for r1, mrr in scores]  # noqa: E731
+    assert validation_warnings(rows((40.0, 50.0), (45.0, 52.0)), products=30) == []
+    small, saturated, tied = (
+        validation_warnings(rows((40.0, 50.0), (45.0, 52.0)), products=5),
+        validation_warnings(rows((90.0, 95.0), (100.0, 100.0)), products=30),
+        validation_warnings(rows((100.0, 100.0), (100.0, 100.0), (100.0, 100.0)), products=30),
+    )
+    assert len(small) == 1 and "5 products" in small[0] and "20.0 R@1 points" in small[0]
+    assert len(saturated) == 1 and "saturated" in saturated[0]
+    assert len(tied) == 2 and "every one of the 3 validation evaluations tied" in tied[1]

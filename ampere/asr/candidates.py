@@ -43,6 +43,7 @@ from ampere.asr.lexicon import TitleLexicon
 from ampere.asr.prompts import MAX_FEATURE_CHARS, PHRASE_SEPARATOR, Prompt
 from ampere.lineage.hashing import content_hash
 
+FOLDS = 5  # out-of-fold taggers for the training products' own transcripts
 FEATURES = (
     "lift", "unseen", "log_df", "stop", "number", "length",
     "context_mean", "context_max", "position", "log_count",
@@ -272,29 +273,75 @@ def materials(tagger: TitleTagger, transcripts: Iterable[str], separator: str = 
 @dataclass(frozen=True)
 class LlmReader:
     """What the LLM reads of each transcript under a prompt: the transcript itself (no tagger) or the
-    phrases a fitted ``TitleTagger`` picks; ``lineage`` says which ("none" or "title-tagger@<fingerprint>")."""
+    phrases a fitted ``TitleTagger`` picks; ``lineage`` says which ("none" or "title-tagger@<fingerprint>").
+
+    ``folds``: (training products, a tagger fitted without them), so that a training product's
+    transcripts are read by a tagger that never saw its own title, as validation, test and query
+    transcripts are read by ``tagger`` (``out_of_fold``). A product in no fold is read by ``tagger``.
+    """
 
     tagger: TitleTagger | None
+    folds: tuple[tuple[frozenset[str], TitleTagger], ...] = ()
 
     @property
     def lineage(self) -> str:
         return "none" if self.tagger is None else f"title-tagger@{self.tagger.fingerprint()}"
 
-    def __call__(self, transcripts: Iterable[str]) -> list[str]:
-        return list(transcripts) if self.tagger is None else materials(self.tagger, transcripts)
+    def tagger_for(self, product_id: str | None) -> TitleTagger | None:
+        """The tagger that reads ``product_id``'s transcripts: its fold's for a training product."""
+        return next((tagger for products, tagger in self.folds if product_id in products), self.tagger)
+
+    def __call__(
+        self, transcripts: Iterable[str], product_ids: Iterable[str | None] | None = None, separator: str = PHRASE_SEPARATOR
+    ) -> list[str]:
+        """The LLM inputs of ``transcripts``; ``product_ids`` (row-aligned) sends training products to their fold."""
+        transcripts = list(transcripts)
+        if self.tagger is None:
+            return transcripts
+        products = [None] * len(transcripts) if product_ids is None else list(product_ids)
+        return [materials(self.tagger_for(p), [t], separator)[0] for t, p in zip(transcripts, products, strict=True)]
+
+
+def out_of_fold(
+    items: pd.DataFrame, config: TaggerConfig | None = None, folds: int = FOLDS
+) -> tuple[tuple[frozenset[str], TitleTagger], ...]:
+    """Taggers for the training products' own transcripts, each fitted without a fold of them.
+
+    The training products with a title and a transcript are ordered by a stable hash of their id and
+    dealt into ``folds`` folds; a fold whose complement cannot supervise a tagger (fewer than 2
+    products) is left out, and its products are read by the full tagger.
+    """
+    supervised = sorted(title_labels(items).transcripts, key=lambda p: content_hash(p, "text", 16))
+    count = min(folds, len(supervised))
+    fitted = []
+    for fold in range(count):
+        held = frozenset(supervised[fold::count])
+        try:
+            fitted.append((held, TitleTagger.fit(items[~items["product_id"].isin(held)], config)))
+        except ValueError:  # too few products left to supervise it
+            continue
+    return tuple(fitted)
 
 
 def llm_reader(prompt: Prompt, items: pd.DataFrame, config: TaggerConfig | None = None) -> LlmReader:
-    """The reader of ``prompt``: a "candidates" prompt's tagger is fitted on the training products of ``items``."""
-    return LlmReader(TitleTagger.fit(items, config) if prompt.reads_candidates else None)
+    """The reader of ``prompt``: a "candidates" prompt's tagger is fitted on the training products of
+    ``items``, with its out-of-fold taggers for those products' own transcripts."""
+    if not prompt.reads_candidates:
+        return LlmReader(None)
+    return LlmReader(TitleTagger.fit(items, config), out_of_fold(items, config))
 
 
 def llm_inputs(
-    prompt: Prompt, items: pd.DataFrame, transcripts: list[str], config: TaggerConfig | None = None
+    prompt: Prompt,
+    items: pd.DataFrame,
+    transcripts: list[str],
+    config: TaggerConfig | None = None,
+    product_ids: list[str] | None = None,
 ) -> tuple[list[str], str]:
-    """What the LLM reads for each transcript under ``prompt``, and what chose it (for lineage)."""
+    """What the LLM reads for each transcript under ``prompt`` (``product_ids``: theirs, so that training
+    products are read out of fold), and what chose it (for lineage)."""
     reader = llm_reader(prompt, items, config)
-    return reader(transcripts), reader.lineage
+    return reader(transcripts, product_ids), reader.lineage
 
 
 def no_candidates_reason(transcript: str, llm_input: str) -> str | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import posixpath
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -61,17 +61,27 @@ class SplitFractions:
 
     val_fraction: float = field(default=0.2, metadata={"doc": "share of products in the validation split"})
     test_fraction: float = field(default=0.2, metadata={"doc": "share of products in the test split"})
+    min_val_products: int = field(
+        default=20,
+        metadata={
+            "doc": "validation carved from a dataset's train products (none marked val): at least this many "
+            "products, at most half of them"
+        },
+    )
 
     def __post_init__(self) -> None:
         if not (0.0 <= self.val_fraction <= 1.0 and 0.0 <= self.test_fraction <= 1.0):
             raise ValueError(f"split fractions must be in [0, 1], got {self}")
         if self.val_fraction + self.test_fraction > 1.0:
             raise ValueError(f"val_fraction + test_fraction must be <= 1, got {self}")
+        if self.min_val_products < 0:
+            raise ValueError(f"min_val_products must be >= 0, got {self.min_val_products}")
 
     @classmethod
     def recorded_in(cls, lineage: Mapping[str, Any]) -> SplitFractions:
         """The fractions a model's lineage recorded (a model logged before they were: the defaults)."""
-        return cls(**{f.name: float(lineage[f.name]) for f in fields(cls) if f.name in lineage})
+        kinds = {"val_fraction": float, "test_fraction": float, "min_val_products": lambda v: int(float(v))}
+        return cls(**{f.name: kinds[f.name](lineage[f.name]) for f in fields(cls) if f.name in lineage})
 
 
 DEFAULT_FRACTIONS = SplitFractions()
@@ -90,12 +100,21 @@ def split_for_product(product_id: str, fractions: SplitFractions = DEFAULT_FRACT
     return "val" if position < fractions.test_fraction + fractions.val_fraction else "train"
 
 
-def carve_validation(product_id: str, fractions: SplitFractions = DEFAULT_FRACTIONS) -> str:
-    """For a dataset that marks train and test but no val: "val" for the share of its train products
-    that the same hash gives to validation among non-test products, else "train"."""
+def carve_validation(train_products: Iterable[str], fractions: SplitFractions = DEFAULT_FRACTIONS) -> set[str]:
+    """For a dataset that marks train and test but no val: the train products that become validation.
+
+    The share validation has among non-test products, and at least ``min_val_products`` (at most half
+    of the train products), so that validation can tell models apart: 5 carved products scored every
+    model 100. Products are taken in the order of their stable hash position; no validation share
+    carves none.
+    """
+    products = sorted(set(train_products), key=_position)
     non_test = 1.0 - fractions.test_fraction
     share = fractions.val_fraction / non_test if non_test > 0 else 0.0
-    return "val" if _position(product_id) < share else "train"
+    if share <= 0:
+        return set()
+    count = max(round(share * len(products)), min(fractions.min_val_products, len(products) // 2))
+    return set(products[: min(count, len(products))])
 
 
 def read_items(
@@ -132,9 +151,10 @@ def read_items(
                 marked_train.add(line)
             marked_val = marked_val or record.get("split") == "val"
     if marked_train and not marked_val:
+        carved = carve_validation((row["product_id"] for line, row in accepted if line in marked_train), fractions)
         for line, row in accepted:
-            if line in marked_train:
-                row["split"] = carve_validation(row["product_id"], fractions)
+            if line in marked_train and row["product_id"] in carved:
+                row["split"] = "val"
     accepted, product_problems = _product_checks(accepted, require_all_domains)
     problems = sorted(problems + product_problems, key=lambda p: p.line)
     frame = pd.DataFrame([row for _, row in accepted], columns=COLUMNS)

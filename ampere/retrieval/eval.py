@@ -1,4 +1,6 @@
-"""Cross-domain retrieval metrics (ROPE protocol): R@K in six directions and mR1.
+"""Cross-domain retrieval metrics (ROPE protocol): R@K in six directions and mR1, and the mean
+reciprocal rank (mMRR), which still separates models when R@1 ties or saturates (a small
+validation split: every choice is made there).
 
 Tie rule (pessimistic, independent of gallery order): for a query, let s+ be the best score
 among gallery items of its own product; its rank is 1 + the number of gallery items of OTHER
@@ -9,6 +11,7 @@ are excluded from the recall and counted separately.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -45,14 +48,16 @@ def recall_at_k(
 ) -> dict[int | str, float]:
     """R@K in percent by inner-product score (cosine for L2-normalised embeddings).
 
-    Returns {k: R@k for k in ks} plus "queries" (queries counted) and "excluded" (queries
-    whose product has no gallery item). R@k is NaN when no query is counted.
+    Returns {k: R@k for k in ks} plus "MRR" (mean reciprocal rank, in percent), "queries" (queries
+    counted) and "excluded" (queries whose product has no gallery item). R@k and MRR are NaN when
+    no query is counted.
     """
     rank = query_ranks(q_emb, q_pid, g_emb, g_pid, chunk)
     counted = rank[rank > 0]
     result: dict[int | str, float] = {
         k: float(100.0 * np.mean(counted <= k)) if len(counted) else float("nan") for k in ks
     }
+    result["MRR"] = float(100.0 * np.mean(1.0 / counted)) if len(counted) else float("nan")
     result["queries"] = float(len(counted))
     result["excluded"] = float(len(rank) - len(counted))
     return result
@@ -121,7 +126,8 @@ def evaluate(
     """Six-direction R@K on the items of one split, gallery = all items of that split in the target domain.
 
     ``split`` is "val" for every choice (early stopping, promotion) and "test" only to report.
-    Keys: "<DIR>/R@<k>", "<DIR>/queries", "<DIR>/excluded" for DIR in DIRECTIONS, and "mR1".
+    Keys: "<DIR>/R@<k>", "<DIR>/MRR", "<DIR>/queries", "<DIR>/excluded" for DIR in DIRECTIONS,
+    "mR1" and "mMRR" (means over the six directions).
     """
     pids = np.asarray(product_ids, dtype=str)
     metrics: dict[str, float] = {}
@@ -129,10 +135,28 @@ def evaluate(
         r = recall_at_k(embeddings[q], pids[q], embeddings[g], pids[g], ks)
         for k in ks:
             metrics[f"{direction}/R@{k}"] = r[k]
+        metrics[f"{direction}/MRR"] = r["MRR"]
         metrics[f"{direction}/queries"] = r["queries"]
         metrics[f"{direction}/excluded"] = r["excluded"]
     metrics["mR1"] = float(np.mean([metrics[f"{d}/R@1"] for d in DIRECTIONS]))
+    metrics["mMRR"] = float(np.mean([metrics[f"{d}/MRR"] for d in DIRECTIONS]))
     return metrics
+
+
+@dataclass(frozen=True, order=True)
+class ValidationScore:
+    """What every choice compares on validation: mR1 first, mMRR to break its ties (order=True:
+    a higher mR1 wins, an equal mR1 goes to the higher mMRR)."""
+
+    mR1: float
+    mMRR: float
+
+    @classmethod
+    def of(cls, metrics: dict[str, float]) -> ValidationScore:
+        return cls(metrics["mR1"], metrics["mMRR"])
+
+    def __str__(self) -> str:
+        return f"mR1 {self.mR1:.2f} (mMRR {self.mMRR:.2f})"
 
 
 def metrics_from_embeddings_frame(df: pd.DataFrame, ks: Sequence[int] = (1, 5, 10), split: str = "test") -> dict[str, float]:

@@ -68,9 +68,11 @@ def run_torchrun(
         record["history"],
         record["best_step"],
         record["best_val_mR1"],
+        record["best_val_mMRR"],
         record["steps_done"],
         record["stopped_early"],
         trained,
+        record["warnings"],
     )
 
 
@@ -107,6 +109,8 @@ def main(argv: list[str] | None = None) -> None:
                 "history": result.history,
                 "best_step": result.best_step,
                 "best_val_mR1": result.best_val_mR1,
+                "best_val_mMRR": result.best_val_mMRR,
+                "warnings": result.warnings,
                 "steps_done": result.steps_done,
                 "stopped_early": result.stopped_early,
                 "world_size": dist.get_world_size(),

@@ -5,9 +5,9 @@ the fused embeddings of P-S, P-L and S-L, plus weighted alignment terms (``amper
 and, optionally, a CosFace product-id classifier (``ampere.training.cosface``).
 
 The budget is counted in optimizer steps (warm-up then cosine over ``steps``). Every
-``eval_every`` steps the tower is evaluated on the validation split (mR1, ``ampere.retrieval.eval``);
-the best validation checkpoint is the one returned, and training stops early after
-``patience`` evaluations without improvement. Training reads train and validation items only:
+``eval_every`` steps the tower is evaluated on the validation split (mR1, ties broken by mMRR:
+``ampere.retrieval.eval.ValidationScore``); the best validation checkpoint is the one returned,
+and training stops early after ``patience`` evaluations without improvement. Training reads train and validation items only:
 test items are refused. It can checkpoint at every evaluation and resume from the latest
 checkpoint, bit-identically on CPU. With ``finetune`` the backbones train too, end to end from
 frames and tokens (``ampere.training.finetune``).
@@ -15,6 +15,7 @@ frames and tokens (``ampere.training.finetune``).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -31,17 +32,20 @@ from tqdm.auto import tqdm
 from ampere.device import resolve_device
 from ampere.models.features import ItemFeatures
 from ampere.models.tower import AmpereTower, TowerConfig, TowerOutput
-from ampere.retrieval.eval import evaluate
+from ampere.retrieval.eval import ValidationScore, evaluate
 from ampere.training.alignment import alignment_losses
 from ampere.training.cosface import CosFace
 from ampere.training.distributed import gather_rows, rank, seed_this_rank, world_size
 from ampere.training.finetune import EndToEnd, EndToEndInputs, MediaBatches, features_with, freeze_trained, unfreeze
 from ampere.training.losses import Temperature, cross_domain_loss
+from ampere.training.selection import validation_warnings
+
+logger = logging.getLogger(__name__)
 
 TRAIN_DOMAINS = ("page", "short", "live")
 TRAINING_SPLITS = ("train", "val")
 ALIGNMENTS = ("branch", "fusion")
-CHECKPOINT_FORMAT = 3
+CHECKPOINT_FORMAT = 4
 # TrainConfig fields that may differ between a checkpointed run and its resumption.
 _RESUME_MAY_CHANGE = ("device", "checkpoint_dir", "nproc_per_node")
 
@@ -119,8 +123,9 @@ class TrainResult:
     """The tower at its best validation evaluation (eval mode) and the record of the run.
 
     history: one row per evaluation (step, mean losses since the previous one, lr, temperature,
-    val_mR1, val_loss). best_step: the step of the returned weights; stopped_early: the
-    patience ran out before the budget. backbones: with ``finetune``, the inputs whose frame and
+    val_mR1, val_mMRR, val_loss). best_step: the step of the returned weights; stopped_early: the
+    patience ran out before the budget; warnings: why validation may not have been able to choose
+    (``ampere.training.selection.validation_warnings``). backbones: with ``finetune``, the inputs whose frame and
     text encoders now hold the best weights (frozen again, ids naming those weights); else None.
     """
 
@@ -128,9 +133,11 @@ class TrainResult:
     history: list[dict]
     best_step: int
     best_val_mR1: float
+    best_val_mMRR: float
     steps_done: int
     stopped_early: bool
     backbones: EndToEndInputs | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 def product_items(features: ItemFeatures) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -327,17 +334,17 @@ class _Parts(nn.Module):
         return self.tower.encode_parts(frames, text, text_mask)
 
 
-def _validate(tower: AmpereTower, val: ItemFeatures, val_products: list, temperature: float) -> tuple[float, float]:
-    """(validation mR1, fused cross-domain loss on the first item of each domain of every val product)."""
+def _validate(tower: AmpereTower, val: ItemFeatures, val_products: list, temperature: float) -> tuple[ValidationScore, float]:
+    """(validation score, fused cross-domain loss on the first item of each domain of every val product)."""
     was_training = tower.training
     vectors = embed(tower, val)
-    mr1 = evaluate(vectors, val.product_ids, val.domains, val.splits, split="val")["mR1"]
+    score = ValidationScore.of(evaluate(vectors, val.product_ids, val.domains, val.splits, split="val"))
     rows = [int(items[d][0]) for d in range(3) for items in val_products]
     fused = torch.from_numpy(vectors[rows]).split(len(val_products))
     with torch.no_grad():
         loss, _ = cross_domain_loss(*fused, float(temperature))
     tower.train(was_training)
-    return float(mr1), float(loss)
+    return score, float(loss)
 
 
 def train_tower(
@@ -353,9 +360,9 @@ def train_tower(
     ``features`` must hold train and val items only (a test item is an error: the test split
     is for reporting). Each step takes a batch of distinct products, each with one random page,
     short and live item (``batch_rows``; products lacking a domain are skipped). Every
-    ``eval_every`` steps and at the end: validation mR1, history row, checkpoint, then
+    ``eval_every`` steps and at the end: validation score, history row, checkpoint, then
     ``on_eval(row)`` (only for evaluations done by this call). The best validation weights are
-    returned; ties keep the earlier step.
+    returned (mR1, then mMRR); ties keep the earlier step.
 
     With ``cfg.checkpoint_dir``, the model, best weights, optimizer, scheduler, history and torch
     RNG state are checkpointed; ``resume=True`` continues from the latest checkpoint there (or
@@ -420,7 +427,7 @@ def train_tower(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, cfg.warmup_steps, cfg.steps))
 
     history: list[dict] = []
-    step, best_step, best_mr1, stale = 0, 0, -math.inf, 0
+    step, best_step, best, stale = 0, 0, ValidationScore(-math.inf, -math.inf), 0
     best_state: dict[str, torch.Tensor] = {}
     latest = latest_checkpoint(cfg.checkpoint_dir) if resume else None
     if latest is not None:
@@ -431,7 +438,8 @@ def train_tower(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         history, step, stale = state["history"], state["steps_done"], state["stale"]
-        best_step, best_mr1, best_state = state["best_step"], state["best_val_mR1"], state["best_model"]
+        best_step, best_state = state["best_step"], state["best_model"]
+        best = ValidationScore(state["best_val_mR1"], state["best_val_mMRR"])
         torch.set_rng_state(state["torch_rng"])
         if device.type == "cuda":
             torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -467,9 +475,9 @@ def train_tower(
         current = temperature_now()
         temperature = float(current.detach()) if isinstance(current, torch.Tensor) else current
         val_now = val if backbones is None else features_with(val, backbones)
-        mr1, val_loss = _validate(tower, val_now, val_products, temperature)
-        if mr1 > best_mr1:
-            best_step, best_mr1, stale = step, mr1, 0
+        score, val_loss = _validate(tower, val_now, val_products, temperature)
+        if score > best:
+            best_step, best, stale = step, score, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             stale += 1
@@ -479,12 +487,13 @@ def train_tower(
             **{k: float(v) / since for k, v in sums.items()},
             "temperature": temperature,
             "lr": cfg.lr * _lr_factor(step - 1, cfg.warmup_steps, cfg.steps),
-            "val_mR1": mr1,
+            "val_mR1": score.mR1,
+            "val_mMRR": score.mMRR,
             "val_loss": val_loss,
-            "best_val_mR1": best_mr1,
+            "best_val_mR1": best.mR1,
         }
         history.append(row)
-        progress.set_postfix(val_mR1=f"{mr1:.1f}", best=f"{best_mr1:.1f}@{best_step}")
+        progress.set_postfix(val_mR1=f"{score.mR1:.1f}", best=f"{best.mR1:.1f}@{best_step}")
         sums, since = {}, 0
         if cfg.checkpoint_dir is not None and me == 0:  # every rank holds the same weights: rank 0 writes
             _write_checkpoint(
@@ -495,7 +504,8 @@ def train_tower(
                     "steps_done": step,
                     "stale": stale,
                     "best_step": best_step,
-                    "best_val_mR1": best_mr1,
+                    "best_val_mR1": best.mR1,
+                    "best_val_mMRR": best.mMRR,
                     "best_model": best_state,
                     "model": model.state_dict(),
                     "objective": objective.state_dict(),
@@ -514,10 +524,15 @@ def train_tower(
     if backbones is not None:
         inputs.close()
     model.load_state_dict(best_state or model.state_dict())
-    best = AmpereTower(tower_cfg).to(device)
-    best.load_state_dict(tower.state_dict())
     done = None if backbones is None else freeze_trained(backbones)
-    return TrainResult(best.eval(), history, best_step, best_mr1, step, stopped and step < cfg.steps, done)
+    warnings = validation_warnings(history, len(val_products))
+    for warning in warnings:
+        logger.warning(warning)
+    chosen = AmpereTower(tower_cfg).to(device)
+    chosen.load_state_dict(tower.state_dict())
+    return TrainResult(
+        chosen.eval(), history, best_step, best.mR1, best.mMRR, step, stopped and step < cfg.steps, done, warnings
+    )
 
 
 def _check_backbones(backbones: EndToEndInputs, features: ItemFeatures, device: torch.device) -> None:

@@ -28,7 +28,7 @@ from orchestration.run_io import run_and_ancestors
 @asset(
     pool="dvc",
     group_name="data",
-    code_version="2",
+    code_version="3",
     description="Raw items of the DVC-tracked dataset; bad records quarantined with reasons.",
 )
 def raw_items(

@@ -14,10 +14,10 @@ from dagster import (
     asset,
 )
 
-from ampere.lineage.promotion import decide_promotion, validation_mr1
+from ampere.lineage.promotion import decide_promotion, validation_score
 from ampere.models.backbones import base_id
 from ampere.models.features import ItemFeatures
-from ampere.retrieval.eval import evaluate, markdown_table
+from ampere.retrieval.eval import ValidationScore, evaluate, markdown_table
 from ampere.retrieval.index import build_indexes
 from ampere.retrieval.index_store import index_key
 from ampere.training.finetune import features_with
@@ -132,7 +132,7 @@ def faiss_index(
 
 @asset(
     group_name="serving",
-    code_version="2",
+    code_version="3",
     description=(
         "Six-direction retrieval R@1/5/10 and mR1 on the test split, the report (metrics.json, MLflow metrics); "
         "the validation figures beside it, on which every choice is made."
@@ -150,7 +150,7 @@ def retrieval_evaluation(
     vectors = np.stack(df["embedding"].to_numpy()).astype(np.float32)
     columns = list(df["product_id"]), list(df["domain"]), list(df["split"])
     reported = {split: evaluate(vectors, *columns, split=split) for split in ("test", "val")}
-    figures = lambda evaluation, prefix: {f"{prefix}{k}": v for k, v in evaluation.items() if "/R@" in k or k == "mR1"}  # noqa: E731
+    figures = lambda evaluation, prefix: {f"{prefix}{k}": v for k, v in evaluation.items() if "/R@" in k or k in ("mR1", "mMRR")}  # noqa: E731
     metrics = figures(reported["test"], "") | figures(reported["val"], "val/")
     metrics_path = workspace.run_path(context.run.run_id, "metrics.json")
     metrics_path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
@@ -191,7 +191,7 @@ class PromotionConfig(Config):
 @asset(
     pool="registry",  # read champion, compare, move the alias: one run at a time, or two runs could both promote
     group_name="serving",
-    code_version="3",
+    code_version="4",
     deps=["retrieval_evaluation"],
     description=(
         "Moves alias `champion` and the served index to the new version only if it beats the champion "
@@ -209,18 +209,19 @@ def champion_promotion(
     index_store: IndexStoreResource,
     workspace: WorkspaceResource,
 ) -> Output[dict[str, Any]]:
-    """Evaluates challenger and champion on this run's validation items and promotes the challenger if its mR1 is higher."""
+    """Evaluates challenger and champion on this run's validation items and promotes the challenger if it scores higher
+    (mR1, then mMRR: `ValidationScore`)."""
     client = mlflow.client()
     challenger = trained_encoder["version"]
     champion = mlflow_logging.alias_version(mlflow, "champion")
     features = ItemFeatures.load(Path(backbone_features)).only(["val"])
 
-    def mr1(model_uri: str) -> float:
+    def score(model_uri: str) -> ValidationScore:
         model = mlflow_logging.load_registered_encoder(mlflow, model_uri)
-        return validation_mr1(model.tower, model_features(model, features, training_set, workspace))
+        return validation_score(model.tower, model_features(model, features, training_set, workspace))
 
-    challenger_mr1 = mr1(trained_encoder["model_uri"])
-    champion_mr1 = None
+    challenger_score = score(trained_encoder["model_uri"])
+    champion_score = None
     incomparable = ""
     if champion is not None:
         champion_tags = client.get_model_version(mlflow.registered_model, champion).tags
@@ -230,8 +231,8 @@ def champion_promotion(
             if _comparable(key, champion_tags.get(f"lineage.{key}")) != _comparable(key, trained_encoder["lineage"].get(key))
         )
     if champion is not None and not incomparable:
-        champion_mr1 = mr1(f"models:/{mlflow.registered_model}/{champion}")
-    promote, reason = decide_promotion(challenger_mr1, champion_mr1, config.force, incomparable)
+        champion_score = score(f"models:/{mlflow.registered_model}/{champion}")
+    promote, reason = decide_promotion(challenger_score, champion_score, config.force, incomparable)
     reason = reason.replace("vs champion", f"vs champion v{champion}")
     store = index_store.store()
     if promote:
@@ -247,8 +248,10 @@ def champion_promotion(
         "challenger_version": challenger,
         "previous_champion": champion,
         "champion_version": challenger if promote else champion,
-        "challenger_val_mR1": round(challenger_mr1, 2),
-        "champion_val_mR1": None if champion_mr1 is None else round(champion_mr1, 2),
+        "challenger_val_mR1": round(challenger_score.mR1, 2),
+        "challenger_val_mMRR": round(challenger_score.mMRR, 2),
+        "champion_val_mR1": None if champion_score is None else round(champion_score.mR1, 2),
+        "champion_val_mMRR": None if champion_score is None else round(champion_score.mMRR, 2),
         "validation_items": len(features),
         "reason": reason,
         "served_index": store.current(),

@@ -67,7 +67,7 @@ def _checkpoint_dir(context: AssetExecutionContext, config: TrainConfig, workspa
 @asset(
     pool="accelerator",
     group_name="model",
-    code_version="3",
+    code_version="4",
     description=(
         "The AMPere shared tower trained with cross-domain InfoNCE on the train split, its checkpoint chosen on "
         "validation mR1 (early stopping); with `finetune`, the backbones trained with it from frames and tokens. "
@@ -145,6 +145,7 @@ def trained_encoder(
     summary = {
         "best_step": result.best_step,
         "best_val_mR1": round(result.best_val_mR1, 2),
+        "best_val_mMRR": round(result.best_val_mMRR, 2),
         "steps_done": result.steps_done,
         "stopped_early": float(result.stopped_early),
     }
@@ -161,6 +162,9 @@ def trained_encoder(
     )
     run_url = mlflow.run_url(run.info.experiment_id, run.info.run_id)
     curve = pd.DataFrame(result.history).round(4)
+    for warning in result.warnings:
+        context.log.warning(warning)
+    mlflow.client().set_tag(run.info.run_id, "validation.warnings", "; ".join(result.warnings) or "none")
     return Output(
         {
             **registered,
@@ -179,6 +183,7 @@ def trained_encoder(
             **summary,
             "stopped_early": result.stopped_early,
             "resumed": run.resumed,
+            "validation_warnings": MetadataValue.md("\n".join(f"- {w}" for w in result.warnings) or "none"),
             **device,
             "train_seconds": round(seconds, 2),
             "learning_curve_plot": MetadataValue.md(mlflow_logging.curve_markdown(result.history, result.best_step, run_url)),
