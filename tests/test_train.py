@@ -267,3 +267,26 @@ def test_validation_warnings_name_a_small_saturated_or_tied_split():
     assert len(small) == 1 and "5 products" in small[0] and "20.0 R@1 points" in small[0]
     assert len(saturated) == 1 and "saturated" in saturated[0]
     assert len(tied) == 2 and "every one of the 3 validation evaluations tied" in tied[1]
+
+
+def test_modality_dropout_masks_one_whole_branch_of_a_share_of_items_reproducibly():
+    from ampere.training.modality_dropout import drop_modalities, modality_drops
+
+    frames_dropped, text_dropped = modality_drops(0.4, seed=3, step=5, rows=3000)
+    assert not (frames_dropped & text_dropped).any()
+    assert 0.17 < frames_dropped.mean() < 0.23 and 0.17 < text_dropped.mean() < 0.23
+    again = modality_drops(0.4, seed=3, step=5, rows=3000)
+    assert (again[0] == frames_dropped).all() and not (modality_drops(0.4, 3, 6, 3000)[0] == frames_dropped).all()
+    assert not modality_drops(0.0, 3, 5, 10)[0].any() and not modality_drops(0.0, 3, 5, 10)[1].any()
+    frames, mask = torch.ones(4, 2, 3), torch.ones(4, 5, dtype=torch.bool)
+    dropped_frames, dropped_mask = drop_modalities(frames, mask, np.array([1, 0, 0, 0], bool), np.array([0, 1, 0, 0], bool))
+    assert dropped_frames[0].abs().sum() == 0 and dropped_frames[1:].eq(1).all() and frames.eq(1).all()
+    assert not dropped_mask[1].any() and dropped_mask[[0, 2, 3]].all()
+
+    feats = synthetic()
+    result = train_tower(feats, TOWER, replace(CFG, modality_dropout=0.5, steps=9))
+    plain = train_tower(feats, TOWER, replace(CFG, steps=9))
+    assert result.history != plain.history  # the drops change training...
+    assert train_tower(feats, TOWER, replace(CFG, modality_dropout=0.5, steps=9)).history == result.history  # ...reproducibly
+    with pytest.raises(ValueError, match="modality_dropout"):
+        TrainConfig(modality_dropout=1.0)

@@ -26,16 +26,18 @@ def alignment_losses(
     text: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     has_text: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     temperature: float | torch.Tensor = 0.05,
+    has_visual: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Alignment terms for one batch; each argument holds the (P, S, L) tensors, row i = product i.
 
-    visual, text: L2-normalised [B, D]; has_text: bool [B]. Returns ``loss_tv`` (sum over P, S
-    and L of text<->visual), ``loss_vv`` and ``loss_tt`` (sums over P-S, P-L and S-L), each a sum
-    of three InfoNCE terms like the fused cross-domain loss.
+    visual, text: L2-normalised [B, D]; has_text, has_visual: bool [B] (has_visual: frames not
+    dropped, default all). Returns ``loss_tv`` (sum over P, S and L of text<->visual), ``loss_vv``
+    and ``loss_tt`` (sums over P-S, P-L and S-L), each a sum of three InfoNCE terms like the fused
+    cross-domain loss.
     """
-    everyone = torch.ones_like(has_text[0])
+    seen = has_visual or tuple(torch.ones_like(h) for h in has_text)
     return {
-        "loss_tv": sum(_masked_info_nce(visual[d], text[d], has_text[d], temperature) for d in range(3)),
-        "loss_vv": sum(_masked_info_nce(visual[a], visual[b], everyone, temperature) for a, b in DOMAIN_PAIRS),
+        "loss_tv": sum(_masked_info_nce(visual[d], text[d], has_text[d] & seen[d], temperature) for d in range(3)),
+        "loss_vv": sum(_masked_info_nce(visual[a], visual[b], seen[a] & seen[b], temperature) for a, b in DOMAIN_PAIRS),
         "loss_tt": sum(_masked_info_nce(text[a], text[b], has_text[a] & has_text[b], temperature) for a, b in DOMAIN_PAIRS),
     }

@@ -38,6 +38,7 @@ from ampere.training.cosface import CosFace
 from ampere.training.distributed import gather_rows, rank, seed_this_rank, world_size
 from ampere.training.finetune import EndToEnd, EndToEndInputs, MediaBatches, features_with, freeze_trained, unfreeze
 from ampere.training.losses import Temperature, cross_domain_loss
+from ampere.training.modality_dropout import drop_modalities, modality_drops
 from ampere.training.selection import validation_warnings
 
 logger = logging.getLogger(__name__)
@@ -84,6 +85,13 @@ class TrainConfig:
     align_tv: float = field(default=0.1, metadata={"doc": "weight of text<->visual alignment within a domain"})
     align_vv: float = field(default=0.1, metadata={"doc": "weight of visual<->visual alignment across domains"})
     align_tt: float = field(default=0.1, metadata={"doc": "weight of text<->text alignment across domains"})
+    modality_dropout: float = field(
+        default=0.0,
+        metadata={
+            "doc": "share of training items that lose one whole branch per step, half their frames, half their text "
+            "(ampere.training.modality_dropout); 0 disables it"
+        },
+    )
     learnable_temperature: bool = field(default=False, metadata={"doc": "learn the temperature (log-parameterised, clamped)"})
     cosface_weight: float = field(default=0.0, metadata={"doc": "weight of the CosFace product-id classifier; 0 disables it"})
     cosface_scale: float = field(default=64.0, metadata={"doc": "CosFace scale s"})
@@ -113,6 +121,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.warmup_steps < 0 or self.patience < 0:
             raise ValueError("warmup_steps and patience must be >= 0")
+        if not 0.0 <= self.modality_dropout < 1.0:
+            raise ValueError(f"modality_dropout must be in [0, 1), got {self.modality_dropout}")
+        if self.modality_dropout and self.finetune:
+            raise ValueError("modality_dropout acts on cached features: it cannot be combined with finetune")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -299,8 +311,11 @@ def _batch_loss(
     temperature: float | torch.Tensor,
     objective: nn.ModuleDict,
     cfg: TrainConfig,
+    has_visual: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Total loss and its parts for tower outputs of [P; S; L] rows of the products ``products`` [B].
+    """Total loss and its parts for tower outputs of [P; S; L] rows of the products ``products`` [B];
+    ``has_visual`` [3B] bool: rows whose frames were not dropped (default: all), the only ones in
+    the visual alignment terms.
 
     Under torchrun each rank holds its own products; every term is computed over the global batch
     (``distributed.gather_rows``), so the loss and, after DDP's averaging, the gradients are those
@@ -311,9 +326,11 @@ def _batch_loss(
     aligned = (out.visual, out.text) if cfg.alignment == "fusion" else (out.visual_branch, out.text_branch)
     visual, text = (tuple(gather_rows(part) for part in x.float().split(n)) for x in aligned)
     has_text = tuple(gather_rows(x) for x in out.has_text.split(n))
+    has_visual = torch.ones_like(out.has_text) if has_visual is None else has_visual
+    has_visual = tuple(gather_rows(x) for x in has_visual.split(n))
     products = gather_rows(products)
     loss, parts = cross_domain_loss(*fused, temperature)
-    parts.update(alignment_losses(visual, text, has_text, temperature))
+    parts.update(alignment_losses(visual, text, has_text, temperature, has_visual))
     for key, weight in (("loss_tv", cfg.align_tv), ("loss_vv", cfg.align_vv), ("loss_tt", cfg.align_tt)):
         if weight:
             loss = loss + weight * parts[key]
@@ -455,12 +472,20 @@ def train_tower(
     while step < cfg.steps and not stopped:
         seed_this_rank(cfg.seed, step)  # under torchrun: this rank's dropout masks of this step
         chosen, rows = batch_rows(products, batch_size, cfg.seed, step)
+        drops = modality_drops(cfg.modality_dropout, cfg.seed, step, len(rows))
         if world > 1:  # this rank's share of the global batch: its products' P, S and L rows
             share = slice(me * batch_size // world, (me + 1) * batch_size // world)
             chosen, rows = chosen[share], rows.reshape(3, -1)[:, share].reshape(-1)
+            drops = tuple(d.reshape(3, -1)[:, share].reshape(-1) for d in drops)
+        batch = inputs.batch(rows)
+        if cfg.modality_dropout:  # cached features (never with finetune): frames, text, mask
+            frames, text, mask = batch
+            frames, mask = drop_modalities(frames, mask, *drops)
+            batch = (frames, text, mask)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-            out = encode(*inputs.batch(rows))
-        loss, parts = _batch_loss(out, torch.from_numpy(chosen).to(device), temperature_now(), objective, cfg)
+            out = encode(*batch)
+        has_visual = torch.from_numpy(~drops[0]).to(device)
+        loss, parts = _batch_loss(out, torch.from_numpy(chosen).to(device), temperature_now(), objective, cfg, has_visual)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
