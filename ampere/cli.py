@@ -7,6 +7,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,8 @@ from ampere.asr.prompts import DEFAULT_PROMPT_ID, Prompt, load_prompt
 from ampere.asr.quality import CLIP_DOMAINS, load_attributes, quality_table, summary_quality
 from ampere.asr.summarizer import SummaryResult, build_summarizer
 from ampere.data.format import SPLITS, load_items
-from ampere.data.synth import add_products, generate
+from ampere.data.synth import SynthConfig, add_products, generate
+from ampere.data.synth_catalog import LOOKS, Look
 from ampere.home import HOME_ENV, PROJECT_FOLDER, Home, find_home
 from ampere.models.backbones import build_text_encoder
 
@@ -43,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--out", type=Path, required=True, help="dataset folder")
     synth.add_argument("--add", action="store_true", help="append new products to an existing dataset")
+    synth.add_argument("--look", choices=LOOKS, default="classic", help="how products look and are spoken of (Look.mode)")
+    synth.add_argument("--knob", type=_knob, action="append", default=[], metavar="FIELD=VALUE",
+                       help="another field of ampere.data.synth_catalog.Look (repeatable), e.g. coined_brand_rate=0.5")
     synth.set_defaults(handler=_synth)
 
     summaries = commands.add_parser("summaries", help="LLM summaries of ASR transcripts").add_subparsers(
@@ -97,13 +102,23 @@ def _add_summary_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="llama.cpp threads (default: all cores)")
 
 
+def _knob(text: str) -> tuple[str, float]:
+    name, _, value = text.partition("=")
+    known = {f.name for f in fields(Look)} - {"mode"}
+    if name not in known:
+        raise argparse.ArgumentTypeError(f"unknown Look field {name!r}; one of {sorted(known)}")
+    return name, float(value)
+
+
 def _synth(args: argparse.Namespace) -> None:
+    knobs = {name: int(value) if name == "max_edits" else value for name, value in args.knob}
+    look = Look(mode=args.look, **knobs)
     if args.add:
-        add_products(args.out, products=args.products, seed=args.seed)
+        add_products(args.out, products=args.products, seed=args.seed, config=SynthConfig(look=look))
         print(f"added {args.products} products to {args.out}")
     else:
-        generate(args.out, products=args.products, seed=args.seed)
-        print(f"wrote {args.products} products to {args.out}")
+        generate(args.out, products=args.products, seed=args.seed, look=look)
+        print(f"wrote {args.products} products to {args.out} ({look})")
 
 
 def _clips(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame]:

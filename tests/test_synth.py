@@ -15,8 +15,8 @@ import pytest
 from ampere.data.format import read_items
 from ampere.data.frames import load_frames
 from ampere.data.synth import SynthConfig, add_products, generate
-from ampere.data.synth_catalog import CATEGORIES, sample_products
-from ampere.data.synth_text import LATE_TOKEN, transcript
+from ampere.data.synth_catalog import BRANDS, CATEGORIES, PRINTS, Look, sample_products
+from ampere.data.synth_text import LATE_TOKEN, _spoken, transcript
 
 ITEM_FIELDS = ["item_id", "product_id", "domain", "title", "asr", "media", "split"]
 ATTRIBUTE_FIELDS = ["product_id", "name", "brand", "category", "color", "material", "detail", "group_id", "attributes"]
@@ -190,3 +190,66 @@ def test_add_products_appends_deterministically(dataset: Path, tmp_path: Path) -
             assert file_hashes(first)[path] == digest
     frame, problems = read_items(first)
     assert problems == [] and len(frame) == 30
+
+
+CATALOGUE = Look(mode="catalogue")
+
+
+def test_catalogue_groups_are_lookalikes_or_word_twins_and_a_share_of_brands_is_coined() -> None:
+    """Lookalikes share colour, print and shape and differ in brand words; word twins share every
+    title word (brand, colour, material, detail) and differ in print or shape: neither branch alone
+    tells every product apart. About `coined_brand_rate` of brands are words no other product holds."""
+    products = sample_products(seed=0, start=0, count=600, first_group=0, look=CATALOGUE)
+    groups = defaultdict(list)
+    for product in products:
+        groups[product.group].append(product)
+    kinds = []
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        looks = {(p.color, p.print_name, p.print_color, p.aspect) for p in members}
+        words = {(p.brand, p.color, p.material, p.detail) for p in members}
+        if len(looks) == 1:
+            assert len({p.brand for p in members}) == len(members)  # lookalikes: the words tell them apart
+            kinds.append("lookalikes")
+        else:
+            assert len(words) == 1 and len(looks) == len(members)  # twins: only the pictures tell them apart
+            kinds.append("twins")
+    assert 0.35 < kinds.count("lookalikes") / len(kinds) < 0.65
+    assert all(p.print_name in PRINTS for p in products)
+    named = sum(p.brand in BRANDS for p in products)
+    assert 0.25 < 1 - named / len(products) < 0.45
+    classic = sample_products(seed=0, start=0, count=50, first_group=0)
+    assert all(p.print_name == "none" and p.brand in BRANDS for p in classic)
+
+
+def test_catalogue_transcripts_mishear_beyond_one_substitution_and_place_the_mention_by_its_beta() -> None:
+    product = sample_products(seed=0, start=0, count=1, first_group=0, look=CATALOGUE)[0]
+    heard = [_spoken("lumina carbon fiber power bank", 1.0, np.random.default_rng(i), CATALOGUE) for i in range(300)]
+    words = [h.split() for h in heard]
+    assert any(len(w) < 5 for w in words) and any(len(w) > 5 for w in words)  # merges and splits
+    edits = [edit_distance(w, "lumina") for w, n in zip((h[0] for h in words), map(len, words), strict=True) if n == 5]
+    assert max(edits) >= 2  # several edits on one word
+    once = _spoken("lumina carbon fiber power bank", 1.0, np.random.default_rng(0), Look())
+    assert len(once.split()) == 5  # the classic look: one error per word, never a merge or split
+
+    def start(look: Look, seed: int) -> float:
+        text = transcript(product, np.random.default_rng(seed), live=False, look=look)
+        tokens = text.split()
+        first = next((i for i, w in enumerate(tokens) if w in ("made", "real")), None)  # the material template
+        return (first or 0) / max(1, len(tokens))
+
+    early = Look(mode="catalogue", mention_a=1.0, mention_b=8.0)
+    late = Look(mode="catalogue", mention_a=8.0, mention_b=1.0)
+    assert np.mean([start(early, s) for s in range(120)]) < np.mean([start(late, s) for s in range(120)]) - 0.3
+
+
+def test_catalogue_dataset_is_deterministic_and_classic_is_unchanged(tmp_path: Path, dataset: Path) -> None:
+    one = generate(tmp_path / "one", seed=0, look=CATALOGUE, **SMALL)
+    two = generate(tmp_path / "two", seed=0, look=CATALOGUE, **SMALL)
+    assert file_hashes(one) == file_hashes(two)
+    assert (one / "media/page/p0001-page.png").read_bytes() != (dataset / "media/page/p0001-page.png").read_bytes()
+    assert all("print" in record for record in jsonl(one / "attributes.jsonl"))
+    assert not any("print" in record for record in jsonl(dataset / "attributes.jsonl"))
+    with pytest.raises(ValueError, match="look mode"):
+        Look(mode="glossy")

@@ -37,6 +37,14 @@ Phenomena it contains:
   product word with 0.15 (homophones such as red->read, or substitutions c->k, l->r, i->y, ...),
   so a reader can still recover them; 20% also name another (random) product; 10% are empty.
 
+Under ``look=Look(mode="catalogue")`` (``synth_catalog.Look``, the knobs the README lists) pictures
+carry identity as product photos do: every product wears a bold print in a second colour; a group
+is either lookalikes (one colour, print and shape; their words differ) or word twins (the same
+brand, colour, material and detail words; prints and shapes differ), so neither branch alone
+finds every product; a share of brands are coined words (open vocabulary: no training title
+holds them); misheard words get several edits, merges and splits; the product block starts at a
+Beta-distributed share of the transcript.
+
 Every random draw comes from numpy generators seeded by (seed, tag, index): group attributes
 from the group number, media and text from the product index, so `add_products` extends a
 dataset deterministically and files carry no timestamps (same seed, same bytes).
@@ -54,7 +62,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ampere.data.format import DEFAULT_FRACTIONS, SplitFractions, split_for_product
-from ampere.data.synth_catalog import Product, random_product, sample_products
+from ampere.data.synth_catalog import CLASSIC, Look, Product, random_product, sample_products
 from ampere.data.synth_render import live_frames, page_image, product_sprite, short_frames, write_mp4
 from ampere.data.synth_text import title, transcript
 
@@ -65,13 +73,15 @@ _PRODUCT_TAG = 3
 
 @dataclass(frozen=True)
 class SynthConfig:
-    """What each product gets: items per domain, image side, frames per clip; how products are split."""
+    """What each product gets: items per domain, image side, frames per clip; how products are split;
+    how they look and are spoken of."""
 
     short_per_product: int = 1
     live_per_product: int = 1
     image_size: int = 224
     clip_frames: int = 16
     fractions: SplitFractions = DEFAULT_FRACTIONS
+    look: Look = CLASSIC
 
     def __post_init__(self) -> None:
         if self.image_size < 32 or self.image_size % 2:
@@ -90,9 +100,10 @@ def generate(
     clip_frames: int = 16,
     fractions: SplitFractions = DEFAULT_FRACTIONS,
     overwrite: bool = False,
+    look: Look = CLASSIC,
 ) -> Path:
     """Write a synthetic dataset of `products` products to `out`; returns `out`."""
-    config = SynthConfig(short_per_product, live_per_product, image_size, clip_frames, fractions)
+    config = SynthConfig(short_per_product, live_per_product, image_size, clip_frames, fractions, look)
     out = Path(out)
     existing = [out / name for name in (ITEMS_FILE, ATTRIBUTES_FILE, MEDIA_DIR) if (out / name).exists()]
     if existing and not overwrite:
@@ -105,18 +116,19 @@ def generate(
     out.mkdir(parents=True, exist_ok=True)
     (out / ITEMS_FILE).touch()
     (out / ATTRIBUTES_FILE).touch()
-    _write_products(out, sample_products(seed, 0, products, 0), seed, config)
+    _write_products(out, sample_products(seed, 0, products, 0, look), seed, config)
     return out
 
 
 def add_products(folder: Path, products: int, seed: int, config: SynthConfig = SynthConfig()) -> None:
-    """Append `products` new products (ids and groups continue after the existing ones)."""
+    """Append `products` new products (ids and groups continue after the existing ones); pass the
+    `config` (its look above all) the dataset was generated with."""
     folder = Path(folder)
     lines = (folder / ATTRIBUTES_FILE).read_text(encoding="utf-8").splitlines()
     records = [json.loads(line) for line in lines if line.strip()]
     start = max((_number(r["product_id"]) for r in records), default=0)
     first_group = max((_number(r["group_id"]) for r in records), default=0)
-    _write_products(folder, sample_products(seed, start, products, first_group), seed, config)
+    _write_products(folder, sample_products(seed, start, products, first_group, config.look), seed, config)
 
 
 def _number(identifier: str) -> int:
@@ -161,15 +173,15 @@ def _product_items(root: Path, product: Product, seed: int, config: SynthConfig)
     for k in range(config.short_per_product):
         item_id = f"{pid}-short-{k}"
         media = f"{MEDIA_DIR}/short/{item_id}.mp4"
-        write_mp4(root / media, short_frames(sprite, size, count, rng))
-        rows.append(row(item_id, "short", "", transcript(product, rng, live=False), media))
+        write_mp4(root / media, short_frames(sprite, size, count, rng, config.look.product_scale))
+        rows.append(row(item_id, "short", "", transcript(product, rng, live=False, look=config.look), media))
     for k in range(config.live_per_product):
         item_id = f"{pid}-live-{k}"
         media = f"{MEDIA_DIR}/live/{item_id}"
         other = product_sprite(random_product(rng)) if rng.random() < OTHER_IN_FRAME_RATE else None
         (root / media).mkdir(exist_ok=True)
         quality = int(rng.integers(55, 76))
-        for index, frame in enumerate(live_frames(sprite, other, size, count, rng)):
+        for index, frame in enumerate(live_frames(sprite, other, size, count, rng, config.look.product_scale)):
             frame.save(root / media / f"frame_{index:03d}.jpg", quality=quality)
-        rows.append(row(item_id, "live", "", transcript(product, rng, live=True), media))
+        rows.append(row(item_id, "live", "", transcript(product, rng, live=True, look=config.look), media))
     return rows

@@ -66,11 +66,48 @@ def _texture(pattern: str, size: int) -> Image.Image:
     return layer
 
 
+@lru_cache(maxsize=64)
+def _print(name: str, color: RGB, size: int) -> Image.Image:
+    """A transparent RGBA layer with a bold print (catalogue look), large enough to survive a small,
+    blurred, low-resolution clip frame (applied only inside the body)."""
+    layer = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    ink, step = (*color, 235), max(8, size // 8)
+    if name == "stripes":
+        for x in range(-size, size, step):
+            draw.line([(x, size), (x + size, 0)], fill=ink, width=step // 2)
+    elif name == "dots":
+        for y in range(step // 2, size, step):
+            for x in range(step // 2 + (y // step % 2) * step // 2, size, step):
+                draw.ellipse([x - step / 4, y - step / 4, x + step / 4, y + step / 4], fill=ink)
+    elif name == "checks":
+        for y in range(0, size, step):
+            for x in range((y // step % 2) * step, size, 2 * step):
+                draw.rectangle([x, y, x + step - 1, y + step - 1], fill=ink)
+    elif name == "chevron":
+        for y in range(-step, size + step, step):
+            draw.line([(0, y), (size / 2, y + step), (size, y)], fill=ink, width=step // 3)
+    elif name == "band":
+        draw.rectangle([0, size * 0.62, size, size * 0.8], fill=ink)
+    elif name == "rings":
+        for r in range(step, size, step):
+            draw.ellipse([size / 2 - r, size / 2 - r, size / 2 + r, size / 2 + r], outline=ink, width=step // 3)
+    elif name == "split":
+        draw.rectangle([0, 0, size / 2, size], fill=ink)
+    elif name == "zigzag":
+        for y in range(0, size + step, step):
+            points = [(x, y + (step / 2 if (x // step) % 2 else 0)) for x in range(0, size + step, step)]
+            draw.line(points, fill=ink, width=step // 4)
+    else:
+        raise ValueError(f"unknown print {name!r}")
+    return layer
+
+
 class Sketch:
     """Draws on an RGBA sprite in unit coordinates; body shapes also mark the texture mask."""
 
-    def __init__(self, size: int, color: RGB, aspect: float) -> None:
-        self.size, self.color, self.aspect = size, color, aspect
+    def __init__(self, size: int, color: RGB, aspect: float, print_: tuple[str, RGB] | None = None) -> None:
+        self.size, self.color, self.aspect, self.print_ = size, color, aspect, print_
         self.outline = _shade(color, 0.55) if sum(color) > 120 else (90, 90, 95)
         self.image = Image.new("RGBA", (size, size), (0, 0, 0, 0))
         self.draw = ImageDraw.Draw(self.image)
@@ -120,10 +157,12 @@ class Sketch:
         self.draw.line([self.px(x, y) for x, y in points], fill=fill, width=self.width(width))
 
     def texture(self, pattern: str) -> None:
-        """Overlay the material pattern on everything drawn as body so far."""
-        layer = _texture(pattern, self.size).copy()
-        layer.putalpha(ImageChops.multiply(layer.getchannel("A"), self.mask))
-        self.image.alpha_composite(layer)
+        """Overlay the material pattern (then the print, if any) on everything drawn as body so far."""
+        layers = [_texture(pattern, self.size)] + ([_print(*self.print_, self.size)] if self.print_ else [])
+        for layer in layers:
+            layer = layer.copy()
+            layer.putalpha(ImageChops.multiply(layer.getchannel("A"), self.mask))
+            self.image.alpha_composite(layer)
 
     def label(self, box: Box, brand: str) -> None:
         """The brand mark: a light label with a logo shape (fixed per brand) and the brand name."""
@@ -279,7 +318,8 @@ DRAWERS: dict[str, Callable[[Sketch, Product], None]] = {
 
 def product_sprite(product: Product, size: int = SPRITE_SIZE) -> Image.Image:
     """The product drawn on a transparent RGBA square."""
-    sketch = Sketch(size, COLORS[product.color], product.aspect)
+    print_ = (product.print_name, COLORS[product.print_color]) if product.print_name != "none" else None
+    sketch = Sketch(size, COLORS[product.color], product.aspect, print_)
     DRAWERS[product.category](sketch, product)
     return sketch.image
 
@@ -319,11 +359,14 @@ def _paste_centred(canvas: Image.Image, sprite: Image.Image, cx: float, cy: floa
     canvas.paste(sprite, (round(cx - sprite.width / 2), round(cy - sprite.height / 2)), sprite)
 
 
-def short_frames(sprite: Image.Image, size: int, count: int, rng: np.random.Generator) -> list[Image.Image]:
-    """Short video: small product on a textured backdrop, blurred, with camera pan and zoom."""
+def short_frames(
+    sprite: Image.Image, size: int, count: int, rng: np.random.Generator, scale: float = 1.0
+) -> list[Image.Image]:
+    """Short video: small product (``scale`` times its classic size) on a textured backdrop, blurred,
+    with camera pan and zoom."""
     world_size = round(size * 1.6)
     world = _background(rng, world_size)
-    side = round(world_size * rng.uniform(0.22, 0.32))
+    side = round(world_size * rng.uniform(0.22, 0.32) * scale)
     item = sprite.resize((side, side), Image.Resampling.BILINEAR).rotate(
         float(rng.uniform(-15, 15)), resample=Image.Resampling.BILINEAR, expand=True
     )
@@ -390,8 +433,10 @@ def live_frames(
     size: int,
     count: int,
     rng: np.random.Generator,
+    scale: float = 1.0,
 ) -> list[Image.Image]:
-    """Live clip: clutter, presenter, hand occlusion, jitter, optional second product, degraded."""
+    """Live clip: clutter, presenter, hand occlusion, jitter, optional second product, degraded; the
+    product drawn at ``scale`` times its classic size."""
     skin = SKIN_TONES[int(rng.integers(len(SKIN_TONES)))]
     scene = _clutter(rng, size)
     _presenter(scene, skin, rng)
@@ -399,11 +444,11 @@ def live_frames(
         side = round(size * rng.uniform(0.2, 0.28))
         corner = size * (0.15 if rng.random() < 0.5 else 0.85)
         _paste_centred(scene, other.resize((side, side), Image.Resampling.BILINEAR), corner, size * 0.78)
-    side = round(size * rng.uniform(0.26, 0.38))
+    side = round(size * rng.uniform(0.26, 0.38) * scale)
     item = sprite.resize((side, side), Image.Resampling.BILINEAR).rotate(
         float(rng.uniform(-20, 20)), resample=Image.Resampling.BILINEAR, expand=True
     )
-    hand = _hand(skin, round(side * 0.7))
+    hand = _hand(skin, round(side / scale * 0.7))  # a hand's size, not the product's
     hand_offset = side * np.array([rng.uniform(-0.35, 0.1), rng.uniform(0.05, 0.25)])
     centre = size * np.array([rng.uniform(0.4, 0.6), rng.uniform(0.45, 0.6)])
     low = round(size / rng.uniform(2.5, 4.0))

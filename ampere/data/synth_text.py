@@ -3,7 +3,9 @@
 Titles are keyword-stuffed e-commerce titles. Transcripts are lower-case, unpunctuated host
 chatter with a short product block (brand, category, colour, material, sometimes the detail)
 placed late most of the time, recognition errors on product words, sometimes a second product
-named, and some empty transcripts.
+named, and some empty transcripts. Under the ``catalogue`` look (``synth_catalog.Look``) the block
+starts at a Beta-distributed share of the transcript, and a misheard word gets several edits, or
+is merged with the next word or split in two.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from ampere.data.synth_catalog import BRANDS, CATEGORIES, Product, random_product
+from ampere.data.synth_catalog import BRANDS, CATEGORIES, CLASSIC, Look, Product, random_product
 
 EMPTY_ASR_RATE = 0.10
 OTHER_PRODUCT_RATE = 0.20
@@ -101,19 +103,39 @@ def misrecognise(word: str, rng: np.random.Generator) -> str:
     return word[:at] + new + word[at + len(old) :]
 
 
-def _spoken(phrase: str, rate: float, rng: np.random.Generator) -> str:
-    """A product phrase as heard: each word misrecognised with probability `rate`."""
-    return " ".join(misrecognise(w, rng) if rng.random() < rate else w for w in phrase.lower().split())
+def _spoken(phrase: str, rate: float, rng: np.random.Generator, look: Look) -> str:
+    """A product phrase as heard: each word misrecognised with probability `rate` (classic: one
+    error; catalogue: 1 to `max_edits` errors, or merged with the next word, or split in two)."""
+    words, heard, i = phrase.lower().split(), [], 0
+    while i < len(words):
+        word = words[i]
+        if rng.random() < rate:
+            if look.mode == "catalogue" and rng.random() < look.merge_split_rate:
+                if i + 1 < len(words) and rng.random() < 0.5:
+                    heard.append(word + words[i + 1])
+                    i += 2
+                    continue
+                if len(word) >= 5:
+                    cut = int(rng.integers(2, len(word) - 1))
+                    heard += [word[:cut], word[cut:]]
+                    i += 1
+                    continue
+            edits = 1 if look.mode == "classic" else int(rng.integers(1, look.max_edits + 1))
+            for _ in range(edits):
+                word = misrecognise(word, rng)
+        heard.append(word)
+        i += 1
+    return " ".join(heard)
 
 
-def _fill(template: str, product: Product, rng: np.random.Generator) -> str:
+def _fill(template: str, product: Product, rng: np.random.Generator, look: Look) -> str:
     synonyms = CATEGORIES[product.category].synonyms
     return template.format(
-        brand=_spoken(product.brand, BRAND_ERROR_RATE, rng),
-        cat=_spoken(synonyms[int(rng.integers(len(synonyms)))], WORD_ERROR_RATE, rng),
-        color=_spoken(product.color, WORD_ERROR_RATE, rng),
-        material=_spoken(product.material, WORD_ERROR_RATE, rng),
-        detail=_spoken(product.detail, WORD_ERROR_RATE, rng),
+        brand=_spoken(product.brand, BRAND_ERROR_RATE, rng, look),
+        cat=_spoken(synonyms[int(rng.integers(len(synonyms)))], WORD_ERROR_RATE, rng, look),
+        color=_spoken(product.color, WORD_ERROR_RATE, rng, look),
+        material=_spoken(product.material, WORD_ERROR_RATE, rng, look),
+        detail=_spoken(product.detail, WORD_ERROR_RATE, rng, look),
         link=LINK_WORDS[int(rng.integers(len(LINK_WORDS)))],
     )
 
@@ -134,19 +156,22 @@ def _pick(options: tuple[str, ...], rng: np.random.Generator) -> str:
     return options[int(rng.integers(len(options)))]
 
 
-def transcript(product: Product, rng: np.random.Generator, live: bool) -> str:
+def transcript(product: Product, rng: np.random.Generator, live: bool, look: Look = CLASSIC) -> str:
     """A raw ASR transcript: 60-160 words; 35% of live ones 160-330 words; 10% empty."""
     if rng.random() < EMPTY_ASR_RATE:
         return ""
     target = int(rng.integers(60, 141))
     if live and rng.random() < 0.35:
         target = int(rng.integers(160, 321))
-    late = rng.random() < LATE_MENTION_RATE
-    lead = int(rng.integers(LATE_TOKEN + 1, target - 20)) if late else int(rng.integers(0, LATE_TOKEN - 10))
+    if look.mode == "catalogue":
+        lead = int(rng.beta(look.mention_a, look.mention_b) * (target - 20))
+    else:
+        late = rng.random() < LATE_MENTION_RATE
+        lead = int(rng.integers(LATE_TOKEN + 1, target - 20)) if late else int(rng.integers(0, LATE_TOKEN - 10))
     block = [_pick(NAMING, rng), _pick(COLOUR, rng), _pick(MATERIAL, rng)]
     if rng.random() < 0.5:
         block.append(_pick(EXTRA, rng))
-    block = [_fill(template, product, rng) for template in rng.permutation(block)]
+    block = [_fill(template, product, rng, look) for template in rng.permutation(block)]
 
     before: list[str] = []
     while sum(len(s.split()) for s in before) < lead:
@@ -156,7 +181,7 @@ def transcript(product: Product, rng: np.random.Generator, live: bool) -> str:
         other = random_product(rng)
         if other.brand == product.brand:
             other = replace(other, brand=BRANDS[(BRANDS.index(other.brand) + 1) % len(BRANDS)])
-        after.append(_fill(_pick(OTHER, rng), other, rng))
+        after.append(_fill(_pick(OTHER, rng), other, rng, look))
     while sum(len(s.split()) for s in before + block + after) < target:
         after.insert(int(rng.integers(len(after) + 1)), _chatter(rng))
     return " ".join(before + block + after)
