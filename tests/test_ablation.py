@@ -120,3 +120,21 @@ def test_tiny_ablation_runs_every_cell() -> None:
     # the validation hits of the chosen checkpoint give back its validation mR1
     from_hits = [100 * np.mean([h[d]["hit"].mean() for d in DIRECTIONS]) for h in hits["val"]["none"]]
     assert np.allclose(from_hits, results.loc[results["source"] == "none", "val_mR1"])
+
+
+def test_raw_ends_reads_the_head_and_the_tail_of_a_long_transcript() -> None:
+    """The product words of a raw transcript often come after the 32 tokens the encoder reads: the
+    `raw-ends` source keeps its first and last 16 tokens, which the encoder then reads whole."""
+    from ampere.models.backbones import build_text_encoder
+
+    encoder = build_text_encoder()
+    chatter = " ".join(["follow the anchor link three in the cart"] * 8)
+    items = _items(1)
+    items.loc[items["domain"] != "page", "asr"] = f"hello family {chatter} this is the zorbix travel mug"
+    window = source_texts(items, "raw-ends", encoder)
+    assert window[0] == source_texts(items, "raw")[0]  # page: its title
+    assert window[1].startswith("hello family") and window[1].endswith("zorbix travel mug")
+    assert len(encoder.tokenizer.tokenize(window[1])) <= encoder.max_tokens
+    assert "zorbix" not in encoder.readable_part(items["asr"].iloc[1])  # what `raw` reads misses it
+    short = "this is the zorbix travel mug"
+    assert encoder.readable_ends(short) == short

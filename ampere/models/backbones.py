@@ -192,6 +192,16 @@ class TextEncoder:
         """The part of ``text`` this encoder reads: its first ``max_tokens`` tokens, decoded back to text."""
         return self.tokenizer.convert_tokens_to_string(self.tokenizer.tokenize(text)[: self.max_tokens])
 
+    def readable_ends(self, text: str) -> str:
+        """A head-and-tail window of ``text`` that this encoder reads whole: its first and last
+        ``max_tokens // 2`` tokens (a raw transcript's product words come anywhere, often late)."""
+        tokens = self.tokenizer.tokenize(text)
+        if len(tokens) <= self.max_tokens:
+            return self.tokenizer.convert_tokens_to_string(tokens)
+        head = self.max_tokens // 2
+        ends = tokens[:head] + tokens[len(tokens) - (self.max_tokens - head) :]
+        return self.tokenizer.convert_tokens_to_string(ends)
+
     def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Encode texts to (states float32 [N, T, dim], mask bool [N, T]), T = max_tokens + 1."""
         states = np.zeros((len(texts), self.length, self.dim), dtype=np.float32)

@@ -5,7 +5,9 @@ split, its checkpoint chosen on the validation split, and reported on the test s
 (text source, seed):
 
 - `none`: visual-only (every text empty and masked);
-- `raw`: page title, raw ASR transcript for short/live;
+- `raw`: page title, raw ASR transcript for short/live (the encoder reads its first 32 tokens);
+- `raw-ends`: page title, a head-and-tail window of the raw transcript that the encoder reads
+  whole (its first and last 16 tokens): the fairer raw baseline when product words come late;
 - `keywords`: page title, KeyBERT-style MMR keywords of the transcript (non-LLM denoiser);
 - `phrases`: page title, the title tagger's candidate phrases of the transcript (what the
   default prompt gives the LLM, without the LLM);
@@ -26,7 +28,7 @@ from ampere.models.tower import TowerConfig
 from ampere.retrieval.eval import DIRECTIONS, bootstrap_r1, direction_hits, evaluate
 from ampere.training.train import TRAINING_SPLITS, TrainConfig, embed, train_tower
 
-SOURCES = ("none", "raw", "keywords", "phrases", "summary", "text-only")
+SOURCES = ("none", "raw", "raw-ends", "keywords", "phrases", "summary", "text-only")
 R1_KEYS = [f"{d}/R@1" for d in DIRECTIONS]
 # split -> source -> one ``direction_hits`` per seed
 Hits = dict[str, dict[str, list[dict[str, pd.DataFrame]]]]
@@ -41,10 +43,12 @@ class AblationConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-def source_texts(items: pd.DataFrame, source: str) -> list[str]:
+def source_texts(items: pd.DataFrame, source: str, text_encoder=None) -> list[str]:  # noqa: ANN001 (any TextEncoder)
     """Texts of every item for one source; `items` has domain, title, asr, summary and, when those
-    sources are asked for, keywords and phrases."""
+    sources are asked for, keywords and phrases; `raw-ends` needs the `text_encoder` whose window it fits."""
     domains, titles, asrs = list(items["domain"]), list(items["title"]), list(items["asr"])
+    if source == "raw-ends":
+        return text_inputs(domains, titles, [text_encoder.readable_ends(a) for a in asrs], list(items["summary"]), "raw")
     if source in ("keywords", "phrases"):
         return text_inputs(domains, titles, asrs, list(items[source]), "summary")
     if source == "text-only":
@@ -68,7 +72,7 @@ def run_ablation(
     rows: list[dict] = []
     hits: Hits = {"val": {}, "test": {}}
     for source in config.sources:
-        states, mask = text_features(source_texts(items, source), text_encoder)
+        states, mask = text_features(source_texts(items, source, text_encoder), text_encoder)
         features = ItemFeatures(
             item_ids=list(items["item_id"]),
             product_ids=list(items["product_id"]),
