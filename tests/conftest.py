@@ -77,10 +77,23 @@ def pytest_runtest_call(item: pytest.Item):
 
 
 def _left_running(item: pytest.Item) -> dict[int, str]:
-    """The processes the test's body started that still run after its teardown (killed here)."""
+    """The processes the test's body started that still run 3 s after its teardown (killed here): a
+    process the test killed or stopped a moment ago is given the time to exit."""
     if CHILDREN not in item.stash:
         return {}
     left = {pid: command for pid, command in _children().items() if pid not in item.stash[CHILDREN]}
+    if left:
+        alive = []
+        for pid in left:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                alive.append(psutil.Process(pid))
+        _, still = psutil.wait_procs(alive, timeout=3)
+        running = {}
+        for process in still:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if process.status() != psutil.STATUS_ZOMBIE:
+                    running[process.pid] = left[process.pid]
+        left = running
     _kill(left)
     return left
 
