@@ -138,7 +138,7 @@ def _summarise(
     """Summaries of the clips by item id (llama.cpp through the cache), the model id and the tagger."""
     summarizer = build_summarizer("llamacpp", prompt=prompt, model_path=args.model, n_threads=args.threads)
     cache = SummaryCache(args.cache)
-    inputs, tagger = llm_inputs(prompt, items, list(clips["asr"]), product_ids=list(clips["product_id"]))
+    inputs, tagger = llm_inputs(prompt, items, list(clips["asr"]))
     results, stats = summarize_cached(inputs, summarizer, prompt, cache)
     cache.close()
     summarizer.close()

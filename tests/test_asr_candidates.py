@@ -5,7 +5,15 @@ import json
 import pandas as pd
 import pytest
 
-from ampere.asr.candidates import TaggerConfig, TitleTagger, llm_inputs, no_candidates_reason, title_labels
+from ampere.asr.candidates import (
+    LlmReader,
+    TaggerConfig,
+    TitleTagger,
+    llm_inputs,
+    no_candidates_reason,
+    out_of_fold,
+    title_labels,
+)
 from ampere.asr.prompts import PHRASE_SEPARATOR, grounded_schema, load_prompt
 from ampere.asr.text import complete_features
 
@@ -114,21 +122,24 @@ def test_a_tagger_saved_as_its_state_picks_the_same_phrases():
         TitleTagger.from_state(changed)
 
 
-def test_a_training_products_own_title_never_shapes_its_own_training_text():
-    """Training transcripts are read out of fold, as validation, test and query transcripts are read:
-    changing a training product's title leaves its own LLM inputs as they were (and changes the others')."""
-    prompt = load_prompt("summary-v3")
+def test_a_training_products_own_title_never_shapes_its_own_out_of_fold_text():
+    """Out of fold, a training product's transcripts are read by a tagger that never saw its title, as
+    validation, test and query transcripts are: changing that title leaves its own phrases as they
+    were, while the full tagger (which saw the new title) reads the same transcript otherwise."""
     items = _items(SPLITS)
-    # p0's transcript says a misheard brand word that only p0's title could respell or lift.
+    # p0's transcript says a brand word that only p0's title could respell or lift.
     items.loc[items["product_id"] == "p0", "asr"] = f"{CHATTER} look at this power bank from zorbix in navy {CHATTER}"
     clips = items[items["domain"] != "page"]
-    before, _ = llm_inputs(prompt, items, list(clips["asr"]), product_ids=list(clips["product_id"]))
+
+    def read(dataset: pd.DataFrame) -> tuple[list[str], LlmReader]:
+        reader = LlmReader(TitleTagger.fit(dataset), out_of_fold(dataset))
+        return reader(clips["asr"], clips["product_id"]), reader
+
+    before, _ = read(items)
     retitled = items.copy()
     retitled.loc[retitled["item_id"] == "p0-page", "title"] = "New zorbix power bank navy best seller"
-    after, lineage = llm_inputs(prompt, retitled, list(clips["asr"]), product_ids=list(clips["product_id"]))
+    after, reader = read(retitled)
     own = [i for i, p in enumerate(clips["product_id"]) if p == "p0"]
     assert [after[i] for i in own] == [before[i] for i in own]
-    # Read by the full tagger, which saw the new title, the same transcript reads otherwise.
-    in_fold, _ = llm_inputs(prompt, retitled, [clips["asr"].iloc[own[0]]])
-    assert in_fold[0] != after[own[0]]
-    assert lineage == f"title-tagger@{TitleTagger.fit(retitled).fingerprint()}"  # the served tagger saw every title
+    assert reader([clips["asr"].iloc[own[0]]])[0] != after[own[0]]  # the full tagger: the title shaped it
+    assert {len(products) for products, _ in reader.folds} == {1, 2} and len(reader.folds) == 5  # 7 products, 5 folds

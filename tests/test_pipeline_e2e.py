@@ -108,8 +108,9 @@ def test_blocking_check_ran_and_passed(materialised) -> None:
 def test_metrics_json_mlflow_run_and_registered_champion(materialised) -> None:
     workspace = materialised["root"] / "workspace"
     metrics = json.loads((workspace / "metrics.json").read_text())
-    figures = {f"{d}/R@{k}" for d in DIRECTIONS for k in (1, 5, 10)} | {"mR1"}
+    figures = {f"{d}/R@{k}" for d in DIRECTIONS for k in (1, 5, 10)} | {"mR1", "mMRR"}
     assert set(metrics) == figures | {f"val/{key}" for key in figures}
+    assert 0 < metrics["val/mMRR"] <= 100 and metrics["val/mMRR"] >= metrics["val/mR1"]  # 1/rank >= hit@1
     assert all(0.0 <= v <= 100.0 for v in metrics.values())
     assert metrics["mR1"] == pytest.approx(sum(metrics[f"{d}/R@1"] for d in DIRECTIONS) / 6)
 
@@ -404,7 +405,7 @@ def _new_llm_inputs(repo, workspace, shard: str | None = None) -> int:
     clips = items[items["domain"] != "page"]
     prompt = load_prompt()
     summarizer = build_summarizer("llamacpp", prompt)
-    inputs, _ = llm_inputs(prompt, items, list(clips["asr"]), product_ids=list(clips["product_id"]))
+    inputs, _ = llm_inputs(prompt, items, list(clips["asr"]))
     keys = {
         cache_key(text, prompt, summarizer.model_id, summarizer.decoding)
         for item_id, text in zip(clips["item_id"], inputs, strict=True)

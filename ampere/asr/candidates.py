@@ -324,24 +324,21 @@ def out_of_fold(
 
 
 def llm_reader(prompt: Prompt, items: pd.DataFrame, config: TaggerConfig | None = None) -> LlmReader:
-    """The reader of ``prompt``: a "candidates" prompt's tagger is fitted on the training products of
-    ``items``, with its out-of-fold taggers for those products' own transcripts."""
-    if not prompt.reads_candidates:
-        return LlmReader(None)
-    return LlmReader(TitleTagger.fit(items, config), out_of_fold(items, config))
+    """The reader of ``prompt``: a "candidates" prompt's tagger is fitted on the training products of ``items``.
+
+    The pipeline's summaries read every transcript, training ones included, with that one tagger: the
+    index embeds every item from the text a query of it would get. Out-of-fold reading
+    (``out_of_fold``) is for texts that only train (the ablation's ``phrases`` source).
+    """
+    return LlmReader(TitleTagger.fit(items, config) if prompt.reads_candidates else None)
 
 
 def llm_inputs(
-    prompt: Prompt,
-    items: pd.DataFrame,
-    transcripts: list[str],
-    config: TaggerConfig | None = None,
-    product_ids: list[str] | None = None,
+    prompt: Prompt, items: pd.DataFrame, transcripts: list[str], config: TaggerConfig | None = None
 ) -> tuple[list[str], str]:
-    """What the LLM reads for each transcript under ``prompt`` (``product_ids``: theirs, so that training
-    products are read out of fold), and what chose it (for lineage)."""
+    """What the LLM reads for each transcript under ``prompt``, and what chose it (for lineage)."""
     reader = llm_reader(prompt, items, config)
-    return reader(transcripts, product_ids), reader.lineage
+    return reader(transcripts), reader.lineage
 
 
 def no_candidates_reason(transcript: str, llm_input: str) -> str | None:

@@ -33,9 +33,8 @@ class TranscriptSummarizer:
     summarizer: Summarizer
     cache: SummaryCache
 
-    def __call__(self, transcripts: list[str], product_ids: list[str] | None = None) -> Summaries:
-        """``product_ids``: the transcripts' products, so that training products are read out of fold."""
-        inputs = self.reader(transcripts, product_ids)
+    def __call__(self, transcripts: list[str]) -> Summaries:
+        inputs = self.reader(transcripts)
         results, stats = summarize_cached(inputs, self.summarizer, self.prompt, self.cache)
         return Summaries(inputs=inputs, results=results, stats=stats, reader=self.reader)
 
@@ -47,10 +46,7 @@ def summarize_transcripts(
     summarizer: Summarizer,
     cache: SummaryCache,
     tagger_config: TaggerConfig | None = None,
-    product_ids: list[str] | None = None,
 ) -> Summaries:
-    """Summaries of `transcripts` (of the products `product_ids`, when they are items of the dataset:
-    training products are read out of fold); `items` (with their splits) is the dataset whose
-    training titles supervise the candidate tagger, as in `llm_reader`."""
-    reader = llm_reader(prompt, items, tagger_config)
-    return TranscriptSummarizer(prompt, reader, summarizer, cache)(transcripts, product_ids)
+    """Summaries of `transcripts`; `items` (with their splits) is the dataset whose training titles
+    supervise the candidate tagger, as in `llm_reader`."""
+    return TranscriptSummarizer(prompt, llm_reader(prompt, items, tagger_config), summarizer, cache)(transcripts)

@@ -105,9 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     prompt = load_prompt(task.prompt_id)
     engine = build_summarizer(task.backend, prompt=prompt, **task.engine)
     with contextlib.closing(SummaryCache(task.cache_path)) as cache:
-        done = summarize_transcripts(
-            prompt, items, list(clips["asr"]), engine, cache, TaggerConfig(**task.tagger), list(clips["product_id"])
-        )
+        done = summarize_transcripts(prompt, items, list(clips["asr"]), engine, cache, TaggerConfig(**task.tagger))
     stats = {name: getattr(done.stats, name) for name in STATS}
     task_file.with_suffix(".stats.json").write_text(json.dumps({"shards": task.shards, **stats}))
 

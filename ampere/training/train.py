@@ -123,8 +123,6 @@ class TrainConfig:
             raise ValueError("warmup_steps and patience must be >= 0")
         if not 0.0 <= self.modality_dropout < 1.0:
             raise ValueError(f"modality_dropout must be in [0, 1), got {self.modality_dropout}")
-        if self.modality_dropout and self.finetune:
-            raise ValueError("modality_dropout acts on cached features: it cannot be combined with finetune")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -392,6 +390,8 @@ def train_tower(
         raise ValueError("resume=True needs cfg.checkpoint_dir")
     if cfg.finetune != (backbones is not None):
         raise ValueError("backbones are given exactly when cfg.finetune is set")
+    if cfg.modality_dropout and cfg.finetune:
+        raise ValueError("modality_dropout acts on cached features: it cannot be combined with finetune")
     others = sorted(set(features.splits) - set(TRAINING_SPLITS))
     if others:
         raise ValueError(f"train_tower reads train and val items only; got splits {others} (pass features.only(...))")

@@ -63,7 +63,7 @@ def _shard_table(frame: pd.DataFrame, shards: list[str]) -> MetadataValue:
 @asset(
     pool="llm",
     group_name="asr",
-    code_version="5",
+    code_version="4",
     partitions_def=SUMMARY_SHARDS,
     backfill_policy=BackfillPolicy.single_run(),
     io_manager_key="summaries_io_manager",
@@ -101,9 +101,7 @@ def asr_summaries(
         return Output(frame, metadata={"run_skipped": len(frame), "run_shards": ", ".join(shards), **lineage})
     workers = _summarise_in_workers(raw_items, clips, shards, summarizer) if summarizer.workers > 1 else None
     engine = summarizer.summarizer()
-    done = summarize_transcripts(
-        prompt, raw_items, list(clips["asr"]), engine, summarizer.cache(), summarizer.tagger_config(), list(clips["product_id"])
-    )
+    done = summarize_transcripts(prompt, raw_items, list(clips["asr"]), engine, summarizer.cache(), summarizer.tagger_config())
     inputs, results, stats, lineage["tagger"] = done.inputs, done.results, done.stats, done.reader.lineage
     if done.reader.tagger is not None:  # the registered model will carry this very tagger
         workspace.taggers().put(done.reader.tagger)
