@@ -137,3 +137,34 @@ def test_local_hf_directories(tmp_path):
     states, mask = text_enc.encode(["one two three four five six", ""])
     assert states.shape == (2, 5, 32)
     assert mask.tolist() == [[True] * 5, [False] * 5]
+
+
+LATE = TowerConfig(**{**SMALL.to_dict(), "fusion": "late"})
+
+
+def test_tower_saved_before_late_fusion_loads_as_token_fusion():
+    saved = SMALL.to_dict()
+    del saved["fusion"]
+    assert TowerConfig.from_dict(saved).fusion == "tokens"
+    with pytest.raises(ValueError, match="fusion must be one of"):
+        TowerConfig(fusion="sum")
+    with pytest.raises(ValueError, match="even"):
+        TowerConfig(fusion="late", out_dim=7)
+
+
+def test_late_fusion_scores_are_the_weighted_branch_cosines():
+    torch.manual_seed(0)
+    tower = AmpereTower(LATE).eval()
+    tower.visual_weight.fill_(0.3)
+    frames, text, mask = _inputs()
+    parts = tower.encode_parts(frames, text, mask)
+    assert parts.fused.shape == (4, SMALL.out_dim) and parts.visual.shape == (4, SMALL.out_dim // 2)
+    a, b = 0, 3  # both have text
+    expected = 0.3 * parts.visual[a] @ parts.visual[b] + 0.7 * parts.text[a] @ parts.text[b]
+    torch.testing.assert_close(parts.fused[a] @ parts.fused[b], expected)
+    # Item 2 has no text: its fused embedding is its visual embedding, the text half zero.
+    torch.testing.assert_close(parts.fused[2], torch.cat([parts.visual[2], torch.zeros(SMALL.out_dim // 2)]))
+    # The weight travels with the weights (a buffer), so a reloaded tower scores as the trained one.
+    again = AmpereTower(LATE).eval()
+    again.load_state_dict(tower.state_dict())
+    torch.testing.assert_close(again(frames, text, mask), parts.fused, rtol=0, atol=0)

@@ -9,6 +9,7 @@ from ampere.models import TowerConfig
 from ampere.models.features import ItemFeatures
 from ampere.models.tower import AmpereTower
 from ampere.retrieval.eval import evaluate
+from ampere.training.fusion_weight import fit_visual_weight
 from ampere.training.train import (
     TrainConfig,
     _batch_loss,
@@ -17,6 +18,7 @@ from ampere.training.train import (
     _tensors,
     batch_rows,
     embed,
+    embed_branches,
     param_groups,
     product_items,
     train_tower,
@@ -290,3 +292,45 @@ def test_modality_dropout_masks_one_whole_branch_of_a_share_of_items_reproducibl
     assert train_tower(feats, TOWER, replace(CFG, modality_dropout=0.5, steps=9)).history == result.history  # ...reproducibly
     with pytest.raises(ValueError, match="modality_dropout"):
         TrainConfig(modality_dropout=1.0)
+
+
+def _branch_features(products: int, val: int, rng: np.random.Generator) -> ItemFeatures:
+    """Three items per product, all val products from ``products - val`` on; features are noise (set by the test)."""
+    n = 3 * products
+    return ItemFeatures(
+        [f"i{k}" for k in range(n)],
+        [f"p{k // 3}" for k in range(n)],
+        ["page", "short", "live"] * products,
+        ["train" if k // 3 < products - val else "val" for k in range(n)],
+        rng.normal(size=(n, 8, 16)).astype(np.float32),
+        rng.normal(size=(n, 4, 8)).astype(np.float16),
+        np.ones((n, 4), dtype=bool),
+    )
+
+
+@pytest.mark.parametrize("signal", ["visual", "text"])
+def test_late_fusion_weight_goes_to_the_branch_that_finds_the_product(signal):
+    rng = np.random.default_rng(5)
+    val = _branch_features(20, 20, rng)
+    base = np.repeat(rng.normal(size=(20, 8)), 3, axis=0)
+
+    def unit(x: np.ndarray) -> np.ndarray:
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+    informative, noise = unit(base + 0.8 * rng.normal(size=base.shape)), unit(rng.normal(size=base.shape))
+    visual, text = (informative, noise) if signal == "visual" else (noise, informative)
+    weight, score = fit_visual_weight(visual, text, np.ones(60, dtype=bool), val)
+    assert weight >= 0.7 if signal == "visual" else weight <= 0.3
+    assert 0 < score.mR1 < 100
+
+
+def test_late_fused_tower_keeps_the_weight_fit_on_its_own_validation_branches():
+    feats = _branch_features(30, 10, np.random.default_rng(5))
+    signal = np.repeat(np.random.default_rng(6).normal(size=(30, 1, 16)), 3, axis=0)
+    feats.frames += signal.astype(np.float32)  # the frames carry the product
+    result = train_tower(feats, replace(TOWER, fusion="late"), replace(CFG, fusion="late", steps=12))
+    val = feats.only(("val",))
+    assert [row["visual_weight"] for row in result.history]
+    weight, _ = fit_visual_weight(*embed_branches(result.tower, val), val)
+    assert float(result.tower.visual_weight) == pytest.approx(weight)
+    assert float(result.tower.visual_weight) in [pytest.approx(row["visual_weight"]) for row in result.history]

@@ -24,9 +24,8 @@ import numpy as np
 import pandas as pd
 
 from ampere.models.features import ItemFeatures, text_features, text_inputs
-from ampere.models.tower import TowerConfig
 from ampere.retrieval.eval import DIRECTIONS, bootstrap_r1, direction_hits, evaluate
-from ampere.training.train import TRAINING_SPLITS, TrainConfig, embed, train_tower
+from ampere.training.train import TRAINING_SPLITS, TrainConfig, embed, tower_config, train_tower
 
 SOURCES = ("none", "raw", "raw-ends", "keywords", "phrases", "summary", "text-only")
 R1_KEYS = [f"{d}/R@1" for d in DIRECTIONS]
@@ -82,7 +81,7 @@ def run_ablation(
             text=states,
             text_mask=mask,
         )
-        tower_cfg = TowerConfig(visual_dim=frames.shape[-1], text_dim=states.shape[-1], text_tokens=states.shape[1])
+        tower_cfg = tower_config(features, config.train)
         for seed in config.seeds:
             train_cfg = TrainConfig(**{**config.train.to_dict(), "seed": seed})
             result = train_tower(features.only(TRAINING_SPLITS), tower_cfg, train_cfg)

@@ -31,12 +31,13 @@ from tqdm.auto import tqdm
 
 from ampere.device import resolve_device
 from ampere.models.features import ItemFeatures
-from ampere.models.tower import AmpereTower, TowerConfig, TowerOutput
+from ampere.models.tower import FUSIONS, AmpereTower, TowerConfig, TowerOutput
 from ampere.retrieval.eval import ValidationScore, evaluate
 from ampere.training.alignment import alignment_losses
 from ampere.training.cosface import CosFace
 from ampere.training.distributed import gather_rows, rank, seed_this_rank, world_size
 from ampere.training.finetune import EndToEnd, EndToEndInputs, MediaBatches, features_with, freeze_trained, unfreeze
+from ampere.training.fusion_weight import fit_visual_weight
 from ampere.training.losses import Temperature, cross_domain_loss
 from ampere.training.modality_dropout import drop_modalities, modality_drops
 from ampere.training.selection import validation_warnings
@@ -82,6 +83,13 @@ class TrainConfig:
     alignment: str = field(
         default="branch", metadata={"doc": "where alignment terms act: branch (before fusion) or fusion (output tokens)"}
     )
+    fusion: str = field(
+        default="tokens",
+        metadata={
+            "doc": "how the tower fuses frames and text (ampere.models.tower): tokens (the paper's fusion transformer "
+            "over both branches' tokens) or late (a visual and a text embedding, weighted by a share fit on validation)"
+        },
+    )
     align_tv: float = field(default=0.1, metadata={"doc": "weight of text<->visual alignment within a domain"})
     align_vv: float = field(default=0.1, metadata={"doc": "weight of visual<->visual alignment across domains"})
     align_tt: float = field(default=0.1, metadata={"doc": "weight of text<->text alignment across domains"})
@@ -114,6 +122,8 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
         if self.alignment not in ALIGNMENTS:
             raise ValueError(f"alignment must be one of {ALIGNMENTS}, got {self.alignment!r}")
         for name in ("steps", "batch_size", "eval_every"):
@@ -148,6 +158,16 @@ class TrainResult:
     stopped_early: bool
     backbones: EndToEndInputs | None = None
     warnings: list[str] = field(default_factory=list)
+
+
+def tower_config(features: ItemFeatures, cfg: TrainConfig) -> TowerConfig:
+    """The tower for ``features`` (their frame, text and token sizes), fusing as ``cfg.fusion`` says."""
+    return TowerConfig(
+        visual_dim=features.frames.shape[-1],
+        text_dim=features.text.shape[-1],
+        text_tokens=features.text.shape[1],
+        fusion=cfg.fusion,
+    )
 
 
 def product_items(features: ItemFeatures) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -350,8 +370,12 @@ class _Parts(nn.Module):
 
 
 def _validate(tower: AmpereTower, val: ItemFeatures, val_products: list, temperature: float) -> tuple[ValidationScore, float]:
-    """(validation score, fused cross-domain loss on the first item of each domain of every val product)."""
+    """(validation score, fused cross-domain loss on the first item of each domain of every val product).
+    A late-fused tower first gets its visual weight fit on these items (``fit_visual_weight``)."""
     was_training = tower.training
+    if tower.cfg.fusion == "late":
+        weight, _ = fit_visual_weight(*embed_branches(tower, val), val)
+        tower.visual_weight.fill_(weight)
     vectors = embed(tower, val)
     score = ValidationScore.of(evaluate(vectors, val.product_ids, val.domains, val.splits, split="val"))
     rows = [int(items[d][0]) for d in range(3) for items in val_products]
@@ -516,6 +540,7 @@ def train_tower(
             "val_mMRR": score.mMRR,
             "val_loss": val_loss,
             "best_val_mR1": best.mR1,
+            **({"visual_weight": float(tower.visual_weight)} if tower_cfg.fusion == "late" else {}),
         }
         history.append(row)
         progress.set_postfix(val_mR1=f"{score.mR1:.1f}", best=f"{best.mR1:.1f}@{best_step}")
@@ -580,3 +605,19 @@ def embed(tower: AmpereTower, features: ItemFeatures, batch_size: int = 256) -> 
             rows = np.arange(start, min(start + batch_size, len(features)))
             out[rows] = tower(*_tensors(features, rows, device)).float().cpu().numpy()
     return out
+
+
+def embed_branches(tower: AmpereTower, features: ItemFeatures, batch_size: int = 256) -> tuple[np.ndarray, ...]:
+    """(visual, text, has_text) of all items, tower in eval mode: the branch embeddings [N, D] that a
+    late-fused tower concatenates, and bool [N] for items that have text."""
+    tower.eval()
+    device = next(tower.parameters()).device
+    visual, text, has_text = [], [], []
+    with torch.inference_mode():
+        for start in range(0, len(features), batch_size):
+            rows = np.arange(start, min(start + batch_size, len(features)))
+            out = tower.encode_parts(*_tensors(features, rows, device))
+            visual.append(out.visual.float().cpu().numpy())
+            text.append(out.text.float().cpu().numpy())
+            has_text.append(out.has_text.cpu().numpy())
+    return np.concatenate(visual), np.concatenate(text), np.concatenate(has_text)

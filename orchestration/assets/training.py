@@ -17,7 +17,6 @@ from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME, MLFLOW_RUN_NOTE
 from ampere.lineage.versions import code_version
 from ampere.models.backbones import ImageEncoder, TextEncoder
 from ampere.models.features import ItemFeatures
-from ampere.models.tower import TowerConfig
 from ampere.serve.pyfunc import summary_parts
 from ampere.training.finetune import EndToEndInputs, EndToEndSpec
 from ampere.training.launch import run_torchrun
@@ -26,6 +25,7 @@ from ampere.training.train import (
     TrainConfig,
     latest_checkpoint,
     load_checkpoint,
+    tower_config,
     train_tower,
 )
 from orchestration import mlflow_logging
@@ -88,10 +88,8 @@ def trained_encoder(
     lineage = features_lineage(backbone_features)
     # Checked before training: a model on summaries registers with the tagger and LLM they came from.
     parts = summary_parts(lineage, workspace.taggers(), summarizer.backend, summarizer.engine_options())
-    tower_cfg = TowerConfig(
-        visual_dim=features.frames.shape[-1], text_dim=features.text.shape[-1], text_tokens=features.text.shape[1]
-    )
     train_cfg = to_dataclass(TrainConfig, config)
+    tower_cfg = tower_config(features, train_cfg)
     folder = _checkpoint_dir(context, train_cfg, workspace)
     train_cfg = replace(train_cfg, checkpoint_dir=str(folder))
     device = device_metadata(train_cfg.device)
