@@ -77,7 +77,10 @@ def ablation_study(
         raise ValueError("the ablation needs LLM summaries: materialise asr_summaries with run_llm=true first")
     features = ItemFeatures.load(Path(backbone_features))
     items = pd.DataFrame({"item_id": features.item_ids}).merge(raw_items, on="item_id", how="left")
-    items = items.merge(summaries[["item_id", "summary"]], on="item_id", how="left").fillna({"summary": ""})
+    items = items.merge(summaries[["item_id", "summary", "train_summary"]], on="item_id", how="left")
+    items = items.fillna({"summary": "", "train_summary": ""})
+    # Cells train on train items and report on the others: a training clip reads its out-of-fold summary.
+    items["summary"] = items["train_summary"].where(items["split"] == "train", items["summary"])
     # The text encoder the features were computed with, so every cell encodes its text as the pipeline does.
     text_encoder = text_encoder_from_id(features_lineage(backbone_features)["text_encoder"])
     if "keywords" in config.sources:

@@ -3,7 +3,15 @@ import pytest
 from PIL import Image
 
 from ampere.models import FrameEncoder, TextEncoder, build_frame_encoder, build_text_encoder
-from ampere.models.features import ItemFeatures, media_digest, text_features, text_inputs, visual_features
+from ampere.models.features import (
+    ItemFeatures,
+    load_training_features,
+    media_digest,
+    save_training_texts,
+    text_features,
+    text_inputs,
+    visual_features,
+)
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +144,25 @@ def test_item_features_roundtrip_and_subset(tmp_path):
     np.testing.assert_array_equal(sub.text_mask, feats.text_mask[[2, 0]])
     with pytest.raises(ValueError, match="lengths"):
         ItemFeatures(["a"], ["p", "q"], ["page"], ["train"], feats.frames[:1], feats.text[:1], feats.text_mask[:1])
+
+
+def test_training_reads_the_training_texts_saved_beside_the_features(tmp_path):
+    rng = np.random.default_rng(0)
+    feats = ItemFeatures(
+        ["a", "b", "c"], ["p", "p", "q"], ["page", "short", "live"], ["train", "train", "val"],
+        rng.normal(size=(3, 8, 4)).astype(np.float32), rng.normal(size=(3, 5, 2)).astype(np.float16), np.ones((3, 5), bool),
+    )  # fmt: skip
+    feats.save(tmp_path / "features.npz")
+    assert load_training_features(tmp_path / "features.npz").text.tobytes() == feats.text.tobytes()  # none saved yet
+    own = rng.normal(size=(1, 5, 2)).astype(np.float16)
+    save_training_texts(tmp_path / "features.npz", ["b"], own, np.zeros((1, 5), bool))
+    training = load_training_features(tmp_path / "features.npz")
+    np.testing.assert_array_equal(training.text[1], own[0])
+    assert not training.text_mask[1].any() and training.text_mask[[0, 2]].all()
+    np.testing.assert_array_equal(training.text[[0, 2]], feats.text[[0, 2]])
+    np.testing.assert_array_equal(ItemFeatures.load(tmp_path / "features.npz").text, feats.text)  # the index's own
+    with pytest.raises(ValueError, match="do not hold"):
+        feats.with_texts(["zz"], own, np.zeros((1, 5), bool))
 
 
 def test_frames_resized_on_the_device_match_pil_within_one_intensity_level():

@@ -177,7 +177,8 @@ def test_rematerialising_summaries_calls_the_llm_zero_times(materialised) -> Non
     assert result.success
     event = materialised["instance"].get_latest_materialization_event(AssetKey("asr_summaries"))
     metadata = event.asset_materialization.metadata
-    assert metadata["run_llm_calls"].value == 0
+    assert metadata["run_llm_calls"].value == 0 and metadata["run_out_of_fold_llm_calls"].value == 0
+    assert metadata["run_training_transcripts_out_of_fold"].value > 0
     assert metadata["run_cache_hits"].value + metadata["run_empty"].value == metadata["run_transcripts"].value
 
 
@@ -520,3 +521,35 @@ def test_the_ablation_job_trains_each_source_on_the_pipelines_text_encoder_and_t
     assert read_through.startswith("title-tagger@")
     messages = [entry.user_message for entry in materialised["instance"].all_logs(result.run_id)]
     assert any(f"phrases: {read_through} (the summaries read {read_through})" in message for message in messages)
+
+
+def test_a_training_products_own_title_never_changes_the_text_it_trains_on(materialised, tmp_path) -> None:
+    """What a training product's clip trains on (`train_text`) is read out of fold, by a tagger fitted
+    without that product (how a tagger's reading depends on a title: test_asr_candidates): it is not the
+    reading a query of the clip gets (`text`), and a new page title for the product leaves it as it was."""
+    copy = _private_copy(materialised, tmp_path)
+    items_path = copy["repo"] / "data" / "items.jsonl"
+    rows = [json.loads(line) for line in items_path.read_text().splitlines()]
+    items, _ = read_items(copy["repo"] / "data", FRACTIONS, check_media=False)
+    train_clips = items[(items["split"] == "train") & (items["domain"] != "page") & (items["asr"].str.strip() != "")]
+    selection = [AssetKey("raw_items"), AssetKey("asr_summaries"), AssetKey("training_set")]
+
+    def training_set() -> pd.DataFrame:
+        items_path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        _dvc_commit(copy["repo"])
+        result = execute_in_process(
+            copy["job"], run_config=RUN_CONFIG, instance=copy["instance"], asset_selection=selection, tags=ALL_SHARDS_TAGS
+        )
+        return result.output_for_node("training_set").set_index("item_id")
+
+    before = training_set()
+    clips = before.loc[train_clips["item_id"]]
+    assert (clips["train_text"] != clips["text"]).all()
+    others = before.drop(index=train_clips["item_id"])
+    assert (others["train_text"] == others["text"]).all()  # validation, test and page items train on their own text
+    product = train_clips["product_id"].iloc[0]
+    page = next(r for r in rows if r["product_id"] == product and r["domain"] == "page")
+    page["title"] = f"Zorbix Quilted {page['title']}"
+    after = training_set()
+    own = list(train_clips.loc[train_clips["product_id"] == product, "item_id"])
+    assert list(after.loc[own, "train_text"]) == list(before.loc[own, "train_text"])

@@ -46,6 +46,7 @@ def test_training_set_suite_passes_a_valid_set() -> None:
             "domain": ["page", "short", "live"],
             "split": ["train"] * 3,
             "text": ["t", "", "Product name: X; Features: a"],
+            "train_text": ["t", "", "Product name: Y; Features: a"],
             "media_path": ["m"] * 3,
         }
     )

@@ -326,11 +326,17 @@ def out_of_fold(
 def llm_reader(prompt: Prompt, items: pd.DataFrame, config: TaggerConfig | None = None) -> LlmReader:
     """The reader of ``prompt``: a "candidates" prompt's tagger is fitted on the training products of ``items``.
 
-    The pipeline's summaries read every transcript, training ones included, with that one tagger: the
-    index embeds every item from the text a query of it would get. Out-of-fold reading
-    (``out_of_fold``) is for texts that only train (the ablation's ``phrases`` source).
+    It reads every transcript as a query of it would be read: what the index embeds. What a training
+    product's transcripts train on comes from ``training_reader``.
     """
     return LlmReader(TitleTagger.fit(items, config) if prompt.reads_candidates else None)
+
+
+def training_reader(reader: LlmReader, items: pd.DataFrame, config: TaggerConfig | None = None) -> LlmReader:
+    """``reader`` with out-of-fold taggers for the training products of ``items`` (``out_of_fold``), so
+    the text a training transcript trains on never saw its own product's title; a reader without a
+    tagger (the LLM reads the transcript itself) is returned as it is."""
+    return reader if reader.tagger is None else LlmReader(reader.tagger, out_of_fold(items, config))
 
 
 def llm_inputs(

@@ -33,8 +33,9 @@ class TranscriptSummarizer:
     summarizer: Summarizer
     cache: SummaryCache
 
-    def __call__(self, transcripts: list[str]) -> Summaries:
-        inputs = self.reader(transcripts)
+    def __call__(self, transcripts: list[str], product_ids: list[str] | None = None) -> Summaries:
+        """``product_ids`` (row-aligned) send a training product's transcripts to its fold's tagger, if the reader has folds."""
+        inputs = self.reader(transcripts, product_ids)
         results, stats = summarize_cached(inputs, self.summarizer, self.prompt, self.cache)
         return Summaries(inputs=inputs, results=results, stats=stats, reader=self.reader)
 

@@ -70,6 +70,7 @@ def training_set_expectations() -> list[gxe.Expectation]:
         gxe.ExpectColumnValuesToBeInSet(column="domain", value_set=list(DOMAINS)),
         gxe.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS)),
         gxe.ExpectColumnValueLengthsToBeBetween(column="text", min_value=0, max_value=MAX_TEXT_CHARS),
+        gxe.ExpectColumnValueLengthsToBeBetween(column="train_text", min_value=0, max_value=MAX_TEXT_CHARS),
         gxe.ExpectColumnValuesToNotBeNull(column="media_path"),
         gxe.ExpectColumnDistinctValuesToContainSet(column="domain", value_set=list(DOMAINS)),
     ]

@@ -7,7 +7,7 @@ import re
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -87,6 +87,18 @@ class ItemFeatures:
                 text=self.text,
                 text_mask=self.text_mask,
             )
+
+    def with_texts(self, item_ids: Sequence[str], text: np.ndarray, text_mask: np.ndarray) -> ItemFeatures:
+        """A copy in which the rows of ``item_ids`` read ``text`` / ``text_mask`` (row-aligned with
+        ``item_ids``) instead of their own: e.g. the out-of-fold texts training items train on."""
+        row = {item_id: i for i, item_id in enumerate(self.item_ids)}
+        unknown = [item_id for item_id in item_ids if item_id not in row]
+        if unknown:
+            raise ValueError(f"{len(unknown)} replacement texts for items these features do not hold, e.g. {unknown[:3]}")
+        rows = np.array([row[item_id] for item_id in item_ids], dtype=np.int64)
+        texts, masks = self.text.copy(), self.text_mask.copy()
+        texts[rows], masks[rows] = text, text_mask
+        return replace(self, text=texts, text_mask=masks)
 
     @classmethod
     def load(cls, path: str | Path) -> ItemFeatures:
@@ -287,3 +299,26 @@ def text_features(
         states[start : start + len(s)] = s
         mask[start : start + len(m)] = m
     return states, mask
+
+
+TRAINING_TEXTS = "training_texts.npz"
+
+
+def save_training_texts(features_path: str | Path, item_ids: Sequence[str], text: np.ndarray, text_mask: np.ndarray) -> Path:
+    """Beside a features file: the text states of the items whose training text differs from the text
+    the features hold (a training clip's out-of-fold summary); uncompressed .npz, no pickled objects."""
+    path = Path(features_path).with_name(TRAINING_TEXTS)
+    with open(path, "wb") as f:
+        np.savez(f, item_ids=np.array(list(item_ids), dtype=str), text=text, text_mask=text_mask)
+    return path
+
+
+def load_training_features(features_path: str | Path) -> ItemFeatures:
+    """The features at ``features_path`` as training reads them: with the training texts saved beside
+    them (``save_training_texts``) in place of those items' own, when there are any."""
+    features = ItemFeatures.load(features_path)
+    path = Path(features_path).with_name(TRAINING_TEXTS)
+    if not path.exists():
+        return features
+    with np.load(path, allow_pickle=False) as z:
+        return features.with_texts(z["item_ids"].tolist(), z["text"], z["text_mask"])

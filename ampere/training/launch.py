@@ -28,7 +28,7 @@ import torch.distributed as dist
 from ampere.device import resolve_device
 from ampere.models.backbones import encoders_from_ids, save_finetuned
 from ampere.models.encoder_io import load_tower, save_tower
-from ampere.models.features import ItemFeatures
+from ampere.models.features import load_training_features
 from ampere.models.tower import TowerConfig
 from ampere.training.finetune import EndToEndInputs, EndToEndSpec
 from ampere.training.train import TRAINING_SPLITS, TrainConfig, TrainResult, train_tower
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
             local = int(os.environ["LOCAL_RANK"])
             torch.cuda.set_device(local)
             cfg = TrainConfig(**{**cfg.to_dict(), "device": f"cuda:{local}"})
-        features = ItemFeatures.load(args.features).only(TRAINING_SPLITS)
+        features = load_training_features(args.features).only(TRAINING_SPLITS)
         backbones = None
         if args.backbones is not None:
             spec = EndToEndSpec(**json.loads(args.backbones.read_text()))

@@ -17,7 +17,7 @@ from dagster import (
 )
 
 from ampere.models.backbones import build_frame_encoder, build_text_encoder
-from ampere.models.features import ItemFeatures, text_features, visual_features
+from ampere.models.features import ItemFeatures, save_training_texts, text_features, visual_features
 from orchestration.assets.metadata import device_metadata, write_quarantine
 from orchestration.resources import (
     WorkspaceResource,
@@ -39,8 +39,11 @@ def features_lineage(features_path: str | Path) -> dict[str, Any]:
 
 @asset(
     group_name="model",
-    code_version="1",
-    description="Frozen-backbone features: 8 frame vectors and 33 text token states per item (frames cached by media hash).",
+    code_version="2",
+    description=(
+        "Frozen-backbone features: 8 frame vectors and 33 text token states per item (frames cached by media hash), "
+        "and beside them the text states a training clip trains on where they differ (its out-of-fold summary)."
+    ),
 )
 def backbone_features(
     context: AssetExecutionContext,
@@ -82,16 +85,20 @@ def backbone_features(
     )
     path = workspace.run_path(context.run.run_id, "features", "features.npz")
     features.save(path)
+    own = kept[kept["train_text"] != kept["text"]]
+    train_states, train_mask = text_features(list(own["train_text"]), text_encoder)
+    training_texts = save_training_texts(path, list(own["item_id"]), train_states, train_mask)
     (path.with_suffix(".json")).write_text(
         json.dumps({"frame_encoder": frame_encoder.id, "text_encoder": text_encoder.id, **training_set.attrs}, default=str)
     )
-    for published in (path, path.with_suffix(".json")):
+    for published in (path, path.with_suffix(".json"), training_texts):
         workspace.publish(published, "features", published.name)
     return Output(
         str(path),
         metadata={
             "items": len(features.item_ids),
             "quarantined": len(quarantine),
+            "out_of_fold_training_texts": len(own),
             "frame_encoder": frame_encoder.id,
             "text_encoder": text_encoder.id,
             **device,

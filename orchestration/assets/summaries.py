@@ -16,9 +16,9 @@ from dagster import (
 )
 
 from ampere.asr.cache import transcript_sha256
-from ampere.asr.candidates import no_candidates_reason
+from ampere.asr.candidates import no_candidates_reason, training_reader
 from ampere.asr.shards import shard_of
-from ampere.asr.summaries import summarize_transcripts
+from ampere.asr.summaries import TranscriptSummarizer, summarize_transcripts
 from ampere.asr.workers import WorkerTask, engine_share, run_workers, shard_groups, worker_environments
 from ampere.models.features import text_inputs
 from orchestration.assets.metadata import preview
@@ -41,6 +41,7 @@ SUMMARY_COLUMNS = [
     "asr_sha256",
     "status",
     "summary",
+    "train_summary",
     "error",
     "product_name",
     "features",
@@ -63,13 +64,14 @@ def _shard_table(frame: pd.DataFrame, shards: list[str]) -> MetadataValue:
 @asset(
     pool="llm",
     group_name="asr",
-    code_version="4",
+    code_version="5",
     partitions_def=SUMMARY_SHARDS,
     backfill_policy=BackfillPolicy.single_run(),
     io_manager_key="summaries_io_manager",
     description=(
         "LLM summaries 'Product name: …; Features: …' of short and live transcripts (by default of the phrases a "
-        "title-supervised tagger picks from them), cached by content; "
+        "title-supervised tagger picks from them), cached by content; a training product's clips also get the summary "
+        "they train on (`train_summary`, read by taggers that never saw the product's own title); "
         "partitioned into 16 shards by item id, so a backfill or re-run touches only its shards."
     ),
 )
@@ -95,7 +97,9 @@ def asr_summaries(
         }
     )
     if not config.run_llm:
-        frame = base.assign(status="skipped", summary="", error=None, product_name="", features=[[] for _ in range(len(base))])
+        frame = base.assign(
+            status="skipped", summary="", train_summary="", error=None, product_name="", features=[[] for _ in range(len(base))]
+        )
         frame = frame.assign(**lineage)[SUMMARY_COLUMNS]
         _describe_each_shard(context, frame, shards)
         return Output(frame, metadata={"run_skipped": len(frame), "run_shards": ", ".join(shards), **lineage})
@@ -106,9 +110,22 @@ def asr_summaries(
     if done.reader.tagger is not None:  # the registered model will carry this very tagger
         workspace.taggers().put(done.reader.tagger)
     lineage["llm"] = engine.model_id
+    # What a training product's clips train on: out of fold, through the same LLM and cache.
+    training = (clips["split"] == "train").to_numpy()
+    train_texts = [r.text for r in results]
+    train_stats = None
+    if done.reader.tagger is not None and training.any():
+        oof = training_reader(done.reader, raw_items, summarizer.tagger_config())
+        trained = TranscriptSummarizer(prompt, oof, engine, summarizer.cache())(
+            list(clips.loc[training, "asr"]), list(clips.loc[training, "product_id"])
+        )
+        for row, result in zip(training.nonzero()[0], trained.results, strict=True):
+            train_texts[row] = result.text
+        train_stats = trained.stats
     frame = base.assign(
         status=[r.status for r in results],
         summary=[r.text for r in results],
+        train_summary=train_texts,
         error=[no_candidates_reason(asr, text) or r.error for asr, text, r in zip(clips["asr"], inputs, results, strict=True)],
         product_name=[r.product_name for r in results],
         features=[list(r.features) for r in results],
@@ -131,6 +148,9 @@ def asr_summaries(
         "run_tokens_out": stats.tokens_out,
         "run_seconds": round(stats.seconds, 2),
         "run_transcripts_per_s": round(stats.calls / stats.seconds, 3) if stats.seconds > 0 else 0.0,
+        "run_training_transcripts_out_of_fold": int(training.sum()) if train_stats is not None else 0,
+        "run_out_of_fold_llm_calls": train_stats.calls if train_stats is not None else 0,
+        "run_out_of_fold_changed": int((frame["summary"] != frame["train_summary"]).sum()),
         "preview": preview(shown, ["item_id", "asr", "llm_input", "status", "summary"], width=120),
     }
     if workers is not None:
@@ -192,8 +212,15 @@ def current_summaries(raw_items: pd.DataFrame, asr_summaries: pd.DataFrame) -> t
     merged = clips.merge(asr_summaries, on="item_id", how="left")
     missing = merged["status"].isna()
     stale = ~missing & (merged["asr_sha256"] != [transcript_sha256(text) for text in merged["asr"]])
+    if "train_summary" not in merged:
+        merged["train_summary"] = None
+    untrained = ~missing & ~stale & merged["train_summary"].isna()
     problems, shards = [], set()
-    for label, rows in (("without a summary", missing), ("whose transcript changed after its summary", stale)):
+    for label, rows in (
+        ("without a summary", missing),
+        ("whose transcript changed after its summary", stale),
+        ("summarised before training summaries existed (no train_summary)", untrained),
+    ):
         if rows.any():
             found = sorted({shard_of(item_id) for item_id in merged.loc[rows, "item_id"]})
             problems.append(f"{int(rows.sum())} item(s) {label} (shards {', '.join(found)})")
@@ -219,8 +246,11 @@ class TrainingSetConfig(Config):
 
 @asset(
     group_name="data",
-    code_version="1",
-    description="Items joined with the text each one feeds the model; validated by a blocking Great Expectations check.",
+    code_version="2",
+    description=(
+        "Items joined with the text each one feeds the model (`text`, as a query of it reads) and trains on "
+        "(`train_text`: out of fold for a training clip); validated by a blocking Great Expectations check."
+    ),
 )
 def training_set(
     context: AssetExecutionContext,
@@ -234,12 +264,13 @@ def training_set(
     summaries, lineage = current_summaries(raw_items, asr_summaries)
     if config.text_source == "summary" and (summaries["status"] == "skipped").any():
         raise ValueError("text_source=summary needs summaries: materialise asr_summaries with run_llm=true")
-    df = raw_items.merge(summaries[["item_id", "status", "summary"]], on="item_id", how="left")
+    df = raw_items.merge(summaries[["item_id", "status", "summary", "train_summary"]], on="item_id", how="left")
     df["summary_status"] = df["status"].fillna("n/a")
-    df["text"] = text_inputs(
-        list(df["domain"]), list(df["title"]), list(df["asr"]), list(df["summary"].fillna("")), config.text_source
-    )
-    df = df.drop(columns=["status"])
+    domains, titles, asrs = list(df["domain"]), list(df["title"]), list(df["asr"])
+    df["text"] = text_inputs(domains, titles, asrs, list(df["summary"].fillna("")), config.text_source)
+    # What the item trains on: a training clip's out-of-fold summary (the same text for every other item).
+    df["train_text"] = text_inputs(domains, titles, asrs, list(df["train_summary"].fillna("")), config.text_source)
+    df = df.drop(columns=["status", "train_summary"])
     df.attrs = {**raw_items.attrs, **lineage, "text_source": config.text_source}
     return Output(
         df,
@@ -248,6 +279,7 @@ def training_set(
             "products": int(df["product_id"].nunique()),
             "text_source": config.text_source,
             "empty_text": int((df["text"].str.strip() == "").sum()),
+            "train_text_out_of_fold": int((df["train_text"] != df["text"]).sum()),
             "per_split": MetadataValue.json(df["split"].value_counts().to_dict()),
             "preview": preview(df, ["item_id", "domain", "split", "summary_status", "text"], width=100),
         },

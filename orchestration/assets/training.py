@@ -16,7 +16,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME, MLFLOW_RUN_NOTE
 
 from ampere.lineage.versions import code_version
 from ampere.models.backbones import ImageEncoder, TextEncoder
-from ampere.models.features import ItemFeatures
+from ampere.models.features import load_training_features
 from ampere.serve.pyfunc import summary_parts
 from ampere.training.finetune import EndToEndInputs, EndToEndSpec
 from ampere.training.launch import run_torchrun
@@ -46,14 +46,15 @@ EncoderConfig = config_from_dataclass(
 )
 
 
-def media_and_texts(training_set: pd.DataFrame) -> tuple[dict[str, str], dict[str, str]]:
-    """Every item's media path and text (by item id), as the training set holds them."""
+def media_and_texts(training_set: pd.DataFrame, text: str = "text") -> tuple[dict[str, str], dict[str, str]]:
+    """Every item's media path and text (by item id), as the training set holds them: ``text`` names the
+    column, `text` (what a query of the item reads) or `train_text` (what it trains on)."""
     items = list(training_set["item_id"])
-    return dict(zip(items, training_set["media_path"], strict=True)), dict(zip(items, training_set["text"], strict=True))
+    return dict(zip(items, training_set["media_path"], strict=True)), dict(zip(items, training_set[text], strict=True))
 
 
 def end_to_end_inputs(training_set: pd.DataFrame, encoders: tuple[ImageEncoder, TextEncoder]) -> EndToEndInputs:
-    """The backbones with every item's media path and text."""
+    """The backbones with every item's media path and text (as a query of it reads)."""
     return EndToEndInputs(*encoders, *media_and_texts(training_set))
 
 
@@ -84,7 +85,7 @@ def trained_encoder(
     summarizer: SummarizerResource,
 ) -> Output[dict[str, Any]]:
     """Trains the tower (resuming this run's checkpoint after a crash), logs curves and the model to MLflow, registers it."""
-    features = ItemFeatures.load(Path(backbone_features)).only(TRAINING_SPLITS)
+    features = load_training_features(backbone_features).only(TRAINING_SPLITS)
     lineage = features_lineage(backbone_features)
     # Checked before training: a model on summaries registers with the tagger and LLM they came from.
     parts = summary_parts(lineage, workspace.taggers(), summarizer.backend, summarizer.engine_options())
@@ -122,7 +123,7 @@ def trained_encoder(
     started = time.perf_counter()
     spec = None
     if train_cfg.finetune:
-        spec = EndToEndSpec(lineage["frame_encoder"], lineage["text_encoder"], *media_and_texts(training_set))
+        spec = EndToEndSpec(lineage["frame_encoder"], lineage["text_encoder"], *media_and_texts(training_set, "train_text"))
     if train_cfg.nproc_per_node > 1:
         context.log.info(f"training with torchrun: {train_cfg.nproc_per_node} processes")
         result = run_torchrun(Path(backbone_features), tower_cfg, train_cfg, folder / "torchrun", spec)
