@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--out", type=Path, required=True, help="dataset folder")
     synth.add_argument("--add", action="store_true", help="append new products to an existing dataset")
-    synth.add_argument("--look", choices=LOOKS, default="classic", help="how products look and are spoken of (Look.mode)")
+    synth.add_argument("--look", choices=LOOKS, default="catalogue", help="how products look and are spoken of (Look.mode)")
     synth.add_argument("--knob", type=_knob, action="append", default=[], metavar="FIELD=VALUE",
                        help="another field of ampere.data.synth_catalog.Look (repeatable), e.g. coined_brand_rate=0.5")
     synth.set_defaults(handler=_synth)

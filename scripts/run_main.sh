@@ -18,8 +18,8 @@ t1=$SECONDS
 if ! dvc pull -q data.dvc 2>/dev/null; then
   echo "the DVC remote has no copy yet: regenerating the default dataset from its seed"
   rm -rf data
-  ampere data synth --products "$(python -c 'import json;print(json.load(open("params.json"))["products"])')" \
-    --seed "$(python -c 'import json;print(json.load(open("params.json"))["seed"])')" --out data
+  param() { python -c "import json;print(json.load(open('params.json'))['$1'])"; }
+  ampere data synth --products "$(param products)" --seed "$(param seed)" --look "$(param look)" --out data
   if ! dvc status -q data.dvc; then
     echo "WARNING: regenerated data differs from the md5 in data.dvc; recording the new version" >&2
     dvc commit -f -q data.dvc
