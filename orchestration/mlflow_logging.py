@@ -83,6 +83,7 @@ VALIDATION_METRICS = {
     "val_mMRR": "curve/val_mMRR",
     "val_loss": "curve/val_loss",
     "best_val_mR1": "curve/best_val_mR1",
+    "visual_weight": "curve/visual_weight",  # late fusion's weight, fit on validation
 }
 
 

@@ -61,7 +61,8 @@ class TowerOutput(NamedTuple):
     embedding); visual / text: the first visual / first text fusion output token alone (both
     have attended to the whole unmasked sequence); visual_branch / text_branch: the branch
     outputs before fusion (the temporal transformer's pooled token, the projected text CLS).
-    Text embeddings are meaningful only where ``has_text`` [B] (bool) is True.
+    Text embeddings are meaningful only where ``has_text`` [B] (bool) is True. Under late fusion
+    visual / text and visual_branch / text_branch are the same two branch embeddings [B, out_dim / 2].
     """
 
     fused: torch.Tensor

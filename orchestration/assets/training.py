@@ -148,6 +148,8 @@ def trained_encoder(
         "steps_done": result.steps_done,
         "stopped_early": float(result.stopped_early),
     }
+    if tower_cfg.fusion == "late":  # the share of the frames in the fused similarity, fit on validation
+        summary["visual_weight"] = round(float(result.tower.visual_weight), 2)
     registered = mlflow_logging.log_encoder(
         mlflow,
         run.info.run_id,
@@ -182,6 +184,7 @@ def trained_encoder(
             **summary,
             "stopped_early": result.stopped_early,
             "resumed": run.resumed,
+            "fusion": tower_cfg.fusion,
             "validation_warnings": MetadataValue.md("\n".join(f"- {w}" for w in result.warnings) or "none"),
             **device,
             "train_seconds": round(seconds, 2),
