@@ -45,7 +45,13 @@ def test_definitions_load_and_validate() -> None:
 def _non_default(f: dataclasses.Field) -> object:
     """A valid value of a TrainConfig field that differs from its default."""
     default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-    special = {"device": "cpu", "alignment": "fusion", "checkpoint_dir": "/tmp/ckpt", "lr_factors": {"head": 0.5}}
+    special = {
+        "device": "cpu",
+        "alignment": "fusion",
+        "fusion": "tokens",
+        "checkpoint_dir": "/tmp/ckpt",
+        "lr_factors": {"head": 0.5},
+    }
     if f.name in special:
         return special[f.name]
     if isinstance(default, bool):
