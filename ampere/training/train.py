@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from ampere.device import resolve_device
 from ampere.models.features import ItemFeatures
-from ampere.models.tower import FUSIONS, AmpereTower, TowerConfig, TowerOutput
+from ampere.models.tower import FUSIONS, AmpereTower, TowerConfig, TowerOutput, late_fused
 from ampere.retrieval.eval import ValidationScore, evaluate
 from ampere.training.alignment import alignment_losses
 from ampere.training.cosface import CosFace
@@ -375,11 +375,15 @@ def _validate(tower: AmpereTower, val: ItemFeatures, val_products: list, tempera
     """(validation score, fused cross-domain loss on the first item of each domain of every val product).
     A late-fused tower first gets its visual weight fit on these items (``fit_visual_weight``)."""
     was_training = tower.training
-    if tower.cfg.fusion == "late":
-        weight, _ = fit_visual_weight(*embed_branches(tower, val), val)
+    if tower.cfg.fusion == "late":  # one pass over the branches gives the weight, its score and the fused vectors
+        visual, text, has_text = embed_branches(tower, val)
+        weight, score = fit_visual_weight(visual, text, has_text, val)
         tower.visual_weight.fill_(weight)
-    vectors = embed(tower, val)
-    score = ValidationScore.of(evaluate(vectors, val.product_ids, val.domains, val.splits, split="val"))
+        branches = (torch.from_numpy(x) for x in (visual, text, has_text))
+        vectors = late_fused(*branches, tower.visual_weight.cpu()).numpy()
+    else:
+        vectors = embed(tower, val)
+        score = ValidationScore.of(evaluate(vectors, val.product_ids, val.domains, val.splits, split="val"))
     rows = [int(items[d][0]) for d in range(3) for items in val_products]
     fused = torch.from_numpy(vectors[rows]).split(len(val_products))
     with torch.no_grad():
