@@ -18,6 +18,7 @@ from ampere.asr.candidates import llm_inputs
 from ampere.asr.prompts import DEFAULT_PROMPT_ID, Prompt, load_prompt
 from ampere.asr.quality import CLIP_DOMAINS, load_attributes, quality_table, summary_quality
 from ampere.asr.summarizer import SummaryResult, build_summarizer
+from ampere.catalogue.naming import DEFAULT, Catalogue
 from ampere.data.format import SPLITS, load_items
 from ampere.data.synth import SynthConfig, add_products, generate
 from ampere.data.synth_catalog import LOOKS, Look
@@ -68,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="HTTP search over the served index: JSON API, a page, /health, /metrics")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--store", type=Path, help="index store (default: the home's workspace/index_store)")
+    serve.add_argument("--catalogue", help=CATALOGUE_HELP)
+    serve.add_argument("--store", type=Path, help="index store (default: the catalogue's, in the home's workspace)")
     serve.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI, else the home's MLflow store")
     serve.add_argument("--cache", type=Path, help="summary cache (default: the home's workspace/summary_cache.sqlite)")
     serve.add_argument("--max-upload-mb", type=float, default=20.0, help="largest accepted photo or clip")
@@ -87,7 +89,8 @@ def _serve(args: argparse.Namespace) -> None:
         summary_cache=args.cache,
         max_upload_bytes=int(args.max_upload_mb * 2**20),
     )
-    print(f"AMPere search on http://{args.host}:{args.port}/ (index store {args.store}, MLflow {args.tracking_uri})", flush=True)
+    where = f"catalogue {args.catalogue or DEFAULT}, index store {args.store}, MLflow {args.tracking_uri}"
+    print(f"AMPere search on http://{args.host}:{args.port}/ ({where})", flush=True)
     uvicorn.run(create_app(config), host=args.host, port=args.port, log_level="warning")
 
 
@@ -219,14 +222,15 @@ def _summaries_compare(args: argparse.Namespace) -> None:
         print("| " + " | ".join(_cell(cell) for cell in row) + " |")
 
 
-HOME_DEFAULTS: dict[str, Callable[[Home], Any]] = {
-    "dataset": lambda home: home.dataset,
-    "out": lambda home: home.workspace,
-    "cache": lambda home: home.workspace / "summary_cache.sqlite",
-    "store": lambda home: home.workspace / "index_store",
-    "tracking_uri": lambda home: home.tracking_uri,
-    "artifact_root": lambda home: str(home.artifact_root),
+HOME_DEFAULTS: dict[str, Callable[[Home, argparse.Namespace], Any]] = {
+    "dataset": lambda home, _: home.dataset,
+    "out": lambda home, _: home.workspace,
+    "cache": lambda home, _: home.workspace / "summary_cache.sqlite",
+    "store": lambda home, args: Catalogue(getattr(args, "catalogue", None) or DEFAULT).index_store(home.workspace),
+    "tracking_uri": lambda home, _: home.tracking_uri,
+    "artifact_root": lambda home, _: str(home.artifact_root),
 }
+CATALOGUE_HELP = "catalogue (default: the home's dataset, 'default'; `ampere pipeline` prints a dataset's catalogue)"
 
 
 def with_home(args: argparse.Namespace) -> argparse.Namespace:
@@ -234,7 +238,7 @@ def with_home(args: argparse.Namespace) -> argparse.Namespace:
     args.home = find_home(args.home)
     for name, default in HOME_DEFAULTS.items():
         if getattr(args, name, ...) is None:
-            setattr(args, name, default(args.home))
+            setattr(args, name, default(args.home, args))
     return args
 
 

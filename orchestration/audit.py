@@ -18,10 +18,11 @@ from mlflow.exceptions import MlflowException
 from ampere.lineage.hashing import content_hash
 from ampere.lineage.versions import CODE_ROOT, DIRTY
 from ampere.retrieval.index import verify_manifest
-from ampere.retrieval.index_store import index_key
+from ampere.retrieval.index_store import IndexStore, index_key
 from mlflow import MlflowClient
 
 DAGSTER_UI = "http://127.0.0.1:3000"
+REFRESH_COUNTS = ("added", "changed", "removed", "kept", "embedded", "reused")  # what a refreshed index's manifest records
 
 
 @dataclass
@@ -83,14 +84,20 @@ def audit(
     instance: DagsterInstance,
     repo: Path = CODE_ROOT,
     dagster_ui: str = DAGSTER_UI,
+    store: IndexStore | None = None,
 ) -> AuditReport:
     """Builds the chain for a model version / alias / index id; fetches every link from its own
     store and compares it with what the other links claim.
 
     `repo` is the code repository (for the commit); the data repository is the one recorded in
-    the version's `lineage.dvc_repo` tag.
+    the version's `lineage.dvc_repo` tag. An index id published in ``store`` (the catalogue's index
+    store) is audited from its manifest: a refreshed index names its champion, both data versions and
+    the refresh run.
     """
-    version_number = resolve_model_version(client, model_name, ref)
+    index_about = store.about(ref) if store is not None and "--" in ref and store.path(ref).is_dir() else None
+    if index_about is not None and index_about.get("registered_model") != model_name:
+        raise ValueError(f"index {ref} holds vectors of {index_about.get('registered_model')}, not of {model_name}")
+    version_number = str(index_about["model_version"]) if index_about else resolve_model_version(client, model_name, ref)
     version = client.get_model_version(model_name, version_number)
     tags = version.tags
     run = _fetch_run(client, version.run_id)
@@ -151,12 +158,56 @@ def audit(
     if "promotion.reason" in tags:
         add(AuditLine("promotion", tags["promotion.reason"]))
     index_id, index_path = tags.get("index_id", ""), tags.get("index_path", "")
-    if index_id:
+    if index_about is not None and store is not None:
+        report.lines.extend(_index_lines(ref, store.path(ref), index_about, version_number, tags, instance, dagster_ui))
+    elif index_id:
         problem = _index_problem(Path(index_path), index_id, version_number, tags.get("lineage.data_version", ""))
         add(_checked("FAISS index", index_id, index_path, problem))
     else:
         add(AuditLine("FAISS index", "none"))
     return report
+
+
+def _index_lines(
+    index_id: str,
+    path: Path,
+    about: dict[str, str],
+    version: str,
+    tags: dict[str, str],
+    instance: DagsterInstance,
+    dagster_ui: str,
+) -> list[AuditLine]:
+    """The links of an index read from its manifest: its files and id, its data version (checked in DVC),
+    the data the model was trained on and, for a refreshed index, the run that built it and its counts."""
+    data_version = about.get("data_version", "")
+    lines = [_checked("FAISS index", index_id, str(path), _index_problem(path, index_id, version, data_version))]
+    md5, repo, rev = about.get("dvc_md5", "None"), Path(about.get("dvc_repo", ".")), about.get("data_git_rev", "")
+    problem = _dvc_problem(repo, md5, rev) if md5 != "None" else ""
+    lines.append(_checked("index data version", data_version, str(repo / "data.dvc") if md5 != "None" else "", problem))
+    trained_on = tags.get("lineage.data_version", "unknown")
+    recorded = about.get("model_data_version", trained_on)
+    differs = f"the index records {recorded}" if recorded != trained_on else ""
+    lines.append(_checked("model trained on data version", trained_on, "", differs))
+    run_id = about.get("refreshed_by_run")
+    if run_id:
+        problem = _refresh_problem(instance, run_id, index_id)
+        lines.append(_checked("refresh run", run_id, f"{dagster_ui}/runs/{run_id}", problem))
+        counts = ", ".join(f"{key} {about.get(key, '?')}" for key in REFRESH_COUNTS)
+        previous = f"{about.get('previous_index')} (data version {about.get('previous_data_version')})"
+        lines.append(AuditLine("refresh", f"{counts}; previous index {previous}"))
+    return lines
+
+
+def _refresh_problem(instance: DagsterInstance, run_id: str, index_id: str) -> str:
+    """The Dagster run, fetched from the instance, must have materialised catalogue_index as this index."""
+    if instance.get_run_by_id(run_id) is None:
+        return f"run {run_id} not found in the Dagster instance"
+    for entry in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION):
+        materialization = entry.asset_materialization
+        if materialization is not None and materialization.asset_key.to_user_string() == "catalogue_index":
+            claimed = getattr(materialization.metadata.get("index_id"), "value", None)
+            return "" if claimed == index_id else f"its catalogue_index is index {claimed}"
+    return "the run materialised no catalogue_index"
 
 
 def _checked(label: str, value: str, link: str, problem: str) -> AuditLine:

@@ -12,11 +12,13 @@ from typing import Any
 
 from ampere import cli as library_cli
 from ampere.asr.prompts import DEFAULT_PROMPT_ID, PROMPT_DIR
+from ampere.catalogue.naming import DEFAULT, Catalogue
+from ampere.cli import CATALOGUE_HELP
 from ampere.home import Home
 from orchestration.instance import instance_folder
 
 TRACKING_HELP = "MLflow tracking URI (default: MLFLOW_TRACKING_URI, else the home's mlflow/mlflow.db)"
-STORE_HELP = "index store (default: the home's workspace/index_store)"
+STORE_HELP = "index store (default: the catalogue's, in the home's workspace)"
 
 
 
@@ -51,6 +53,7 @@ def _pipeline(args: argparse.Namespace) -> None:
         "summarizer_model": args.summarizer_model,
         "summarizer_prompt": args.summarizer_prompt,
         "summarizer_workers": args.summarizer_workers,
+        "catalogue": args.catalogue,
     }
     parent = None
     if args.reexecute:
@@ -65,6 +68,8 @@ def _pipeline(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     job = build_reconstructable_job("orchestration.definitions", "pipeline_job_at", reconstructable_kwargs=settings)
     ensure_pools(instance, PIPELINE_POOLS)
+    catalogue = Catalogue.of(settings["dataset"], args.home.dataset, settings.get("catalogue"))
+    print(f"catalogue {catalogue.name}: model {catalogue.registered_model}, index store {catalogue.index_store(out)}", flush=True)
     mlflow = MlflowResource(tracking_uri=settings["tracking_uri"], artifact_root=settings["artifact_root"])
     for run_id in reap_dead_runs(instance, mlflow):
         print(f"run {run_id}: its process died; marked failed and its pool slots freed")
@@ -125,12 +130,15 @@ def _pipeline(args: argparse.Namespace) -> None:
 
 def _audit(args: argparse.Namespace) -> None:
     use_dagster_home(args.home)
+    from ampere.retrieval.index_store import IndexStore
     from orchestration.audit import audit
     from orchestration.instance import open_instance
     from orchestration.resources import MlflowResource
 
-    resource = MlflowResource(tracking_uri=args.tracking_uri, ui_url=args.mlflow_ui)
-    report = audit(args.ref, resource.client(), resource.registered_model, resource.ui_base(), open_instance())
+    catalogue = Catalogue(args.catalogue or DEFAULT)
+    resource = MlflowResource(tracking_uri=args.tracking_uri, ui_url=args.mlflow_ui, registered_model=catalogue.registered_model)
+    store = IndexStore(args.store)
+    report = audit(args.ref, resource.client(), resource.registered_model, resource.ui_base(), open_instance(), store=store)
     print(report.to_text())
     if not report.ok:
         raise SystemExit("some links of the chain did not resolve")
@@ -169,16 +177,29 @@ def _status(args: argparse.Namespace) -> None:
     from orchestration.mlflow_logging import alias_version
     from orchestration.resources import MlflowResource
 
-    resource = MlflowResource(tracking_uri=args.tracking_uri)
+    catalogue = Catalogue(args.catalogue or DEFAULT)
+    resource = MlflowResource(tracking_uri=args.tracking_uri, registered_model=catalogue.registered_model)
     champion = alias_version(resource, "champion")
-    line = f"champion: {resource.registered_model} v{champion}" if champion else "champion: none"
+    line = f"catalogue {catalogue.name}: champion {resource.registered_model} v{champion}" if champion else (
+        f"catalogue {catalogue.name}: champion none"
+    )
     if champion:
         version = resource.client().get_model_version(resource.registered_model, champion)
         metrics = resource.client().get_run(version.run_id).data.metrics
         named = (("val/mR1", "val mR1"), ("mR1", "test mR1"))
         figures = ", ".join(f"{name} {metrics[key]:.2f}" for key, name in named if key in metrics)
-        line += f" ({figures or 'no mR1 recorded'}, index {version.tags.get('index_id', 'none')})"
-    print(f"{line}; served index: {IndexStore(args.store).current() or 'none'}")
+        line += f" ({figures or 'no mR1 recorded'})"
+    store = IndexStore(args.store)
+    served = store.current()
+    if served:
+        about = store.about(served)
+        line += f"; served index: {served} (model v{about.get('model_version')}, data {about.get('data_version')})"
+    else:
+        line += "; served index: none"
+    print(line)
+    others = sorted(path.name for path in (args.home.workspace / "catalogues").glob("*") if path.name != catalogue.name)
+    if others:
+        print(f"other catalogues in this home: {', '.join(others)} (ampere status --catalogue NAME)")
 
 
 def _wait_run(args: argparse.Namespace) -> None:
@@ -228,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline = commands.add_parser("pipeline", help="run the whole Dagster job in process on a dataset folder")
     pipeline.add_argument("--dataset", type=Path, help="dataset folder (default: the home's data/)")
     pipeline.add_argument("--out", type=Path, help="workspace folder (default: the home's workspace/)")
+    pipeline.add_argument(
+        "--catalogue", help="catalogue name (default: 'default' for the home's dataset, else named after the dataset folder)"
+    )
     pipeline.add_argument("--text-source", choices=["summary", "raw", "none"], default="summary")
     pipeline.add_argument(
         "--train",
@@ -257,16 +281,20 @@ def build_parser() -> argparse.ArgumentParser:
     audit = commands.add_parser("audit", help="print the chain behind a model version, alias or index id")
     audit.add_argument("ref", help="model version number, alias (champion) or index id")
     audit.add_argument("--tracking-uri", help=TRACKING_HELP)
+    audit.add_argument("--catalogue", help=CATALOGUE_HELP)
+    audit.add_argument("--store", type=Path, help=STORE_HELP)
     audit.add_argument("--mlflow-ui", help="MLflow UI for the links (default: the tracking server, else http://127.0.0.1:5000)")
     audit.set_defaults(handler=_audit)
     index = commands.add_parser(
         "index", help="the served FAISS index: current, history, rollback (the champion alias follows the index)"
     )
     index.add_argument("index_command", choices=["current", "rollback", "history"])
+    index.add_argument("--catalogue", help=CATALOGUE_HELP)
     index.add_argument("--store", type=Path, help=STORE_HELP)
     index.add_argument("--tracking-uri", help=TRACKING_HELP + "; rollback moves its champion alias to the index's model")
     index.set_defaults(handler=_index)
     status = commands.add_parser("status", help="the champion model and the served index")
+    status.add_argument("--catalogue", help=CATALOGUE_HELP)
     status.add_argument("--store", type=Path, help=STORE_HELP)
     status.add_argument("--tracking-uri", help=TRACKING_HELP)
     status.set_defaults(handler=_status)

@@ -8,12 +8,13 @@ from pathlib import Path
 from dagster import Definitions, ExecutorDefinition, JobDefinition
 
 from ampere.asr.prompts import DEFAULT_PROMPT_ID
+from ampere.catalogue.naming import Catalogue
 from ampere.home import find_home
 from ampere.lineage.hashing import content_hash
 from orchestration.ablation import ablation_job, ablation_study
-from orchestration.assets import PIPELINE_ASSETS
+from orchestration.assets import PIPELINE_ASSETS, catalogue_index
 from orchestration.checks import PIPELINE_CHECKS
-from orchestration.jobs import PIPELINE_JOB, pipeline_job, weekly_retrain
+from orchestration.jobs import PIPELINE_JOB, pipeline_job, refresh_job, weekly_retrain
 from orchestration.resources import (
     DatasetResource,
     DvcResource,
@@ -38,29 +39,35 @@ def build_defs(
     summarizer_workers: int = 1,
     repo_dir: str | None = None,
     executor: str | None = None,
+    catalogue: str | None = None,
 ) -> Definitions:
     """All assets, checks, jobs, schedules and sensors, with resources pointed at the given places;
     a place not given is the home's (`ampere.home.find_home`), whatever the current directory.
     ``executor`` (default: `AMPERE_DAGSTER_EXECUTOR`, else Dagster's own): "k8s" runs each step
-    of a run in its own Kubernetes pod (`k8s_job_executor`, with the K8s run launcher)."""
+    of a run in its own Kubernetes pod (`k8s_job_executor`, with the K8s run launcher). ``catalogue``
+    names the dataset's catalogue (default: "default" for the home's dataset, else one named after the
+    folder): its registered model and index store are the catalogue's own (`ampere.catalogue.naming`)."""
     home = find_home()
     workspace = workspace or str(home.workspace)
     dataset = dataset or str(home.dataset)
     tracking_uri = tracking_uri or home.tracking_uri
     artifact_root = artifact_root or str(home.artifact_root)
     repo_dir = repo_dir or str(home.root)
+    named = Catalogue.of(dataset, home.dataset, catalogue)
     return Definitions(
         executor=_executor(executor or os.environ.get("AMPERE_DAGSTER_EXECUTOR", "default")),
-        assets=[*PIPELINE_ASSETS, ablation_study],
+        assets=[*PIPELINE_ASSETS, catalogue_index, ablation_study],
         asset_checks=PIPELINE_CHECKS,
-        jobs=[pipeline_job, ablation_job],
+        jobs=[pipeline_job, refresh_job, ablation_job],
         schedules=[weekly_retrain],
         sensors=[dvc_data_sensor, pipeline_failure_sensor],
         resources={
             "workspace": WorkspaceResource(root=workspace),
-            "dataset": DatasetResource(path=dataset),
+            "dataset": DatasetResource(path=dataset, catalogue=named.name),
             "dvc": DvcResource(repo_dir=repo_dir),
-            "mlflow": MlflowResource(tracking_uri=tracking_uri, artifact_root=artifact_root),
+            "mlflow": MlflowResource(
+                tracking_uri=tracking_uri, artifact_root=artifact_root, registered_model=named.registered_model
+            ),
             "summarizer": SummarizerResource(
                 backend=summarizer_backend,
                 model=summarizer_model,
@@ -68,7 +75,7 @@ def build_defs(
                 workers=summarizer_workers,
                 cache_path=f"{workspace}/summary_cache.sqlite",
             ),
-            "index_store": IndexStoreResource(root=f"{workspace}/index_store"),
+            "index_store": IndexStoreResource(root=str(named.index_store(workspace))),
             # Values between steps live in the run's own folder; summary shards persist across runs, per dataset.
             "io_manager": RunScopedIOManager(base_dir=f"{workspace}/runs"),
             "summaries_io_manager": ShardedParquetIOManager(root=f"{workspace}/summaries/{dataset_key(dataset)}"),

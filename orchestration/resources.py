@@ -21,6 +21,7 @@ from ampere.asr.candidates import TaggerConfig
 from ampere.asr.prompts import DEFAULT_PROMPT_ID, Prompt, load_prompt
 from ampere.asr.summarizer import Summarizer, build_summarizer
 from ampere.asr.tagger_store import TaggerStore
+from ampere.catalogue.embedding_store import EmbeddingStore
 from ampere.data.format import SplitFractions
 from ampere.lineage.versions import folder_fingerprint, git_commit
 from ampere.retrieval.index_store import IndexStore
@@ -53,6 +54,10 @@ class WorkspaceResource(ConfigurableResource):
         os.replace(staging, target)
         return target
 
+    def embedding_store(self) -> EmbeddingStore:
+        """The vectors each model version embedded, by item content (`embedding_store/`)."""
+        return EmbeddingStore(self.folder("embedding_store"))
+
     def taggers(self) -> TaggerStore:
         """The fitted title taggers summaries were read through, by fingerprint (`taggers/`)."""
         return TaggerStore(self.folder("taggers"))
@@ -82,6 +87,7 @@ class IndexStoreResource(ConfigurableResource):
 
 class _DatasetLocation(ConfigurableResource):
     path: str = "data"
+    catalogue: str = "default"  # the catalogue this dataset is (`ampere.catalogue.naming`), set by `build_defs`
 
     def fractions(self) -> SplitFractions:
         """How products without a split (or without validation products) are split."""

@@ -1,4 +1,4 @@
-"""Sensors: retrain when the DVC data version of the raw dataset changes; record failed runs."""
+"""Sensors: refresh the served index when the DVC data version of the raw dataset changes; record failed runs."""
 
 import json
 from pathlib import Path
@@ -17,9 +17,9 @@ from dagster import (
 
 from ampere.home import find_home
 from orchestration.instance import ensure_pools
-from orchestration.jobs import PIPELINE_POOLS, home_dataset_tags, pipeline_job
-from orchestration.resources import WorkspaceResource
-from orchestration.summary_shards import ALL_SHARDS_TAGS
+from orchestration.jobs import REFRESH_POOLS, TRIGGER_TAG, pipeline_job, refresh_job
+from orchestration.mlflow_logging import alias_version
+from orchestration.resources import MlflowResource, WorkspaceResource
 
 DVC_FILE = "data.dvc"
 
@@ -32,31 +32,37 @@ def dvc_md5(dvc_file: Path) -> str | None:
 
 
 @sensor(
-    job=pipeline_job,
+    job=refresh_job,
     minimum_interval_seconds=30,
     default_status=DefaultSensorStatus.RUNNING,
-    description="Requests a retraining run when data.dvc records an md5 that raw_items has not been materialised from.",
+    description=(
+        "Refreshes the home catalogue's served index (catalogue_refresh: the champion embeds only new and changed "
+        "items, no training) when data.dvc records an md5 that catalogue_index has not been built from."
+    ),
 )
-def dvc_data_sensor(context: SensorEvaluationContext):
-    """Fires once per new DVC data version (cursor = last md5 seen) of the home's data.dvc."""
+def dvc_data_sensor(context: SensorEvaluationContext, mlflow: MlflowResource):
+    """Fires once per new DVC data version (cursor = last md5 seen) of the home's data.dvc, once a champion exists."""
     dvc_file = find_home().root / DVC_FILE
     md5 = dvc_md5(dvc_file)
     if md5 is None:
         return SkipReason(f"{dvc_file} not found")
     if md5 == context.cursor:
         return SkipReason(f"data version {md5} already seen")
+    latest = context.instance.get_latest_materialization_event(AssetKey("catalogue_index"))
+    seen = latest.asset_materialization.metadata.get("data_version") if latest is not None else None
+    if seen is not None and seen.value == f"dvc:{md5}":
+        context.update_cursor(md5)
+        return SkipReason(f"catalogue_index is already built from data version {md5}")
+    if alias_version(mlflow, "champion") is None:
+        return SkipReason(f"no champion of {mlflow.registered_model} to refresh with yet: run the pipeline first")
     context.update_cursor(md5)
-    latest = context.instance.get_latest_materialization_event(AssetKey("raw_items"))
-    seen = latest.asset_materialization.metadata.get("dvc_md5") if latest is not None else None
-    if seen is not None and seen.value == md5:
-        return SkipReason(f"raw_items is already materialised from data version {md5}")
-    ensure_pools(context.instance, PIPELINE_POOLS)
-    return RunRequest(run_key=f"data-{md5}", tags={"ampere/data_version": md5, **home_dataset_tags(), **ALL_SHARDS_TAGS})
+    ensure_pools(context.instance, REFRESH_POOLS)
+    return RunRequest(run_key=f"data-{md5}", tags={"ampere/data_version": md5, TRIGGER_TAG: f"new data version {md5}"})
 
 
 @run_failure_sensor(
-    monitored_jobs=[pipeline_job],
-    description="Records every failed pipeline run (run id, failed steps, error) in the workspace's failures.jsonl.",
+    monitored_jobs=[pipeline_job, refresh_job],
+    description="Records every failed pipeline or refresh run (run id, failed steps, error) in the workspace's failures.jsonl.",
 )
 def pipeline_failure_sensor(context: RunFailureSensorContext, workspace: WorkspaceResource) -> None:
     """Appends one JSON line per failed run, so failures are auditable outside the Dagster UI too."""

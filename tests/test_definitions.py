@@ -13,7 +13,7 @@ from orchestration.ablation import ABLATION_JOB, AblationStudyConfig
 from orchestration.assets.training import EncoderConfig
 from orchestration.config import to_dataclass
 from orchestration.definitions import defs
-from orchestration.jobs import PIPELINE_JOB
+from orchestration.jobs import PIPELINE_JOB, REFRESH_JOB
 from orchestration.resources import SummarizerResource
 
 EXPECTED = {
@@ -39,7 +39,11 @@ def test_definitions_load_and_validate() -> None:
     # Training reads the features, and with `finetune` the training set's media and texts.
     assert graph.get(AssetKey("trained_encoder")).parent_keys == {AssetKey("backbone_features"), AssetKey("training_set")}
     assert defs.resolve_schedule_def("weekly_retrain").job_name == PIPELINE_JOB
-    assert defs.resolve_sensor_def("dvc_data_sensor").job_name == PIPELINE_JOB
+    # A new data version refreshes the catalogue without training: raw items (with their checks) and the index.
+    assert defs.resolve_sensor_def("dvc_data_sensor").job_name == REFRESH_JOB
+    refresh = defs.resolve_job_def(REFRESH_JOB)
+    assert {key.to_user_string() for key in refresh.asset_layer.executable_asset_keys} == {"raw_items", "catalogue_index"}
+    assert graph.get(AssetKey("catalogue_index")).parent_keys == {AssetKey("raw_items")}
 
 
 def _non_default(f: dataclasses.Field) -> object:

@@ -34,6 +34,7 @@ def test_a_finetuned_encoder_is_trained_registered_and_reproduced_by_its_registe
         tracking_uri=tracking_uri,
         artifact_root=str(tmp_path / "artifacts"),
         repo_dir=str(repo),
+        catalogue="default",  # the registered model `ampere-encoder` and workspace/index_store
     )
     run_config = {
         "ops": {

@@ -58,6 +58,7 @@ def materialised(tmp_path_factory: pytest.TempPathFactory, mlflow_server: dict[s
         tracking_uri=mlflow_server["uri"],
         artifact_root=mlflow_server["artifacts"],
         repo_dir=str(repo),
+        catalogue="default",  # the registered model `ampere-encoder` and workspace/index_store
     )
     instance = DagsterInstance.ephemeral()
     job = defs.resolve_job_def(PIPELINE_JOB)

@@ -18,9 +18,9 @@ from dagster import (
     op,
 )
 
-from ampere.asr.shards import shard_keys
 from orchestration.in_process import execute_in_process, signals_kept
-from orchestration.resources import WorkspaceResource
+from orchestration.jobs import REFRESH_JOB, TRIGGER_TAG
+from orchestration.resources import MlflowResource, WorkspaceResource
 from orchestration.sensors import dvc_data_sensor, pipeline_failure_sensor
 
 
@@ -28,32 +28,62 @@ def _write_dvc(folder: Path, md5: str) -> None:
     (folder / "data.dvc").write_text(f"outs:\n- md5: {md5}\n  path: data\n")
 
 
-def test_dvc_sensor_fires_once_per_new_md5(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _mlflow(tmp_path: Path, champion: bool) -> MlflowResource:
+    """A real sqlite MLflow store; with ``champion``, a registered version of the home catalogue's model under that alias."""
+    resource = MlflowResource(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", registered_model="ampere-encoder")
+    if champion:
+        client = resource.client()
+        client.create_registered_model(resource.registered_model)
+        version = client.create_model_version(resource.registered_model, source=(tmp_path / "model").as_uri())
+        client.set_registered_model_alias(resource.registered_model, "champion", version.version)
+    return resource
+
+
+def _evaluate(instance: DagsterInstance, mlflow: MlflowResource, cursor: str | None = None):
+    """One evaluation of the DVC sensor with its resources (which would leave Dagster's signal handler behind)."""
+    with signals_kept():
+        return dvc_data_sensor(build_sensor_context(instance=instance, cursor=cursor, resources={"mlflow": mlflow}))
+
+
+def test_dvc_sensor_refreshes_the_catalogue_once_per_new_md5(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new data version starts catalogue_refresh (no training), tagged with its trigger; the same one again does not."""
+    monkeypatch.setenv("AMPERE_HOME", str(tmp_path))
+    instance, mlflow = DagsterInstance.ephemeral(), _mlflow(tmp_path, champion=True)
+    _write_dvc(tmp_path, "aaa.dir")
+    first = _evaluate(instance, mlflow)
+    assert isinstance(first, RunRequest) and first.run_key == "data-aaa.dir"
+    assert first.tags[TRIGGER_TAG] == "new data version aaa.dir" and first.partition_key_range is None
+    assert dvc_data_sensor.job_name == REFRESH_JOB
+    again = _evaluate(instance, mlflow, cursor="aaa.dir")
+    assert isinstance(again, SkipReason)
+    _write_dvc(tmp_path, "bbb.dir")
+    second = _evaluate(instance, mlflow, cursor="aaa.dir")
+    assert isinstance(second, RunRequest) and second.tags["ampere/data_version"] == "bbb.dir"
+
+
+def test_dvc_sensor_waits_for_a_champion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a champion there is nothing to refresh with: skipped, and the version is not marked seen."""
     monkeypatch.setenv("AMPERE_HOME", str(tmp_path))
     instance = DagsterInstance.ephemeral()
     _write_dvc(tmp_path, "aaa.dir")
-    first = dvc_data_sensor(build_sensor_context(instance=instance))
-    assert isinstance(first, RunRequest) and first.run_key == "data-aaa.dir"
-    again = dvc_data_sensor(build_sensor_context(instance=instance, cursor="aaa.dir"))
-    assert isinstance(again, SkipReason)
-    _write_dvc(tmp_path, "bbb.dir")
-    second = dvc_data_sensor(build_sensor_context(instance=instance, cursor="aaa.dir"))
-    assert isinstance(second, RunRequest) and second.tags["ampere/data_version"] == "bbb.dir"
-    assert second.partition_key_range == PartitionKeyRange(shard_keys()[0], shard_keys()[-1])  # every summary shard
+    skipped = _evaluate(instance, _mlflow(tmp_path, champion=False))
+    assert isinstance(skipped, SkipReason) and "no champion" in str(skipped.skip_message)
 
 
-def test_dvc_sensor_skips_a_version_already_materialised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dvc_sensor_skips_a_version_already_refreshed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AMPERE_HOME", str(tmp_path))
-    instance = DagsterInstance.ephemeral()
-    instance.report_runless_asset_event(AssetMaterialization("raw_items", metadata={"dvc_md5": "ccc.dir"}))
+    instance, mlflow = DagsterInstance.ephemeral(), _mlflow(tmp_path, champion=True)
+    instance.report_runless_asset_event(AssetMaterialization("catalogue_index", metadata={"data_version": "dvc:ccc.dir"}))
     _write_dvc(tmp_path, "ccc.dir")
-    assert isinstance(dvc_data_sensor(build_sensor_context(instance=instance)), SkipReason)
-    assert isinstance(dvc_data_sensor(build_sensor_context(instance=instance)), SkipReason)
+    assert isinstance(_evaluate(instance, mlflow), SkipReason)
+    _write_dvc(tmp_path, "ddd.dir")
+    assert isinstance(_evaluate(instance, mlflow), RunRequest)
 
 
 def test_dvc_sensor_skips_without_dvc_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AMPERE_HOME", str(tmp_path))
-    assert isinstance(dvc_data_sensor(build_sensor_context(instance=DagsterInstance.ephemeral())), SkipReason)
+    result = _evaluate(DagsterInstance.ephemeral(), _mlflow(tmp_path, champion=True))
+    assert isinstance(result, SkipReason)
 
 
 @op

@@ -53,6 +53,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, make_dvc_repo):
         tracking_uri=tracking,
         artifact_root=str(root / "mlflow" / "artifacts"),
         repo_dir=str(repo),
+        catalogue="default",  # the registered model `ampere-encoder` and workspace/index_store
     )
     job, instance = defs.resolve_job_def(PIPELINE_JOB), DagsterInstance.ephemeral()
     indexes = {}

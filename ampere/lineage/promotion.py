@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from ampere.models.features import ItemFeatures
 from ampere.models.tower import AmpereTower
 from ampere.retrieval.eval import ValidationScore, evaluate
@@ -12,7 +14,12 @@ from ampere.training.train import embed
 def validation_score(tower: AmpereTower, features: ItemFeatures) -> ValidationScore:
     """mR1 and mMRR of ``tower`` on the validation items of ``features`` (no other item is embedded)."""
     val = features.only(["val"])
-    return ValidationScore.of(evaluate(embed(tower, val), val.product_ids, val.domains, val.splits, split="val"))
+    return scored(embed(tower, val), val)
+
+
+def scored(vectors: np.ndarray, val: ItemFeatures) -> ValidationScore:
+    """mR1 and mMRR of ``vectors``, row-aligned with the validation items ``val``."""
+    return ValidationScore.of(evaluate(vectors, val.product_ids, val.domains, val.splits, split="val"))
 
 
 def decide_promotion(

@@ -235,11 +235,12 @@ def build_indexes(
 ) -> dict[str, dict]:
     """Write one index per domain present in ``df``; manifest.json is written last.
 
-    ``df`` has columns item_id, product_id, domain, embedding (list of floats) and, when
+    ``df`` has columns item_id, product_id, domain, embedding (list of floats), optionally
+    content_key (recorded in the ids file: what a catalogue refresh diffs against) and, when
     ``split`` is given, split (only those rows are indexed). ``queries`` optionally maps a
     domain to held-out query vectors for the recall gate; ``about`` is recorded as the manifest's
     "about" (which model version and data version the vectors come from). Writes <domain>.faiss,
-    <domain>.ids.parquet (id, item_id, product_id), <domain>.vectors.npy (the indexed vectors,
+    <domain>.ids.parquet (id, item_id, product_id[, content_key]), <domain>.vectors.npy (the indexed vectors,
     row-aligned with the ids, so an indexed item is a query without its media) and manifest.json
     (config, faiss version, about and, per domain: count, dim, index type, params, measured
     recall, fallback, sha256 per file). Returns the per-domain manifest entries.
@@ -262,6 +263,8 @@ def build_indexes(
                 "product_id": part["product_id"].astype(str).to_numpy(),
             }
         )
+        if "content_key" in part:
+            ids["content_key"] = part["content_key"].astype(str).to_numpy()
         if ids["id"].duplicated().any():
             dup = ids.loc[ids["id"].duplicated(keep=False), "item_id"].tolist()
             raise ValueError(f"{domain}: duplicate item ids or id collision: {dup[:10]}")

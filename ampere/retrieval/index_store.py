@@ -169,6 +169,10 @@ class IndexStore:
         pointer = self._pointer()
         return pointer["index_id"] if pointer else None
 
+    def about(self, index_id: str) -> dict[str, str]:
+        """The "about" of a published index's manifest: its model and data versions (and a refresh's counts)."""
+        return json.loads((self.path(index_id) / "manifest.json").read_text()).get("about", {})
+
     def swap(self, index_id: str) -> None:
         """Point CURRENT at a published index after verifying its files; the old one becomes previous."""
         target = self.path(index_id)

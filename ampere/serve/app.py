@@ -32,7 +32,7 @@ from ampere.data.frames import MediaError, is_video
 from ampere.retrieval.index_store import IndexReader, IndexSnapshot
 from ampere.retrieval.query import Query, QueryError
 from ampere.serve import media, page
-from ampere.serve.models import ModelUnavailableError, RegistryModels, ServedModel
+from ampere.serve.models import CatalogueItems, ModelUnavailableError, RegistryModels, ServedModel
 
 logger = logging.getLogger(__name__)
 TARGETS = (*DOMAINS, "all")
@@ -78,7 +78,7 @@ class Service:
         self.config = config
         self.reader = IndexReader(config.index_store)
         self.models = RegistryModels(config.tracking_uri, config.summary_cache)
-        self._served: tuple[IndexSnapshot, ServedModel] | None = None
+        self._served: tuple[IndexSnapshot, ServedModel, CatalogueItems] | None = None
         self.unservable: dict[str, str] = {}  # index id -> why its model cannot be served (the last pair is kept)
 
     def current(self) -> tuple[IndexSnapshot, ServedModel]:
@@ -91,19 +91,27 @@ class Service:
             raise BadQuery(503, f"no index is served yet: {error}") from error
         served = self._served
         if served is not None and served[0] is snapshot:
-            return served
+            return served[:2]
         try:
-            pair = snapshot, self._model_for(snapshot)
+            model = self._model_for(snapshot)
         except BadQuery as error:
             if served is None:
                 raise
             if self.unservable.get(snapshot.index_id) != error.detail:
                 logger.warning("still serving %s: %s", served[0].index_id, error.detail)
                 self.unservable[snapshot.index_id] = error.detail
-            return served
-        self._served = pair
+            return served[:2]
+        # A refreshed index holds items the model never saw: their records come from the index's own dataset.
+        items = CatalogueItems.read(snapshot.about.get("dataset") or model.lineage["dataset"], model.lineage)
+        self._served = snapshot, model, items
         self.unservable.pop(snapshot.index_id, None)
-        return pair
+        return snapshot, model
+
+    def items(self) -> CatalogueItems:
+        """The records of the served index's items."""
+        self.current()
+        assert self._served is not None  # current() raised otherwise
+        return self._served[2]
 
     def _model_for(self, snapshot: IndexSnapshot) -> ServedModel:
         name, version = snapshot.about.get("registered_model"), snapshot.about.get("model_version")
@@ -141,7 +149,7 @@ class Service:
             own = request.item_id is not None and target == domain
             hits = snapshot.search(target, vector[None, :], request.k + own)[0]
             hits = [hit for hit in hits if hit[0] != request.item_id][: request.k]
-            results[target] = [self._hit(model, target, *hit) for hit in hits]
+            results[target] = [self._hit(self.items(), target, *hit) for hit in hits]
         return {
             "query": {
                 "item_id": request.item_id,
@@ -158,22 +166,23 @@ class Service:
         }
 
     @staticmethod
-    def _hit(model: ServedModel, domain: str, item_id: str, product_id: str, score: float) -> dict[str, Any]:
+    def _hit(items: CatalogueItems, domain: str, item_id: str, product_id: str, score: float) -> dict[str, Any]:
         return {
             "item_id": item_id,
             "product_id": product_id,
             "domain": domain,
             "score": round(score, 6),
-            "title": model.titles.get(item_id, ""),
+            "title": items.titles.get(item_id, ""),
             "thumbnail": f"/items/{item_id}/thumbnail",
         }
 
     def item(self, item_id: str) -> dict[str, Any]:
         """An item's metadata from the served model's dataset; 404 when unknown."""
-        snapshot, model = self.current()
-        if item_id not in model.items.index:
+        snapshot, _ = self.current()
+        items = self.items().items
+        if item_id not in items.index:
             raise BadQuery(404, f"unknown item id {item_id!r}")
-        row = model.items.loc[item_id]
+        row = items.loc[item_id]
         found = snapshot.find(item_id)
         return {
             **{key: str(row[key]) for key in ("item_id", "product_id", "domain", "title", "asr", "split")},
@@ -184,11 +193,11 @@ class Service:
 
     def frame(self, item_id: str, size: int | None) -> bytes:
         """JPEG of an item's representative frame; 404 when the item or its media are gone."""
-        _, model = self.current()
-        if item_id not in model.items.index:
+        items = self.items().items
+        if item_id not in items.index:
             raise BadQuery(404, f"unknown item id {item_id!r}")
         try:
-            return media.item_jpeg(str(model.items.loc[item_id, "media_path"]), size)
+            return media.item_jpeg(str(items.loc[item_id, "media_path"]), size)
         except (MediaError, OSError) as error:
             raise BadQuery(404, f"item {item_id}: media unreadable: {error}") from error
 

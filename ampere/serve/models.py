@@ -25,22 +25,53 @@ RETRY_S = 30.0
 
 
 @dataclass
+class CatalogueItems:
+    """The records of a served index's dataset (item_id index), for titles, metadata and media."""
+
+    items: pd.DataFrame
+
+    def __post_init__(self) -> None:
+        self.titles: dict[str, str] = dict(zip(self.items["item_id"], self.items["title"], strict=True))
+
+    @classmethod
+    def read(cls, dataset: str, lineage: dict[str, str]) -> CatalogueItems:
+        """The dataset's records as it reads now (split as ``lineage`` records); none when unreadable."""
+        try:
+            items, _ = read_items(dataset, SplitFractions.recorded_in(lineage), check_media=False)
+        except (OSError, ValueError) as error:
+            logger.warning("no item metadata (dataset %s unreadable: %s)", dataset, error)
+            items = pd.DataFrame(columns=COLUMNS)
+        return cls(items.set_index("item_id", drop=False))
+
+
+@dataclass
 class ServedModel:
-    """One registered version ready to embed queries; `items` is its dataset (item_id index), for metadata."""
+    """One registered version ready to embed queries."""
 
     version: str
     lineage: dict[str, str]
     encoder: QueryEncoder
-    items: pd.DataFrame
     lock: threading.Lock  # one embedding at a time: the backbones and the LLM are not thread-safe
-
-    def __post_init__(self) -> None:
-        self.titles: dict[str, str] = dict(zip(self.items["item_id"], self.items["title"], strict=True))
 
     def embed(self, queries: list[Query]) -> np.ndarray:
         """L2-normalised embeddings of raw queries (see `QueryEncoder.embed`)."""
         with self.lock:
             return self.encoder.embed(queries)
+
+
+def load_query_model(client: MlflowClient, tracking_uri: str, name: str, version: str) -> EncoderModel:
+    """Version ``version`` of registered model ``name`` as its pyfunc: raw queries in, embeddings out."""
+    uri = f"models:/{name}/{version}"
+    try:
+        source = client.get_model_version_download_uri(name, version)  # no global registry URI
+        with tempfile.TemporaryDirectory() as tmp:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=tracking_uri)
+            model = mlflow.pyfunc.load_model(local).unwrap_python_model()
+    except (mlflow.exceptions.MlflowException, OSError, KeyError, ValueError) as error:
+        raise ModelUnavailableError(f"{uri} cannot be served: {error}") from error
+    if not isinstance(model, EncoderModel):
+        raise ModelUnavailableError(f"{uri} is not an AMPere encoder but a {type(model).__name__}")
+    return model
 
 
 class RegistryModels:
@@ -84,20 +115,7 @@ class RegistryModels:
 
     def _load(self, name: str, version: str) -> ServedModel:
         uri = f"models:/{name}/{version}"
-        try:
-            source = self.client.get_model_version_download_uri(name, version)  # no global registry URI
-            with tempfile.TemporaryDirectory() as tmp:
-                local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=self.tracking_uri)
-                model = mlflow.pyfunc.load_model(local).unwrap_python_model()
-        except (mlflow.exceptions.MlflowException, OSError, KeyError, ValueError) as error:
-            raise ModelUnavailableError(f"{uri} cannot be served: {error}") from error
-        if not isinstance(model, EncoderModel):
-            raise ModelUnavailableError(f"{uri} is not an AMPere encoder but a {type(model).__name__}")
+        model = load_query_model(self.client, self.tracking_uri, name, version)
         model.use_summary_cache(self.summary_cache)
-        try:
-            items, _ = read_items(model.lineage["dataset"], SplitFractions.recorded_in(model.lineage), check_media=False)
-        except (OSError, ValueError) as error:
-            logger.warning("%s: no item metadata (dataset %s unreadable: %s)", uri, model.lineage.get("dataset"), error)
-            items = pd.DataFrame(columns=COLUMNS)
         logger.info("loaded %s (text source %s)", uri, model.lineage["text_source"])
-        return ServedModel(version, model.lineage, model.encoder, items.set_index("item_id", drop=False), threading.Lock())
+        return ServedModel(version, model.lineage, model.encoder, threading.Lock())

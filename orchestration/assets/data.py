@@ -48,6 +48,7 @@ def raw_items(
         context.log.warning(f"quarantined {record['item_id'] or '?'} (line {record['line']}): {record['reason']}")
     metadata: dict[str, Any] = {
         "dataset": MetadataValue.path(str(Path(dataset.path).resolve())),
+        "catalogue": dataset.catalogue,
         "received": len(items) + len(quarantine),
         "accepted": len(items),
         "quarantined": len(quarantine),
@@ -66,6 +67,7 @@ def raw_items(
         dvc_md5=str(version["dvc_md5"]),
         data_git_rev=version["git_rev"],
         dataset=str(Path(dataset.path).resolve()),
+        catalogue=dataset.catalogue,
         dvc_repo=str(Path(dvc.repo_dir).resolve()),
         **asdict(dataset.fractions()),  # which products were split how: part of the data a model saw
     )

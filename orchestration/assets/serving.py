@@ -14,7 +14,9 @@ from dagster import (
     asset,
 )
 
-from ampere.lineage.promotion import decide_promotion, validation_score
+from ampere.catalogue.content import content_keys
+from ampere.catalogue.refresh import Embedded, vectors_for
+from ampere.lineage.promotion import decide_promotion, scored
 from ampere.models.backbones import base_id
 from ampere.models.features import ItemFeatures
 from ampere.retrieval.eval import ValidationScore, evaluate, markdown_table
@@ -51,7 +53,35 @@ def model_features(
     return features_with(features, inputs, workspace.folder("feature_cache"), progress=True)
 
 
-@asset(group_name="serving", code_version="2", description="128-d L2-normalised embeddings of every item (embeddings.parquet).")
+def catalogue_items(features: ItemFeatures, training_set: pd.DataFrame) -> pd.DataFrame:
+    """The records of the featured items in feature order, with their content keys and feature positions."""
+    items = training_set.set_index("item_id", drop=False).loc[features.item_ids].reset_index(drop=True)
+    return items.assign(content_key=content_keys(items), position=np.arange(len(items)))
+
+
+def stored_vectors(
+    model: mlflow_logging.RegisteredEncoder,
+    version: str,
+    items: pd.DataFrame,
+    features: ItemFeatures,
+    training_set: pd.DataFrame,
+    workspace: WorkspaceResource,
+    mlflow: MlflowResource,
+) -> Embedded:
+    """The vectors of ``items`` by model ``version``: those it embedded before from the embedding store,
+    the others embedded now (through the model's own backbones) and stored."""
+
+    def embed_rows(rows: pd.DataFrame) -> np.ndarray:
+        return embed(model.tower, model_features(model, features.subset(rows["position"].to_numpy()), training_set, workspace))
+
+    return vectors_for(items, workspace.embedding_store(), mlflow.registered_model, version, model.tower.cfg.out_dim, embed_rows)
+
+
+@asset(
+    group_name="serving",
+    code_version="3",
+    description="128-d L2-normalised embeddings of every item (embeddings.parquet), kept per (model version, item content).",
+)
 def embeddings(
     context: AssetExecutionContext,
     config: EmbeddingsConfig,
@@ -61,18 +91,21 @@ def embeddings(
     workspace: WorkspaceResource,
     mlflow: MlflowResource,
 ) -> Output[str]:
-    """Embeds every item with the registered model version (read back from MLflow), through its own backbones."""
+    """Embeds every item with the registered model version (read back from MLflow), through its own
+    backbones; content this version embedded before (a re-execution) is read from the embedding store."""
     features = ItemFeatures.load(Path(backbone_features))
     device = device_metadata(config.device)
     model = mlflow_logging.load_registered_encoder(mlflow, trained_encoder["model_uri"], device["resolved_device"])
-    vectors = embed(model.tower, model_features(model, features, training_set, workspace))
+    items = catalogue_items(features, training_set)
+    done = stored_vectors(model, trained_encoder["version"], items, features, training_set, workspace, mlflow)
     df = pd.DataFrame(
         {
             "item_id": features.item_ids,
             "product_id": features.product_ids,
             "domain": features.domains,
             "split": features.splits,
-            "embedding": [row.astype(np.float32) for row in vectors],
+            "content_key": items["content_key"],
+            "embedding": [row.astype(np.float32) for row in done.vectors],
         }
     )
     path = workspace.run_path(context.run.run_id, "embeddings.parquet")
@@ -82,7 +115,9 @@ def embeddings(
         str(path),
         metadata={
             "items": len(df),
-            "dim": int(vectors.shape[1]),
+            "embedded": done.embedded,
+            "reused": done.reused,
+            "dim": int(done.vectors.shape[1]),
             "model_version": trained_encoder["version"],
             **device,
             "path": MetadataValue.path(str(path)),
@@ -110,6 +145,8 @@ def faiss_index(
         "registered_model": mlflow.registered_model,
         "model_version": trained_encoder["version"],
         "data_version": trained_encoder["lineage"]["data_version"],
+        "catalogue": str(trained_encoder["lineage"].get("catalogue", "default")),
+        "dataset": str(trained_encoder["lineage"].get("dataset", "")),
     }
     path = index_store.store().publish(lambda folder: info.update(build_indexes(df, folder, about=about)), index_id)
     client = mlflow.client()
@@ -215,12 +252,17 @@ def champion_promotion(
     challenger = trained_encoder["version"]
     champion = mlflow_logging.alias_version(mlflow, "champion")
     features = ItemFeatures.load(Path(backbone_features)).only(["val"])
+    items = catalogue_items(features, training_set)
+    embedded: dict[str, int] = {}
 
-    def score(model_uri: str) -> ValidationScore:
-        model = mlflow_logging.load_registered_encoder(mlflow, model_uri)
-        return validation_score(model.tower, model_features(model, features, training_set, workspace))
+    def score(version: str) -> ValidationScore:
+        """The version's score from the vectors it embedded before (the embedding store), the missing ones embedded now."""
+        model = mlflow_logging.load_registered_encoder(mlflow, f"models:/{mlflow.registered_model}/{version}")
+        done = stored_vectors(model, version, items, features, training_set, workspace, mlflow)
+        embedded[version] = done.embedded
+        return scored(done.vectors, features)
 
-    challenger_score = score(trained_encoder["model_uri"])
+    challenger_score = score(challenger)
     champion_score = None
     incomparable = ""
     if champion is not None:
@@ -231,7 +273,7 @@ def champion_promotion(
             if _comparable(key, champion_tags.get(f"lineage.{key}")) != _comparable(key, trained_encoder["lineage"].get(key))
         )
     if champion is not None and not incomparable:
-        champion_score = score(f"models:/{mlflow.registered_model}/{champion}")
+        champion_score = score(champion)
     promote, reason = decide_promotion(challenger_score, champion_score, config.force, incomparable)
     reason = reason.replace("vs champion", f"vs champion v{champion}")
     store = index_store.store()
@@ -253,6 +295,7 @@ def champion_promotion(
         "champion_val_mR1": None if champion_score is None else round(champion_score.mR1, 2),
         "champion_val_mMRR": None if champion_score is None else round(champion_score.mMRR, 2),
         "validation_items": len(features),
+        "embedded_for_promotion": sum(embedded.values()),  # 0 when both models embedded this content before
         "reason": reason,
         "served_index": store.current(),
     }
