@@ -154,7 +154,7 @@ def test_metrics_json_mlflow_run_and_registered_champion(materialised) -> None:
 def test_embeddings_and_indexes(materialised) -> None:
     workspace = materialised["root"] / "workspace"
     df = pd.read_parquet(workspace / "embeddings.parquet")
-    assert list(df.columns) == ["item_id", "product_id", "domain", "split", "embedding"]
+    assert list(df.columns) == ["item_id", "product_id", "domain", "split", "content_key", "embedding"]
     assert len(df) == 21 and len(df["embedding"].iloc[0]) == 128
     assert df.groupby("split")["product_id"].nunique().to_dict() == {"train": 3, "val": 2, "test": 2}
     store = IndexStore(workspace / "index_store")
@@ -389,6 +389,7 @@ def _private_copy(materialised, folder) -> dict:
         tracking_uri=materialised["mlflow"],
         artifact_root=str(folder / "artifacts"),
         repo_dir=str(repo),
+        catalogue="default",  # the copy stands in for the original catalogue (its model, its index store)
     )
     job = defs.resolve_job_def(PIPELINE_JOB)
     return {"repo": repo, "workspace": workspace, "job": job, "instance": DagsterInstance.ephemeral()}
