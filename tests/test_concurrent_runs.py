@@ -1,6 +1,7 @@
 """Two `ampere pipeline` processes at the same time over two datasets (two data versions) in one home,
 with Dagster on PostgreSQL and the PostgreSQL-backed MLflow server: each run ends with its own metrics,
-embeddings and lineage, because every intermediate lives in its run's own folder; the one registry
+embeddings and lineage, because every intermediate lives in its run's own folder; the two datasets
+are two catalogues, so each promotes its own first champion and serves its own index, and the registry
 is changed by one promotion at a time."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 from conftest import running_mlflow_server
 from dagster import AssetKey, DagsterEventType, DagsterInstance
 
+from ampere.catalogue.naming import Catalogue
 from ampere.data.format import SplitFractions, read_items
 from ampere.data.synth import generate
 from ampere.retrieval.eval import evaluate
@@ -67,8 +69,10 @@ def test_two_runs_at_once_each_end_with_their_own_metrics_and_lineage(tmp_path, 
     assert stats[0].start_time < stats[1].end_time and stats[1].start_time < stats[0].end_time  # they overlapped
     (_, first_end, first), (second_start, _, second) = promotions
     assert first_end <= second_start  # the `registry` pool: one promotion step at a time
-    assert first["previous_champion"] == "None" and first["promoted"] == "True"
-    assert second["previous_champion"] == first["challenger_version"]  # it saw the champion the first one made
+    for decision in (first, second):  # neither saw the other catalogue's champion
+        assert decision["previous_champion"] == "None" and decision["promoted"] == "True"
+    assert first["registered_model"] != second["registered_model"]
+    assert first["served_index"] != second["served_index"]
 
     client = MlflowClient(tracking_uri=mlflow_server["uri"])
     versions = set()
@@ -90,6 +94,10 @@ def test_two_runs_at_once_each_end_with_their_own_metrics_and_lineage(tmp_path, 
         assert training.data.metrics["mR1"] == pytest.approx(metrics["mR1"])
         assert training.data.tags["lineage.dataset"] == str(folder.resolve())
         assert training.data.tags["lineage.data_version"].startswith("content:")
+        catalogue = Catalogue.of(folder, home / "data")
+        assert catalogue.name == training.data.tags["lineage.catalogue"]
+        assert client.get_model_version_by_alias(catalogue.registered_model, "champion").run_id == training.info.run_id
+        assert (catalogue.index_store(home / "workspace") / "CURRENT").exists()
         versions.add(training.data.tags["lineage.data_version"])
     assert len(versions) == 2
 
