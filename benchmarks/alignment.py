@@ -1,7 +1,7 @@
 """Alignment variants compared on validation mR1: the terms on the fusion output tokens
 (``alignment=fusion``) or on the branch outputs before fusion (``alignment=branch``).
 
-    .venv/bin/python benchmarks/alignment.py [--features workspace/features/features.npz] [--seeds 0 1 2]
+    .venv/bin/python benchmarks/alignment.py [--features workspace/features/features] [--seeds 0 1 2]
         [--train FIELD=VALUE ...] [--curves curves.csv]
 
 Trains the tower once per (variant, seed) on the train split of the pipeline's backbone features
@@ -27,7 +27,7 @@ from ampere.models.tower import TowerConfig  # noqa: E402
 from ampere.training.train import ALIGNMENTS, TRAINING_SPLITS, TrainConfig, train_tower  # noqa: E402
 from orchestration.cli import train_setting  # noqa: E402
 
-DEFAULT_FEATURES = Path(__file__).resolve().parents[1] / "workspace" / "features" / "features.npz"
+DEFAULT_FEATURES = Path(__file__).resolve().parents[1] / "workspace" / "features" / "features"
 
 
 def main() -> None:

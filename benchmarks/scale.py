@@ -59,13 +59,14 @@ from ampere.training.train import embed  # noqa: E402
 WORDS = [f"w{i:04d}" for i in range(5000)]
 
 
-def tiny_dataset(folder: Path, items: int, seed: int = 0) -> Path:
-    """``items`` // 3 products, each a page (PNG), a short and a live clip (one-frame folders), with text."""
+def tiny_dataset(folder: Path, items: int, seed: int = 0, first: int = 0) -> Path:
+    """``items`` // 3 products (numbered from ``first``), each a page (PNG), a short and a live clip
+    (one-frame folders), with text."""
     rng = np.random.default_rng(seed)
     (folder / "media").mkdir(parents=True)
     rows = []
-    for p in range(items // 3):
-        pid = f"p{p:06d}"
+    for p in range(first, first + items // 3):
+        pid = f"p{p:07d}"
         words = list(rng.choice(WORDS, 6))
         colour = tuple(int(c) for c in rng.integers(0, 255, 3))
         Image.new("RGB", (24, 24), colour).save(folder / "media" / f"{pid}.png")

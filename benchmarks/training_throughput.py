@@ -1,6 +1,6 @@
 """Training throughput of the AMPere tower (samples/s; a sample is one item, 3 per product per step).
 
-    .venv/bin/python benchmarks/training_throughput.py [--features workspace/features/features.npz]
+    .venv/bin/python benchmarks/training_throughput.py [--features workspace/features/features]
 
 Runs the real training loop (``ampere.training.train.train_tower``: batch gathering, forward, losses,
 backward, clipping, AdamW, scheduler, validation) with the default TowerConfig / TrainConfig,
@@ -29,7 +29,7 @@ from ampere.models.features import ItemFeatures  # noqa: E402
 from ampere.models.tower import TowerConfig  # noqa: E402
 from ampere.training.train import TRAINING_SPLITS, TrainConfig, product_items, train_tower  # noqa: E402
 
-DEFAULT_FEATURES = find_home().workspace / "features" / "features.npz"
+DEFAULT_FEATURES = find_home().workspace / "features" / "features"
 
 
 def random_features(products: int, tower: TowerConfig, seed: int = 0) -> ItemFeatures:

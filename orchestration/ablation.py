@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset, define_asset_job  # noqa: E402
 from mlflow.entities import Metric, Param  # noqa: E402
@@ -128,9 +129,8 @@ def ablation_study(
         client.set_terminated(child.info.run_id)
         context.log.info(f"{row['source']} seed {row['seed']}: mR1 {row['mR1']:.2f}")
 
-    results, hits = run_ablation(
-        items, features.frames, text_encoder, AblationConfig(tuple(config.sources), tuple(config.seeds), train), log_child
-    )
+    ablation = AblationConfig(tuple(config.sources), tuple(config.seeds), train)
+    results, hits = run_ablation(items, np.asarray(features.frames), text_encoder, ablation, log_child)
     summary = summarize(results, hits)
     table = markdown(summary)
     results.to_csv(workspace.path("ablation", "results.csv"), index=False)

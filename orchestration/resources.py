@@ -43,14 +43,19 @@ class WorkspaceResource(ConfigurableResource):
     def publish(self, source: Path, *parts: str) -> Path:
         """Makes a run's file the workspace's latest at ``parts`` (e.g. `metrics.json`, what DVC and scripts
         read), atomically: a hard link (a copy where the file system has none) renamed into place, so a
-        reader sees the old file or the new one."""
+        reader sees the old file or the new one. A run's folder (its features) is published as a symbolic link."""
         target = self.path(*parts)
         staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         staging.unlink(missing_ok=True)
-        try:
-            os.link(source, staging)
-        except OSError:
-            shutil.copyfile(source, staging)
+        if source.is_dir():
+            staging.symlink_to(source.resolve(), target_is_directory=True)
+            if target.is_dir() and not target.is_symlink():  # a copied workspace holds the folder itself
+                shutil.rmtree(target)
+        else:
+            try:
+                os.link(source, staging)
+            except OSError:
+                shutil.copyfile(source, staging)
         os.replace(staging, target)
         return target
 
@@ -226,7 +231,6 @@ def _client(uri: str) -> MlflowClient:
 
 
 class _SummarizerSettings(ConfigurableResource):
-
     backend: str = "llamacpp"
     model: str | None = None
     prompt_id: str = DEFAULT_PROMPT_ID

@@ -141,12 +141,12 @@ def test_torchrun_on_two_cpu_processes_trains_the_weights_of_one_process(tmp_pat
     """`torchrun --nproc_per_node 2 -m ampere.training.launch` (gloo): each rank trains on half of every
     batch; rank 0's tower, curve and chosen step are those of `train_tower` in one process."""
     features = _features()
-    features.save(tmp_path / "features.npz")
+    features.save(tmp_path / "features")
     cfg = TrainConfig(batch_size=8, steps=6, eval_every=3, warmup_steps=2, patience=0, **CONFIG)
     (tmp_path / "tower.json").write_text(json.dumps(TOWER.to_dict()))
     (tmp_path / "train.json").write_text(json.dumps(cfg.to_dict()))
     command = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", "2"]
-    command += ["-m", "ampere.training.launch", str(tmp_path / "features.npz"), str(tmp_path / "out")]
+    command += ["-m", "ampere.training.launch", str(tmp_path / "features"), str(tmp_path / "out")]
     command += ["--tower", str(tmp_path / "tower.json"), "--train", str(tmp_path / "train.json")]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
@@ -172,13 +172,13 @@ def test_the_training_step_launches_torchrun_when_configured(tmp_path) -> None:
     from orchestration.in_process import signals_kept
     from orchestration.resources import MlflowResource, SummarizerResource, WorkspaceResource
 
-    _features().save(tmp_path / "features.npz")
+    _features().save(tmp_path / "features")
     lineage = {"text_source": "raw", "frame_encoder": "test-frames", "text_encoder": "test-text", "data_version": "test"}
     (tmp_path / "features.json").write_text(json.dumps(lineage))
 
     @asset(name="backbone_features")
     def features_file() -> str:  # the features a `backbone_features` materialisation would have written
-        return str(tmp_path / "features.npz")
+        return str(tmp_path / "features")
 
     @asset(name="training_set")
     def no_media() -> pd.DataFrame:  # read only by `finetune`

@@ -3,11 +3,10 @@ import pytest
 from PIL import Image
 
 from ampere.models import FrameEncoder, TextEncoder, build_frame_encoder, build_text_encoder
+from ampere.models.feature_store import FeatureWriter, RowFile
 from ampere.models.features import (
     ItemFeatures,
-    load_training_features,
     media_digest,
-    save_training_texts,
     text_features,
     text_inputs,
     visual_features,
@@ -134,14 +133,20 @@ def test_item_features_roundtrip_and_subset(tmp_path):
         text=rng.normal(size=(3, 5, 2)).astype(np.float16),
         text_mask=rng.random((3, 5)) > 0.5,
     )
-    feats.save(tmp_path / "f.npz")
-    loaded = ItemFeatures.load(tmp_path / "f.npz")
+    feats.save(tmp_path / "f")
+    loaded = ItemFeatures.load(tmp_path / "f")
     assert loaded.item_ids == feats.item_ids and loaded.splits == feats.splits
+    assert isinstance(loaded.frames, RowFile)  # on disk, read by rows
     np.testing.assert_array_equal(loaded.frames, feats.frames)
     assert loaded.text.dtype == np.float16 and loaded.text_mask.dtype == bool
-    sub = feats.subset([2, 0])
-    assert sub.item_ids == ["c", "a"]
-    np.testing.assert_array_equal(sub.text_mask, feats.text_mask[[2, 0]])
+    for source in (feats, loaded):
+        sub = source.subset([2, 0])
+        assert sub.item_ids == ["c", "a"]
+        np.testing.assert_array_equal(sub.text_mask, feats.text_mask[[2, 0]])
+        np.testing.assert_array_equal(sub.text[[1], :3], feats.text[[0], :3])
+        np.testing.assert_array_equal(sub.frames[1], feats.frames[0])
+    with pytest.raises(ValueError, match="not a features folder"):
+        ItemFeatures.load(tmp_path)
     with pytest.raises(ValueError, match="lengths"):
         ItemFeatures(["a"], ["p", "q"], ["page"], ["train"], feats.frames[:1], feats.text[:1], feats.text_mask[:1])
 
@@ -152,17 +157,51 @@ def test_training_reads_the_training_texts_saved_beside_the_features(tmp_path):
         ["a", "b", "c"], ["p", "p", "q"], ["page", "short", "live"], ["train", "train", "val"],
         rng.normal(size=(3, 8, 4)).astype(np.float32), rng.normal(size=(3, 5, 2)).astype(np.float16), np.ones((3, 5), bool),
     )  # fmt: skip
-    feats.save(tmp_path / "features.npz")
-    assert load_training_features(tmp_path / "features.npz").text.tobytes() == feats.text.tobytes()  # none saved yet
+    feats.save(tmp_path / "plain")
+    assert np.asarray(ItemFeatures.load(tmp_path / "plain", training=True).text).tobytes() == feats.text.tobytes()
     own = rng.normal(size=(1, 5, 2)).astype(np.float16)
-    save_training_texts(tmp_path / "features.npz", ["b"], own, np.zeros((1, 5), bool))
-    training = load_training_features(tmp_path / "features.npz")
+    writer = FeatureWriter(tmp_path / "features")
+    columns = {"item_ids": feats.item_ids, "product_ids": feats.product_ids, "domains": feats.domains, "splits": feats.splits}
+    writer.add(columns, feats.frames, feats.text, feats.text_mask)
+    writer.add_training_texts(["b"], own, np.zeros((1, 5), bool))
+    writer.close()
+    training = ItemFeatures.load(tmp_path / "features", training=True)
     np.testing.assert_array_equal(training.text[1], own[0])
     assert not training.text_mask[1].any() and training.text_mask[[0, 2]].all()
     np.testing.assert_array_equal(training.text[[0, 2]], feats.text[[0, 2]])
-    np.testing.assert_array_equal(ItemFeatures.load(tmp_path / "features.npz").text, feats.text)  # the index's own
-    with pytest.raises(ValueError, match="do not hold"):
-        feats.with_texts(["zz"], own, np.zeros((1, 5), bool))
+    np.testing.assert_array_equal(training.only(["val"]).text, feats.text[[2]])
+    np.testing.assert_array_equal(ItemFeatures.load(tmp_path / "features").text, feats.text)  # the index's own
+    writer = FeatureWriter(tmp_path / "bad")
+    writer.add(columns, feats.frames, feats.text, feats.text_mask)
+    writer.add_training_texts(["zz"], own, np.zeros((1, 5), bool))
+    with pytest.raises(ValueError, match="not in these features"):
+        writer.close()
+
+
+def test_features_written_in_batches_are_read_by_rows_in_any_order(tmp_path):
+    """Batches appended one after another read back as one array; random rows (a training batch) and
+    a row range (an embedding batch) come back as numpy would index the whole array."""
+    rng = np.random.default_rng(1)
+    frames = rng.normal(size=(50, 8, 6)).astype(np.float32)
+    text, mask = rng.normal(size=(50, 7, 3)).astype(np.float16), rng.random((50, 7)) > 0.3
+    writer = FeatureWriter(tmp_path / "f")
+    for start in range(0, 50, 16):
+        part = slice(start, start + 16)
+        ids = [f"i{i}" for i in range(start, min(50, start + 16))]
+        writer.add({"item_ids": ids, "product_ids": ids, "domains": ["page"] * len(ids), "splits": ["train"] * len(ids)},
+                   frames[part], text[part], mask[part])  # fmt: skip
+    writer.close()
+    loaded = ItemFeatures.load(tmp_path / "f")
+    assert loaded.item_ids == [f"i{i}" for i in range(50)] and loaded.frames.shape == frames.shape
+    rows = rng.permutation(50)[:20]
+    np.testing.assert_array_equal(loaded.frames[rows], frames[rows])
+    np.testing.assert_array_equal(loaded.text[rows, :4], text[rows, :4])
+    np.testing.assert_array_equal(loaded.text_mask[10:30], mask[10:30])
+    view = loaded.subset(rows)
+    np.testing.assert_array_equal(view.frames[[3, 1]], frames[rows[[3, 1]]])
+    with pytest.raises(ValueError, match="disagree in length"):
+        FeatureWriter(tmp_path / "g").add({"item_ids": ["a"], "product_ids": ["a"], "domains": ["page"], "splits": ["train"]},
+                                         frames[:2], text[:2], mask[:2])  # fmt: skip
 
 
 def test_frames_resized_on_the_device_match_pil_within_one_intensity_level():

@@ -153,11 +153,11 @@ def test_torchrun_fine_tunes_on_two_processes_as_one_process_does(toy, tmp_path,
     and tower that one process trains on the whole batches."""
     inputs, features, (frame_id, text_id) = toy
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    features.save(tmp_path / "features.npz")
+    features.save(tmp_path / "features")
     spec = EndToEndSpec(frame_id, text_id, inputs.media, inputs.texts)
     cfg = TrainConfig(steps=3, batch_size=2, eval_every=3, lr=1e-2, warmup_steps=1, finetune=True, frame_lr_factor=1.0)
     tower_cfg = _tower_config(features)
-    ranks = run_torchrun(tmp_path / "features.npz", tower_cfg, replace(cfg, nproc_per_node=2), tmp_path / "run", spec)
+    ranks = run_torchrun(tmp_path / "features", tower_cfg, replace(cfg, nproc_per_node=2), tmp_path / "run", spec)
     one = train_tower(features, tower_cfg, cfg, backbones=spec.build("cpu"))
     assert ranks.best_step == one.best_step and ranks.history[0]["loss"] == pytest.approx(one.history[0]["loss"], abs=1e-4)
     pairs = [(ranks.tower, one.tower)]

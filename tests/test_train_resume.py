@@ -1,6 +1,7 @@
 """Checkpoints: a training run SIGKILLed mid-way and resumed ends bit-identical to an uninterrupted one."""
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -95,7 +96,7 @@ def uninterrupted(tmp_path_factory):
 
 def test_killed_and_resumed_run_is_bit_identical(uninterrupted, tmp_path):
     tower_a, history_a, folder_a = uninterrupted
-    features_file = tmp_path / "features.npz"
+    features_file = tmp_path / "features"
     _features().save(features_file)
     folder_b = tmp_path / "run_b"
     cfg_b = replace(CFG, checkpoint_dir=str(folder_b))
@@ -159,3 +160,14 @@ def test_fresh_start_with_a_stale_folder(tmp_path):
     train_tower(_features(), TOWER, cfg, on_eval=lambda row: written.append(sorted(p.name for p in tmp_path.iterdir())))
     # Evaluations (and checkpoints) at steps 2, 4 and at the end of the budget, 5.
     assert written == [["step-0000002.pt"], ["step-0000004.pt"], ["step-0000005.pt"]]
+
+
+def test_features_streamed_from_disk_train_exactly_as_resident_ones(uninterrupted, tmp_path, caplog):
+    """Past `resident_features_gib` each batch is read from the features folder: the same run, bit for bit."""
+    tower_a, history_a, _ = uninterrupted
+    on_disk = ItemFeatures.load(_features().save(tmp_path / "features"))
+    with caplog.at_level(logging.INFO, logger="ampere.training.train"):
+        streamed = train_tower(on_disk, TOWER, replace(CFG, resident_features_gib=0.0))
+    assert "read from disk per batch" in caplog.text
+    assert [row["val_mR1"] for row in streamed.history] == [row["val_mR1"] for row in history_a]
+    _assert_same_tensors(streamed.tower.state_dict(), tower_a.state_dict())

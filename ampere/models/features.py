@@ -7,7 +7,7 @@ import re
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from ampere.data.frames import NUM_FRAMES, MediaError, load_frames
 from ampere.lineage.hashing import content_hash
 from ampere.models.backbones import ImageEncoder, TextEncoder
+from ampere.models.feature_store import IDS, FeatureWriter, RowFile, open_features
 
 TextSource = Literal["summary", "raw", "none"]
 
@@ -27,16 +28,17 @@ class ItemFeatures:
     """Backbone features of N items, row-aligned with the id columns.
 
     frames float32 [N, 8, Dv]; text float16/float32 [N, T, Dt]; text_mask bool [N, T]
-    (True = real token; all False = no text).
+    (True = real token; all False = no text). Arrays are numpy arrays or, as ``load`` gives them,
+    ``RowFile`` views read from disk by rows (a batch at a time).
     """
 
     item_ids: list[str]
     product_ids: list[str]
     domains: list[str]
     splits: list[str]
-    frames: np.ndarray
-    text: np.ndarray
-    text_mask: np.ndarray
+    frames: np.ndarray | RowFile
+    text: np.ndarray | RowFile
+    text_mask: np.ndarray | RowFile
 
     def __post_init__(self) -> None:
         n = len(self.item_ids)
@@ -58,60 +60,44 @@ class ItemFeatures:
         return len(self.item_ids)
 
     def subset(self, index: Sequence[int] | np.ndarray) -> ItemFeatures:
-        """The rows at ``index`` (in that order)."""
+        """The rows at ``index`` (in that order); arrays on disk stay there (a narrower view)."""
         index = np.asarray(index, dtype=np.int64)
         return ItemFeatures(
             item_ids=[self.item_ids[i] for i in index],
             product_ids=[self.product_ids[i] for i in index],
             domains=[self.domains[i] for i in index],
             splits=[self.splits[i] for i in index],
-            frames=self.frames[index],
-            text=self.text[index],
-            text_mask=self.text_mask[index],
+            frames=_rows(self.frames, index),
+            text=_rows(self.text, index),
+            text_mask=_rows(self.text_mask, index),
         )
 
     def only(self, splits: Sequence[str]) -> ItemFeatures:
         """The rows whose split is one of ``splits`` (in order)."""
         return self.subset([i for i, split in enumerate(self.splits) if split in splits])
 
-    def save(self, path: str | Path) -> None:
-        """Write an uncompressed .npz (no pickled objects)."""
-        with open(path, "wb") as f:
-            np.savez(
-                f,
-                item_ids=np.array(self.item_ids, dtype=str),
-                product_ids=np.array(self.product_ids, dtype=str),
-                domains=np.array(self.domains, dtype=str),
-                splits=np.array(self.splits, dtype=str),
-                frames=self.frames,
-                text=self.text,
-                text_mask=self.text_mask,
-            )
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the frame, text and mask arrays (read from disk, if they are there)."""
+        return sum(int(a.nbytes) for a in (self.frames, self.text, self.text_mask))
 
-    def with_texts(self, item_ids: Sequence[str], text: np.ndarray, text_mask: np.ndarray) -> ItemFeatures:
-        """A copy in which the rows of ``item_ids`` read ``text`` / ``text_mask`` (row-aligned with
-        ``item_ids``) instead of their own: e.g. the out-of-fold texts training items train on."""
-        row = {item_id: i for i, item_id in enumerate(self.item_ids)}
-        unknown = [item_id for item_id in item_ids if item_id not in row]
-        if unknown:
-            raise ValueError(f"{len(unknown)} replacement texts for items these features do not hold, e.g. {unknown[:3]}")
-        rows = np.array([row[item_id] for item_id in item_ids], dtype=np.int64)
-        texts, masks = self.text.copy(), self.text_mask.copy()
-        texts[rows], masks[rows] = text, text_mask
-        return replace(self, text=texts, text_mask=masks)
+    def save(self, folder: str | Path) -> Path:
+        """Write a features folder (``ampere.models.feature_store``); returns its path."""
+        writer = FeatureWriter(folder)
+        columns = dict(zip(IDS, (self.item_ids, self.product_ids, self.domains, self.splits), strict=True))
+        writer.add(columns, np.asarray(self.frames), np.asarray(self.text), np.asarray(self.text_mask))
+        return writer.close()
 
     @classmethod
-    def load(cls, path: str | Path) -> ItemFeatures:
-        with np.load(path, allow_pickle=False) as z:
-            return cls(
-                item_ids=z["item_ids"].tolist(),
-                product_ids=z["product_ids"].tolist(),
-                domains=z["domains"].tolist(),
-                splits=z["splits"].tolist(),
-                frames=z["frames"],
-                text=z["text"],
-                text_mask=z["text_mask"],
-            )
+    def load(cls, folder: str | Path, training: bool = False) -> ItemFeatures:
+        """A features folder, its arrays left on disk and read by rows; ``training``: with the text states
+        training reads (``FeatureWriter.add_training_texts``) in place of those items' own."""
+        ids, arrays = open_features(folder, training)
+        return cls(**ids, **arrays)
+
+
+def _rows(array: np.ndarray | RowFile, index: np.ndarray) -> np.ndarray | RowFile:
+    return array.take(index) if isinstance(array, RowFile) else array[index]
 
 
 def media_digest(path: str | Path) -> str:
@@ -299,26 +285,3 @@ def text_features(
         states[start : start + len(s)] = s
         mask[start : start + len(m)] = m
     return states, mask
-
-
-TRAINING_TEXTS = "training_texts.npz"
-
-
-def save_training_texts(features_path: str | Path, item_ids: Sequence[str], text: np.ndarray, text_mask: np.ndarray) -> Path:
-    """Beside a features file: the text states of the items whose training text differs from the text
-    the features hold (a training clip's out-of-fold summary); uncompressed .npz, no pickled objects."""
-    path = Path(features_path).with_name(TRAINING_TEXTS)
-    with open(path, "wb") as f:
-        np.savez(f, item_ids=np.array(list(item_ids), dtype=str), text=text, text_mask=text_mask)
-    return path
-
-
-def load_training_features(features_path: str | Path) -> ItemFeatures:
-    """The features at ``features_path`` as training reads them: with the training texts saved beside
-    them (``save_training_texts``) in place of those items' own, when there are any."""
-    features = ItemFeatures.load(features_path)
-    path = Path(features_path).with_name(TRAINING_TEXTS)
-    if not path.exists():
-        return features
-    with np.load(path, allow_pickle=False) as z:
-        return features.with_texts(z["item_ids"].tolist(), z["text"], z["text_mask"])

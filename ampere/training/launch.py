@@ -28,7 +28,7 @@ import torch.distributed as dist
 from ampere.device import resolve_device
 from ampere.models.backbones import encoders_from_ids, save_finetuned
 from ampere.models.encoder_io import load_tower, save_tower
-from ampere.models.features import load_training_features
+from ampere.models.features import ItemFeatures
 from ampere.models.tower import TowerConfig
 from ampere.training.finetune import EndToEndInputs, EndToEndSpec
 from ampere.training.train import TRAINING_SPLITS, TrainConfig, TrainResult, train_tower
@@ -78,7 +78,7 @@ def run_torchrun(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("features", type=Path, help="ItemFeatures .npz (train and val items)")
+    parser.add_argument("features", type=Path, help="features folder (ItemFeatures.save; train and val items)")
     parser.add_argument("out", type=Path, help="folder for encoder/ and result.json (written by rank 0)")
     parser.add_argument("--tower", type=Path, required=True, help="TowerConfig as JSON")
     parser.add_argument("--train", type=Path, required=True, help="TrainConfig as JSON")
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
             local = int(os.environ["LOCAL_RANK"])
             torch.cuda.set_device(local)
             cfg = TrainConfig(**{**cfg.to_dict(), "device": f"cuda:{local}"})
-        features = load_training_features(args.features).only(TRAINING_SPLITS)
+        features = ItemFeatures.load(args.features, training=True).only(TRAINING_SPLITS)
         backbones = None
         if args.backbones is not None:
             spec = EndToEndSpec(**json.loads(args.backbones.read_text()))

@@ -49,7 +49,7 @@ TRAINING_SPLITS = ("train", "val")
 ALIGNMENTS = ("branch", "fusion")
 CHECKPOINT_FORMAT = 4
 # TrainConfig fields that may differ between a checkpointed run and its resumption.
-_RESUME_MAY_CHANGE = ("device", "checkpoint_dir", "nproc_per_node")
+_RESUME_MAY_CHANGE = ("device", "checkpoint_dir", "nproc_per_node", "resident_features_gib")
 
 
 @dataclass
@@ -76,6 +76,13 @@ class TrainConfig:
     nproc_per_node: int = field(
         default=1,
         metadata={"doc": "training processes on this host, each on its share of every batch (torchrun + DDP; one GPU each)"},
+    )
+    resident_features_gib: float = field(
+        default=4.0,
+        metadata={
+            "doc": "training features up to this size are held on the training device for the run; larger ones are "
+            "read from disk a batch at a time (same batches, same results; memory bounded by the batch)"
+        },
     )
     eval_every: int = field(default=10, metadata={"doc": "steps between validation evaluations (and checkpoints)"})
     patience: int = field(
@@ -178,9 +185,7 @@ def product_items(features: ItemFeatures) -> list[tuple[np.ndarray, np.ndarray, 
     for i, (pid, domain) in enumerate(zip(features.product_ids, features.domains, strict=True)):
         rows.setdefault(pid, {d: [] for d in TRAIN_DOMAINS})[domain].append(i)
     return [
-        tuple(np.array(rows[pid][d]) for d in TRAIN_DOMAINS)
-        for pid in sorted(rows)
-        if all(rows[pid][d] for d in TRAIN_DOMAINS)
+        tuple(np.array(rows[pid][d]) for d in TRAIN_DOMAINS) for pid in sorted(rows) if all(rows[pid][d] for d in TRAIN_DOMAINS)
     ]
 
 
@@ -266,11 +271,12 @@ class _Resident:
     @classmethod
     def of(cls, features: ItemFeatures, device: torch.device) -> _Resident:
         on_gpu = device.type == "cuda"
+        mask = np.asarray(features.text_mask)
         return cls(
-            torch.from_numpy(features.frames).to(device, torch.bfloat16 if on_gpu else torch.float32),
-            torch.from_numpy(features.text).to(device, torch.float16),
-            torch.from_numpy(features.text_mask).to(device),
-            features.text_mask,
+            torch.from_numpy(np.asarray(features.frames)).to(device, torch.bfloat16 if on_gpu else torch.float32),
+            torch.from_numpy(np.asarray(features.text)).to(device, torch.float16),
+            torch.from_numpy(mask).to(device),
+            mask,
         )
 
     def batch(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -279,6 +285,27 @@ class _Resident:
         index = torch.from_numpy(rows).to(self.frames.device, non_blocking=True)
         text = self.text[index, :width]
         return self.frames[index], text if text.is_cuda else text.float(), self.mask[index, :width]
+
+
+@dataclass
+class _Streamed:
+    """The training items' features read a batch at a time from where they are (disk, for a features
+    folder): memory bounded by the batch, whatever the number of items."""
+
+    features: ItemFeatures
+    device: torch.device
+
+    def batch(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Frames, text and mask of ``rows`` (``_tensors``)."""
+        return _tensors(self.features, rows, self.device)
+
+
+def _feature_source(features: ItemFeatures, device: torch.device, cfg: TrainConfig) -> _Resident | _Streamed:
+    """Resident features when they fit ``cfg.resident_features_gib``, else streamed ones."""
+    if features.nbytes <= cfg.resident_features_gib * 2**30:
+        return _Resident.of(features, device)
+    logger.info(f"training features of {features.nbytes / 2**30:.1f} GiB are read from disk per batch")
+    return _Streamed(features, device)
 
 
 def checkpoint_path(folder: str | Path, steps_done: int) -> Path:
@@ -447,7 +474,7 @@ def train_tower(
     use_amp = device.type == "cuda"
     tower = AmpereTower(tower_cfg).to(device)
     if backbones is None:
-        model, inputs, factors = tower, _Resident.of(train, device), cfg.lr_factors
+        model, inputs, factors = tower, _feature_source(train, device, cfg), cfg.lr_factors
         encode = DistributedDataParallel(_Parts(tower)) if world > 1 else tower.encode_parts
     else:
         _check_backbones(backbones, features, device)
@@ -586,9 +613,7 @@ def train_tower(
         logger.warning(warning)
     chosen = AmpereTower(tower_cfg).to(device)
     chosen.load_state_dict(tower.state_dict())
-    return TrainResult(
-        chosen.eval(), history, best_step, best.mR1, best.mMRR, step, stopped and step < cfg.steps, done, warnings
-    )
+    return TrainResult(chosen.eval(), history, best_step, best.mR1, best.mMRR, step, stopped and step < cfg.steps, done, warnings)
 
 
 def _check_backbones(backbones: EndToEndInputs, features: ItemFeatures, device: torch.device) -> None:

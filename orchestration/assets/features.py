@@ -15,9 +15,11 @@ from dagster import (
     Output,
     asset,
 )
+from tqdm.auto import tqdm
 
 from ampere.models.backbones import build_frame_encoder, build_text_encoder
-from ampere.models.features import ItemFeatures, save_training_texts, text_features, visual_features
+from ampere.models.feature_store import FeatureWriter
+from ampere.models.features import ItemFeatures, text_features, visual_features
 from orchestration.assets.metadata import device_metadata, write_quarantine
 from orchestration.resources import (
     WorkspaceResource,
@@ -28,8 +30,12 @@ class FeaturesConfig(Config):
     """Frozen backbones used to precompute frame and text features."""
 
     frame_encoder: str = "efficientnet-lite0"
+    batch_items: int = 2048  # items encoded and written per batch: the stage's memory, whatever the catalogue's size
     text_encoder: str = "all-MiniLM-L6-v2"
     device: str = "auto"  # auto: the first CUDA device when present, else the CPU (ONNX Runtime frame encoder)
+
+
+ID_COLUMNS = {"item_ids": "item_id", "product_ids": "product_id", "domains": "domain", "splits": "split"}
 
 
 def features_lineage(features_path: str | Path) -> dict[str, Any]:
@@ -39,7 +45,7 @@ def features_lineage(features_path: str | Path) -> dict[str, Any]:
 
 @asset(
     group_name="model",
-    code_version="2",
+    code_version="3",
     description=(
         "Frozen-backbone features: 8 frame vectors and 33 text token states per item (frames cached by media hash), "
         "and beside them the text states a training clip trains on where they differ (its out-of-fold summary)."
@@ -52,46 +58,48 @@ def backbone_features(
     workspace: WorkspaceResource,
 ) -> Output[str]:
     """Encodes every item's frames and text; media that fail to decode are quarantined, not dropped silently."""
-    started = time.perf_counter()
     device = device_metadata(config.device)
     frame_encoder = build_frame_encoder(config.frame_encoder, device=device["resolved_device"])
     # With a GPU the encoder outruns one decoding thread: decode on every core (resizing is on the GPU).
     workers = (os.cpu_count() or 1) if device["resolved_device"].startswith("cuda") else 1
-    frames, failures = visual_features(
-        list(training_set["media_path"]),
-        frame_encoder,
-        workspace.folder("feature_cache"),
-        prefetch=max(8, 4 * workers),
-        decode_workers=workers,
-    )
-    visual_seconds = time.perf_counter() - started
     text_encoder = build_text_encoder(config.text_encoder, device=device["resolved_device"])
-    states, mask = text_features(list(training_set["text"]), text_encoder)
-    failed_rows = {index for index, _ in failures}
-    keep = np.array([i not in failed_rows for i in range(len(training_set))])
-    quarantine = [{"item_id": training_set["item_id"].iloc[index], "reason": reason} for index, reason in failures]
+    path = workspace.run_path(context.run.run_id, "features", "features")
+    writer = FeatureWriter(path)
+    quarantine: list[dict[str, str]] = []
+    kept: list[pd.DataFrame] = []
+    visual_seconds = 0.0
+    bar = tqdm(total=len(training_set), desc="backbone features", unit="item")
+    for start in range(0, max(1, len(training_set)), config.batch_items):  # one batch in memory at a time
+        part = training_set.iloc[start : start + config.batch_items]
+        began = time.perf_counter()
+        frames, failures = visual_features(
+            list(part["media_path"]), frame_encoder, workspace.folder("feature_cache"),
+            prefetch=max(8, 4 * workers), progress=False, decode_workers=workers,
+        )  # fmt: skip
+        visual_seconds += time.perf_counter() - began
+        states, mask = text_features(list(part["text"]), text_encoder, progress=False)
+        keep = np.ones(len(part), bool)
+        for index, reason in failures:
+            keep[index] = False
+            quarantine.append({"item_id": part["item_id"].iloc[index], "reason": reason})
+        kept.append(part[keep])
+        writer.add({name: list(kept[-1][column]) for name, column in ID_COLUMNS.items()}, frames[keep], states[keep], mask[keep])
+        bar.update(len(part))
+    bar.close()
     quarantine_path = workspace.run_path(context.run.run_id, "quarantine", "backbone_features.jsonl")
     write_quarantine(quarantine_path, quarantine)
     workspace.publish(quarantine_path, "quarantine", "backbone_features.jsonl")
-    kept = training_set[keep]
-    features = ItemFeatures(
-        item_ids=list(kept["item_id"]),
-        product_ids=list(kept["product_id"]),
-        domains=list(kept["domain"]),
-        splits=list(kept["split"]),
-        frames=frames[keep],
-        text=states[keep],
-        text_mask=mask[keep],
-    )
-    path = workspace.run_path(context.run.run_id, "features", "features.npz")
-    features.save(path)
-    own = kept[kept["train_text"] != kept["text"]]
-    train_states, train_mask = text_features(list(own["train_text"]), text_encoder)
-    training_texts = save_training_texts(path, list(own["item_id"]), train_states, train_mask)
+    kept_items = pd.concat(kept)
+    own = kept_items[kept_items["train_text"] != kept_items["text"]]
+    for start in range(0, len(own), config.batch_items):
+        part = own.iloc[start : start + config.batch_items]
+        writer.add_training_texts(list(part["item_id"]), *text_features(list(part["train_text"]), text_encoder, progress=False))
+    writer.close()
+    features = ItemFeatures.load(path)
     (path.with_suffix(".json")).write_text(
         json.dumps({"frame_encoder": frame_encoder.id, "text_encoder": text_encoder.id, **training_set.attrs}, default=str)
     )
-    for published in (path, path.with_suffix(".json"), training_texts):
+    for published in (path, path.with_suffix(".json")):
         workspace.publish(published, "features", published.name)
     return Output(
         str(path),

@@ -16,7 +16,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME, MLFLOW_RUN_NOTE
 
 from ampere.lineage.versions import code_version
 from ampere.models.backbones import ImageEncoder, TextEncoder
-from ampere.models.features import load_training_features
+from ampere.models.features import ItemFeatures
 from ampere.serve.pyfunc import summary_parts
 from ampere.training.finetune import EndToEndInputs, EndToEndSpec
 from ampere.training.launch import run_torchrun
@@ -85,7 +85,7 @@ def trained_encoder(
     summarizer: SummarizerResource,
 ) -> Output[dict[str, Any]]:
     """Trains the tower (resuming this run's checkpoint after a crash), logs curves and the model to MLflow, registers it."""
-    features = load_training_features(backbone_features).only(TRAINING_SPLITS)
+    features = ItemFeatures.load(backbone_features, training=True).only(TRAINING_SPLITS)
     lineage = features_lineage(backbone_features)
     # Checked before training: a model on summaries registers with the tagger and LLM they came from.
     parts = summary_parts(lineage, workspace.taggers(), summarizer.backend, summarizer.engine_options())
