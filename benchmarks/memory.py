@@ -159,7 +159,7 @@ def main() -> None:
     print("|---:|" + "---:|" * (len(STAGES) + 1))
     for n in args.sizes:
         cells = [next(r for r in rows if r["items"] == n and r["stage"] == s)["peak_rss"] / 2**30 for s in STAGES]
-        print(f"| {n:,} | " + " | ".join(f"{c:.2f}" for c in cells) + f" | {n * 128 * 4 / 2**30:.2f} |")
+        print(f"| {n:,} | " + " | ".join(f"{c:.2f}" for c in cells) + f" | {n * 128 * 4 / 2**30:.3f} |")
 
 
 if __name__ == "__main__":
