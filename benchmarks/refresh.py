@@ -1,6 +1,6 @@
 """A catalogue refresh against a full run, at 10k and 100k items with 1 % of the products added or changed.
 
-    .venv/bin/python benchmarks/refresh.py                    # 10k and 100k items (about 25 min on 2 cores)
+    .venv/bin/python benchmarks/refresh.py                    # 10k and 100k items (about 12 min on 2 cores)
     .venv/bin/python benchmarks/refresh.py --sizes 10000
 
 Each size is a generated catalogue in the project's format (``benchmarks/scale.py``'s tiny media),
