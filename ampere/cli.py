@@ -24,6 +24,7 @@ from ampere.data.synth import SynthConfig, add_products, generate
 from ampere.data.synth_catalog import LOOKS, Look
 from ampere.home import HOME_ENV, PROJECT_FOLDER, Home, find_home
 from ampere.models.backbones import build_text_encoder
+from ampere.serve.access import TOKENS_ENV, Access, is_loopback
 
 QUALITY_EXPERIMENT = "ampere-summary-quality"
 QUALITY_METRICS = ("attribute_recall", "attribute_precision", "raw32_recall", "raw_recall")
@@ -74,6 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI, else the home's MLflow store")
     serve.add_argument("--cache", type=Path, help="summary cache (default: the home's workspace/summary_cache.sqlite)")
     serve.add_argument("--max-upload-mb", type=float, default=20.0, help="largest accepted photo or clip")
+    serve.add_argument(
+        "--tokens-file",
+        type=Path,
+        help=f"API tokens as sha256 hex digests, one per line (also ${TOKENS_ENV}: comma-separated tokens); "
+        "required with a --host other than loopback",
+    )
+    serve.add_argument("--guard-probes", action="store_true", help="require a token for /health and /metrics too")
+    serve.add_argument("--max-decode-s", type=float, default=10.0, help="wall-clock seconds one query's media may take to decode")
     serve.set_defaults(handler=_serve)
     return parser
 
@@ -81,13 +90,23 @@ def build_parser() -> argparse.ArgumentParser:
 def _serve(args: argparse.Namespace) -> None:
     import uvicorn
 
+    from ampere.data.frames import DecodeLimits
     from ampere.serve.app import ServeConfig, create_app
+    from ampere.serve.parsing import Limits
 
+    access = Access.load(args.tokens_file, guard_probes=args.guard_probes)
+    if not access.enabled and not is_loopback(args.host):
+        raise SystemExit(
+            f"ampere serve: --host {args.host} exposes the server beyond this machine; give API tokens "
+            f"(--tokens-file with sha256 digests, or ${TOKENS_ENV}) or bind 127.0.0.1"
+        )
     config = ServeConfig(
         index_store=args.store,
         tracking_uri=args.tracking_uri,
         summary_cache=args.cache,
-        max_upload_bytes=int(args.max_upload_mb * 2**20),
+        limits=Limits(max_upload_bytes=int(args.max_upload_mb * 2**20)),
+        access=access,
+        decoding=DecodeLimits(max_wall_s=args.max_decode_s),
     )
     where = f"catalogue {args.catalogue or DEFAULT}, index store {args.store}, MLflow {args.tracking_uri}"
     print(f"AMPere search on http://{args.host}:{args.port}/ ({where})", flush=True)

@@ -174,7 +174,7 @@ def _champion_follows(index_folder: Path, tracking_uri: str) -> None:
 
 def _status(args: argparse.Namespace) -> None:
     from ampere.retrieval.index_store import IndexStore
-    from orchestration.mlflow_logging import alias_version
+    from orchestration.mlflow_logging import alias_version, champion_disagreement
     from orchestration.resources import MlflowResource
 
     catalogue = Catalogue(args.catalogue or DEFAULT)
@@ -197,6 +197,12 @@ def _status(args: argparse.Namespace) -> None:
     else:
         line += "; served index: none"
     print(line)
+    found = champion_disagreement(resource, store)
+    if found:
+        print(
+            f"WARNING: the champion alias (v{found[0]}) and the served index (model v{found[1]}) disagree: a promotion or "
+            f"rollback was cut between its two steps; the next promotion or refresh moves the alias to v{found[1]}"
+        )
     others = sorted(path.name for path in (args.home.workspace / "catalogues").glob("*") if path.name != catalogue.name)
     if others:
         print(f"other catalogues in this home: {', '.join(others)} (ampere status --catalogue NAME)")

@@ -20,7 +20,8 @@ import mlflow  # noqa: E402
 from ampere.models.backbones import FINETUNED, ImageEncoder, TextEncoder, encoders_from_ids, save_finetuned  # noqa: E402
 from ampere.models.encoder_io import load_lineage, load_tower, save_tower  # noqa: E402
 from ampere.models.tower import AmpereTower, TowerConfig  # noqa: E402
-from ampere.serve.pyfunc import EncoderModel, SummaryParts, encoder_signature, model_requirements  # noqa: E402
+from ampere.retrieval.index_store import IndexStore  # noqa: E402
+from ampere.serve.pyfunc import MODEL_CONFIG, EncoderModel, SummaryParts, encoder_signature, model_requirements  # noqa: E402
 from ampere.training.finetune import EndToEndInputs  # noqa: E402
 from orchestration.resources import MlflowResource  # noqa: E402
 
@@ -165,6 +166,7 @@ def log_encoder(
                 name="encoder",
                 python_model=EncoderModel(),
                 artifacts={"encoder": str(folder)},
+                model_config=MODEL_CONFIG,
                 pip_requirements=model_requirements(),
                 signature=encoder_signature(config.out_dim),
             )
@@ -199,6 +201,27 @@ def alias_version(resource: MlflowResource, alias: str) -> str | None:
         return str(resource.client().get_model_version_by_alias(resource.registered_model, alias).version)
     except mlflow.exceptions.MlflowException:
         return None
+
+
+def champion_disagreement(resource: MlflowResource, store: IndexStore) -> tuple[str | None, str] | None:
+    """(champion version, served model version) when the `champion` alias and the model of the index
+    `CURRENT` serves differ, else None. Promotion and rollback move `CURRENT` first and the alias after,
+    so a disagreement means one was cut between its two steps."""
+    current = store.current()
+    served = store.about(current).get("model_version") if current else None
+    champion = alias_version(resource, "champion")
+    return None if served is None or str(served) == champion else (champion, str(served))
+
+
+def align_champion(resource: MlflowResource, store: IndexStore) -> str | None:
+    """Completes a promotion or rollback cut between its two steps: the `champion` alias moves to the
+    served index's model. Returns what was done, or None when they agreed."""
+    found = champion_disagreement(resource, store)
+    if found is None:
+        return None
+    champion, served = found
+    resource.client().set_registered_model_alias(resource.registered_model, "champion", served)
+    return f"the champion alias moved from v{champion} to v{served}, the model of the served index {store.current()}"
 
 
 @dataclass

@@ -18,7 +18,7 @@ from ampere.models import AmpereTower, TowerConfig
 from ampere.models.backbones import encoders_from_ids
 from ampere.models.encoder_io import CONFIG, load_tower, save_tower
 from ampere.retrieval.query import Query, QueryEncoder
-from ampere.serve.pyfunc import EncoderModel, encoder_signature, model_requirements
+from ampere.serve.pyfunc import MODEL_CONFIG, EncoderModel, encoder_signature, model_requirements
 from mlflow import MlflowClient
 
 # The packaged backbones' sizes; the rest not the code's defaults, so a reload must read config.json.
@@ -36,7 +36,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-model = mlflow.pyfunc.load_model(sys.argv[1])
+model = mlflow.pyfunc.load_model(sys.argv[1], model_config={"media_root": sys.argv[2]})  # paths under it are read
 np.save(f"{sys.argv[2]}/served.npy", model.predict(pd.read_json(f"{sys.argv[2]}/queries.json")))
 """
 
@@ -95,6 +95,7 @@ def test_registered_champion_embeds_raw_media_bit_identically_in_fresh_process(t
             name="encoder",
             python_model=EncoderModel(),
             artifacts={"encoder": str(folder)},
+            model_config=MODEL_CONFIG,
             pip_requirements=model_requirements(),
             signature=encoder_signature(TOWER.out_dim),
             registered_model_name=NAME,

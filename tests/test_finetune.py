@@ -1,6 +1,7 @@
 """End-to-end fine-tuning on CPU with tiny backbones: gradients reach both backbones, their learning-rate
 factors act, and the saved model embeds raw media exactly as training's backbones and tower did."""
 
+import os
 from dataclasses import replace
 
 import mlflow.pyfunc
@@ -15,7 +16,7 @@ from ampere.models import AmpereTower, TowerConfig
 from ampere.models.backbones import BACKBONE_FILES, FINETUNED, base_id, encoders_from_ids, save_finetuned, weights_digest
 from ampere.models.encoder_io import save_tower
 from ampere.models.features import ItemFeatures
-from ampere.serve.pyfunc import EncoderModel
+from ampere.serve.pyfunc import MODEL_CONFIG, EncoderModel
 from ampere.training.finetune import EndToEnd, EndToEndInputs, EndToEndSpec, MediaBatches, features_with, unfreeze
 from ampere.training.launch import run_torchrun
 from ampere.training.losses import cross_domain_loss
@@ -113,7 +114,9 @@ def test_the_saved_model_embeds_raw_media_as_training_did(toy, tmp_path):
     lineage = {"frame_encoder": trained.frame_encoder.id, "text_encoder": trained.text_encoder.id, "text_source": "raw"}
     folder = save_tower(tmp_path / "encoder", result.tower, tower_cfg, extra=lineage)
     save_finetuned(folder, trained.frame_encoder, trained.text_encoder)
-    mlflow.pyfunc.save_model(tmp_path / "model", python_model=EncoderModel(), artifacts={"encoder": str(folder)})
+    mlflow.pyfunc.save_model(
+        tmp_path / "model", python_model=EncoderModel(), artifacts={"encoder": str(folder)}, model_config=MODEL_CONFIG
+    )
     rows = pd.DataFrame(
         {
             "domain": features.domains,
@@ -121,7 +124,8 @@ def test_the_saved_model_embeds_raw_media_as_training_did(toy, tmp_path):
             "text": [trained.texts[i] for i in features.item_ids],
         }
     )
-    served = mlflow.pyfunc.load_model(str(tmp_path / "model")).predict(rows)
+    root = os.path.commonpath(list(rows["media"]))  # a trusted host: the pyfunc reads files under it
+    served = mlflow.pyfunc.load_model(str(tmp_path / "model"), model_config={"media_root": root}).predict(rows)
     np.testing.assert_allclose(served, expected, atol=1e-5)
     # The packaged (not fine-tuned) backbones embed differently: the fine-tuned weights are what serve.
     packaged_backbones = encoders_from_ids(base_id(lineage["frame_encoder"]), base_id(lineage["text_encoder"]))

@@ -3,6 +3,8 @@ MLflow with its backbones, and its registered model embeds raw media as the `emb
 
 from __future__ import annotations
 
+import os
+
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
@@ -68,5 +70,6 @@ def test_a_finetuned_encoder_is_trained_registered_and_reproduced_by_its_registe
     rows = pd.DataFrame({"domain": items["domain"].values, "media": items["media_path"].values, "text": items["text"].values})
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
-    served = mlflow.pyfunc.load_model(trained["model_uri"]).predict(rows)
+    root = os.path.commonpath(list(rows["media"]))  # a trusted host: the pyfunc reads files under it
+    served = mlflow.pyfunc.load_model(trained["model_uri"], model_config={"media_root": root}).predict(rows)
     np.testing.assert_allclose(served, np.stack(embedded["embedding"]), atol=1e-5)

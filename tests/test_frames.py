@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ampere.data.frames import NUM_FRAMES, MediaError, load_frames, segment_midpoints
+from ampere.data.frames import NUM_FRAMES, DecodeLimits, MediaError, load_frames, segment_midpoints
 
 GREY_STEP = 12
 
@@ -142,3 +142,31 @@ def test_folder_with_corrupt_selected_frame(tmp_path: Path) -> None:
     (folder / "b.png").write_bytes(b"garbage")
     with pytest.raises(MediaError, match="b.png"):
         load_frames(folder)
+
+
+def test_decoding_limits_refuse_media_over_a_bound_before_or_while_decoding(tmp_path):
+    """A query's media is held to pixels per frame, frames, seconds of video and wall time, and the
+    refusal names the bound; within the bounds the frames are those of an unbounded decode."""
+    clip = tmp_path / "clip.mp4"
+    write_grey_mp4(clip, 30)  # 3 s at 10 frames/s
+    big = tmp_path / "big.png"
+    Image.new("RGB", (300, 200)).save(big)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(12):
+        grey(10 + i).save(folder / f"{i:03d}.png")
+    cases = {
+        "pixels of an image": (big, DecodeLimits(max_pixels=300 * 199), "300x200 pixels per frame, over the limit of 59,700"),
+        "pixels of a video": (clip, DecodeLimits(max_pixels=32 * 31), "32x32 pixels per frame"),
+        "frames of a video": (clip, DecodeLimits(max_frames=20), "frames, over the limit of 20"),
+        "seconds of video": (clip, DecodeLimits(max_video_s=2.0), "s of video, over the limit of 2 s"),
+        "frames of a folder": (folder, DecodeLimits(max_frames=10), "12 frames, over the limit of 10"),
+        "wall time": (clip, DecodeLimits(max_wall_s=0.0), "decoding took longer than the limit of 0 s"),
+    }
+    for name, (path, limits, message) in cases.items():
+        with pytest.raises(MediaError) as error:
+            load_frames(path, limits=limits)
+        assert message in str(error.value), (name, str(error.value))
+    within = DecodeLimits(max_pixels=32 * 32, max_frames=30, max_video_s=3.0)
+    bounded, free = load_frames(clip, limits=within), load_frames(clip)
+    assert [mean_level(a) for a in bounded] == [mean_level(b) for b in free]

@@ -335,3 +335,23 @@ def test_reader_keeps_serving_when_the_new_current_index_cannot_be_opened(tmp_pa
         reader.search("live", _vectors(0)[0], k=3)
     store.swap("v2")
     assert _versions(reader.search("page", _vectors(0)[0], k=3)[0]) == {2} and reader.index_id == "v2"
+
+
+def test_reader_tries_a_failed_open_again_and_serves_the_index_once_it_opens(tmp_path, caplog):
+    """A transient failure (a file not yet readable) is retried after `retry_s`, without CURRENT moving again."""
+    store = IndexStore(tmp_path)
+    for version in range(2):
+        store.publish(_builder(version), f"v{version}")
+    store.swap("v0")
+    reader = IndexReader(tmp_path, retry_s=0.2)
+    assert reader.index_id == "v0"
+    ids = tmp_path / "indexes" / "v1" / "page.ids.parquet"
+    good = ids.read_bytes()
+    store.swap("v1")
+    ids.write_bytes(b"not yet")  # e.g. a network filesystem still catching up
+    assert reader.index_id == "v0" and "tried again in" in caplog.text
+    ids.write_bytes(good)
+    assert reader.index_id == "v0"  # within retry_s: not tried again on every call
+    time.sleep(0.3)
+    assert reader.index_id == "v1"
+    assert _versions(reader.search("page", _vectors(1)[0], k=3)[0]) == {1}

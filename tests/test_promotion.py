@@ -1,6 +1,7 @@
 """The promotion rule."""
 
 import numpy as np
+import pandas as pd
 
 from ampere.lineage.promotion import decide_promotion, validation_score
 from ampere.models.features import ItemFeatures
@@ -58,3 +59,35 @@ def test_validation_score_embeds_validation_items_only() -> None:
     poisoned.frames[others] = np.nan
     poisoned.text[others] = np.nan
     assert np.isfinite(clean.mR1) and np.isfinite(clean.mMRR) and validation_score(tower, poisoned) == clean
+
+
+def test_a_promotion_cut_between_its_two_steps_is_reported_and_completed(tmp_path) -> None:
+    """CURRENT moves first, the champion alias after: when a crash falls between, `ampere status`'s check
+    names the disagreement and `align_champion` (run by the next promotion or refresh) completes it."""
+    from ampere.retrieval.index import build_indexes
+    from ampere.retrieval.index_store import IndexStore
+    from mlflow import MlflowClient
+    from orchestration.mlflow_logging import align_champion, champion_disagreement
+    from orchestration.resources import MlflowResource
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    resource = MlflowResource(tracking_uri=uri, registered_model="ampere-encoder--cut")
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.create_registered_model(resource.registered_model)
+    for _ in range(2):
+        client.create_model_version(resource.registered_model, source=str(tmp_path))
+    store = IndexStore(tmp_path / "index_store")
+    rng = np.random.default_rng(0)
+    for version in ("1", "2"):
+        vectors = rng.normal(size=(4, 8)).astype(np.float32)
+        frame = pd.DataFrame({"item_id": list("abcd"), "product_id": list("abcd"), "domain": "page", "embedding": list(vectors)})
+        about = {"registered_model": resource.registered_model, "model_version": version}
+        store.publish(lambda folder, f=frame, a=about: build_indexes(f, folder, about=a), f"m{version}")
+    store.swap("m1")
+    client.set_registered_model_alias(resource.registered_model, "champion", "1")
+    assert champion_disagreement(resource, store) is None and align_champion(resource, store) is None
+    store.swap("m2")  # ... and the process died before the alias moved
+    assert champion_disagreement(resource, store) == ("1", "2")
+    assert "from v1 to v2" in align_champion(resource, store)
+    assert str(client.get_model_version_by_alias(resource.registered_model, "champion").version) == "2"
+    assert champion_disagreement(resource, store) is None

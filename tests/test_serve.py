@@ -7,9 +7,11 @@ import concurrent.futures
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
+from crafted_media import slow_clip
 from dagster import DagsterInstance
 
 from ampere.data.format import SplitFractions, read_items
@@ -68,6 +71,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, make_dvc_repo):
     log = open(root / "serve.log", "w")  # noqa: SIM115 (closed at teardown)
     command = [str(BIN / "ampere"), "serve", "--port", str(port), "--store", str(workspace / "index_store")]
     command += ["--tracking-uri", tracking, "--cache", str(workspace / "summary_cache.sqlite"), "--max-upload-mb", "2"]
+    command += ["--max-decode-s", "0.25"]  # a query's media decodes in milliseconds; a crafted clip is cut off
     env = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")}  # only what the flags say
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -106,6 +110,15 @@ def _wait_serving(url: str, version: str) -> dict:
         assert time.monotonic() < deadline, health
         time.sleep(0.2)
     return health
+
+
+JSON = {"content-type": "application/json"}
+
+
+def _rss(pid: int) -> int:
+    """A process's resident set size in bytes (VmRSS)."""
+    line = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmRSS:"))
+    return int(line.split()[1]) * 1024
 
 
 def _search(url: str, **fields) -> requests.Response:
@@ -195,11 +208,17 @@ def test_bad_input_gets_a_4xx_naming_the_problem_and_the_server_stays_up(served)
         "bad json": ({"data": b"{not json", "headers": {"content-type": "application/json"}}, 400, "not valid JSON"),
         "bad base64": ({"json": {"image": "***"}}, 422, "not valid base64"),
         "plain text body": ({"data": b"hello", "headers": {"content-type": "text/plain"}}, 415, "content type"),
+        "deep json": ({"data": b"[" * 100_000 + b"]" * 100_000, "headers": JSON}, 400, "nested too deeply"),
+        "huge unknown id": ({"json": {"item_id": "x" * 1_500_000}}, 422, "item_id longer than 256 characters"),
+        "k fraction": ({"json": {"item_id": "x", "k": 1.9}}, 422, "k must be an integer"),
+        "k bool": ({"json": {"item_id": "x", "k": True}}, 422, "k must be an integer"),
+        "unknown field": ({"json": {"item_id": "x", "limit": 3}}, 422, "unknown field 'limit'"),
     }
     for name, (request, status, message) in cases.items():
         response = requests.post(url + "/search", timeout=60, **request)
-        assert response.status_code == status, (name, response.status_code, response.text)
+        assert response.status_code == status, (name, response.status_code, response.text[:500])
         assert message in response.json()["error"], (name, response.json())
+        assert len(response.content) < 1000, name  # nothing echoed whole
     assert requests.get(url + "/items/no-such-item", timeout=30).status_code == 404
     page = requests.get(url + "/?item=no-such-item", timeout=30)  # a person gets the page, saying why
     assert page.status_code == 404 and "Query refused: unknown item id" in page.text and "<form" in page.text
@@ -210,6 +229,89 @@ def test_bad_input_gets_a_4xx_naming_the_problem_and_the_server_stays_up(served)
     metrics = requests.get(url + "/metrics", timeout=30).text
     assert 'status="500"' not in metrics, metrics
     assert str(root) not in json.dumps([requests.post(url + "/search", **cases["truncated mp4"][0]).json()])
+
+
+def test_an_undeclared_oversized_body_is_refused_without_being_held(served) -> None:
+    """A chunked body (no content-length) of 1 GiB: refused (413, or the connection closed) while the
+    server's memory, sampled every 5 ms, grows by less than 64 MiB; the server then answers as before."""
+    pid, stop, peak = served["process"].pid, threading.Event(), [0]
+    before = _rss(pid)
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], _rss(pid))
+            time.sleep(0.005)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        chunks = (b"A" * 2**20 for _ in range(1024))
+        status = requests.post(served["url"] + "/search", data=chunks, headers=JSON, timeout=120).status_code
+    except requests.ConnectionError:  # the server answered 413 and closed while the client still sent
+        status = 413
+    finally:
+        stop.set()
+        sampler.join()
+    assert status == 413
+    assert peak[0] - before < 64 * 2**20, (before, peak[0])
+    assert requests.get(served["url"] + "/health", timeout=30).status_code == 200
+
+
+# Loads ten new versions of the served model one after another, as ten promotions make a server do.
+PROMOTIONS = """
+import json, sys
+from pathlib import Path
+from mlflow import MlflowClient
+from ampere.serve.models import RegistryModels
+
+tracking, cache, name = sys.argv[1:4]
+def rss():
+    status = Path("/proc/self/status").read_text().splitlines()
+    return int(next(line for line in status if line.startswith("VmRSS:")).split()[1]) * 1024
+client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
+base = client.get_model_version(name, "1")
+versions = [str(client.create_model_version(name, base.source, base.run_id).version) for _ in range(10)]
+models, figures = RegistryModels(tracking, Path(cache)), []
+for version in versions:
+    models.get(name, version).embed  # loaded and ready
+    figures.append(rss())
+print(json.dumps({"rss": figures, "loaded": models.loaded()}))
+"""
+
+
+def test_ten_promotions_in_a_row_keep_two_models_loaded_and_memory_bounded(served, tmp_path) -> None:
+    """Bound: RSS stays under the first load's plus four models (one model: the second load's increment)."""
+    registry = tmp_path / "mlflow.db"  # a copy: the served registry keeps its versions
+    shutil.copyfile(served["root"] / "mlflow" / "mlflow.db", registry)
+    command = [sys.executable, "-c", PROMOTIONS, f"sqlite:///{registry}", str(tmp_path / "none.sqlite"), "ampere-encoder"]
+    out = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+    rss, loaded = out["rss"], out["loaded"]
+    assert len(loaded) == 2 and [v for _, v in loaded] == [str(int(loaded[1][1]) - 1), loaded[1][1]]
+    one_model, shown = rss[1] - rss[0], [f"{r / 2**20:.0f} MiB" for r in rss]
+    # Two stay loaded and a third loads before the oldest goes; freed memory is reused, so RSS levels off:
+    # under four models above the first load (nine without eviction), and flat over the last five.
+    assert max(rss) - rss[0] < 4 * one_model, shown
+    assert max(rss[5:]) - rss[4] < one_model, shown
+
+
+def test_a_slow_clip_is_cut_off_by_its_time_bound_while_item_queries_keep_answering(served, tmp_path) -> None:
+    url, item = served["url"], served["items"].index[0]
+
+    def item_query() -> float:
+        started = time.perf_counter()
+        assert _search(url, item_id=item, k=3).status_code == 200
+        return time.perf_counter() - started
+
+    normal = sorted(item_query() for _ in range(20))
+    clip = slow_clip(tmp_path / "slow.mp4")
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        upload = pool.submit(requests.post, url + "/search", files={"file": ("slow.mp4", clip.read_bytes())}, timeout=60)
+        during = [item_query() for _ in range(10)]
+        refused = upload.result()
+    assert refused.status_code == 422 and "decoding took longer than the limit of 0.25 s" in refused.json()["error"]
+    assert max(during) < max(3 * normal[-1], 0.25), (normal[-1], during)  # within the item queries' usual p99
+    photo = Path(served["items"][served["items"]["domain"] == "page"].iloc[0]["media_path"])
+    assert requests.post(url + "/search", files={"file": ("p.png", photo.read_bytes())}, timeout=60).status_code == 200
 
 
 def test_metrics_count_requests_time_them_and_name_the_served_index(served) -> None:

@@ -12,9 +12,11 @@ cost LLM time; a new prompt, model or decoding setting is a new key and tries ag
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,8 +60,12 @@ def cache_key(transcript: str, prompt: Prompt, model_id: str, decoding: dict) ->
 class SummaryCache:
     """SQLite table (WAL mode) of summaries keyed by ``cache_key``."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, read_only: bool = False):
         self.path = Path(path)
+        self.read_only = read_only
+        if read_only:  # another's cache, read and never changed (a server reading the pipeline's)
+            self._conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=_WAIT_SECONDS)
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Several processes may share the file (summary workers): a writer waits for the others' turns.
         self._conn = sqlite3.connect(self.path, timeout=_WAIT_SECONDS)
@@ -101,6 +107,8 @@ class SummaryCache:
         self, items: list[tuple[str, SummaryResult]], prompt_hash: str, model_id: str
     ) -> None:
         """Store results (retryable failures are refused: they must be retried, not remembered)."""
+        if self.read_only:
+            raise ValueError(f"{self.path} is opened read-only")
         if any(result.retryable for _, result in items):
             raise ValueError("retryable failures are not cached")
         rows = [
@@ -132,6 +140,40 @@ class SummaryCache:
         self._conn.close()
 
 
+class QueryCache:
+    """Summaries of query transcripts: a pipeline's cache read (never written: queries do not change
+    the pipeline's state), and the summaries it lacks kept in a bounded in-memory cache of their own
+    (least recently used first out), so a server's memory does not grow with its queries."""
+
+    def __init__(self, pipeline_cache: str | Path, capacity: int = 4096):
+        self.pipeline_cache = Path(pipeline_cache)
+        self.capacity = capacity
+        self._own: OrderedDict[str, SummaryResult] = OrderedDict()
+
+    def get_many(self, keys: list[str]) -> dict[str, SummaryResult]:
+        """Results of those ``keys`` that either cache holds."""
+        found = {key: self._own[key] for key in set(keys) if key in self._own}
+        for key in found:
+            self._own.move_to_end(key)
+        rest = sorted(set(keys) - set(found))
+        if rest and self.pipeline_cache.is_file():
+            with contextlib.closing(SummaryCache(self.pipeline_cache, read_only=True)) as pipeline:
+                found |= pipeline.get_many(rest)
+        return found
+
+    def put_many(self, items: list[tuple[str, SummaryResult]], prompt_hash: str, model_id: str) -> None:
+        """Keep new results in the own cache, dropping the least recently used beyond ``capacity``."""
+        for key, result in items:
+            if not result.retryable:
+                self._own[key] = result
+                self._own.move_to_end(key)
+        while len(self._own) > self.capacity:
+            self._own.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._own)
+
+
 @dataclass(frozen=True)
 class SummaryStats:
     """What one ``summarize_cached`` call did.
@@ -152,7 +194,7 @@ class SummaryStats:
 
 
 def summarize_cached(
-    transcripts: list[str], summarizer: Summarizer, prompt: Prompt, cache: SummaryCache
+    transcripts: list[str], summarizer: Summarizer, prompt: Prompt, cache: SummaryCache | QueryCache
 ) -> tuple[list[SummaryResult], SummaryStats]:
     """Summaries of ``transcripts`` (input order); only cache misses reach the LLM.
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ampere.asr.cache import SummaryCache, SummaryStats, summarize_cached
+from ampere.asr.cache import QueryCache, SummaryCache, SummaryStats, summarize_cached
 from ampere.asr.candidates import LlmReader, TaggerConfig, llm_reader
 from ampere.asr.prompts import Prompt
 from ampere.asr.summarizer import Summarizer, SummaryResult
@@ -31,7 +31,7 @@ class TranscriptSummarizer:
     prompt: Prompt
     reader: LlmReader
     summarizer: Summarizer
-    cache: SummaryCache
+    cache: SummaryCache | QueryCache
 
     def __call__(self, transcripts: list[str], product_ids: list[str] | None = None) -> Summaries:
         """``product_ids`` (row-aligned) send a training product's transcripts to its fold's tagger, if the reader has folds."""

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ampere.data.frames import NUM_FRAMES, MediaError, load_frames
+from ampere.data.frames import NUM_FRAMES, DecodeLimits, MediaError, load_frames
 from ampere.lineage.hashing import content_hash
 from ampere.models.backbones import ImageEncoder, TextEncoder
 from ampere.models.feature_store import IDS, FeatureWriter, RowFile, open_features
@@ -142,10 +142,10 @@ class _Prepared:
     failure: str | None = None
 
 
-def item_frames(path: str | Path) -> list[Image.Image]:
-    """An item's ``NUM_FRAMES`` frames (``load_frames``); a ``MediaError`` naming the path and the reason when
-    its media cannot give them."""
-    frames = load_frames(path)
+def item_frames(path: str | Path, limits: DecodeLimits | None = None) -> list[Image.Image]:
+    """An item's ``NUM_FRAMES`` frames (``load_frames``, within ``limits``); a ``MediaError`` naming the path
+    and the reason when its media cannot give them."""
+    frames = load_frames(path, limits=limits)
     if len(frames) != NUM_FRAMES:
         raise MediaError(path, f"expected {NUM_FRAMES} frames, got {len(frames)}")
     return frames
@@ -200,6 +200,16 @@ def _encode_pending(pending: list[_Pending], encoder: ImageEncoder, out: np.ndar
             with open(tmp, "wb") as f:
                 np.save(f, item)
             os.replace(tmp, p.cache_file)
+
+
+def encode_frames(items: Sequence[list[Image.Image]], encoder: ImageEncoder) -> np.ndarray:
+    """Frame features [N, 8, encoder.dim] float32 of items already decoded (``item_frames``); identical
+    frames of an item are encoded once, as ``visual_features`` does."""
+    out = np.zeros((len(items), NUM_FRAMES, encoder.dim), dtype=np.float32)
+    pending = [_Pending(row, *unique_frames(frames), None) for row, frames in enumerate(items)]
+    if pending:
+        _encode_pending(pending, encoder, out)
+    return out
 
 
 def visual_features(

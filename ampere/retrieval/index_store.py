@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -272,11 +273,13 @@ class IndexReader:
     never a mix. If the new target cannot be loaded, the reader logs it and keeps serving the old.
     """
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, retry_s: float = 5.0):
         self.root = Path(root)
+        self.retry_s = retry_s  # a CURRENT that failed to open is tried again after this long
         self._loading = threading.Lock()
         self._raw: bytes | None = None
         self._snapshot: IndexSnapshot | None = None
+        self._failed: tuple[bytes, float] | None = None  # (pointer, when) of the last failed open
 
     def _pointer(self) -> bytes | None:
         try:
@@ -284,9 +287,16 @@ class IndexReader:
         except FileNotFoundError:
             return None
 
+    def _due(self, pointer: bytes | None) -> bool:
+        """Whether ``pointer`` should be opened now: it moved, and it did not just fail to open."""
+        if pointer == self._raw:
+            return False
+        failed = self._failed
+        return failed is None or failed[0] != pointer or time.monotonic() - failed[1] >= self.retry_s
+
     def snapshot(self) -> IndexSnapshot:
         """The current index (loaded again if CURRENT moved since the last call)."""
-        if self._pointer() != self._raw and self._loading.acquire(blocking=self._snapshot is None):
+        if self._due(self._pointer()) and self._loading.acquire(blocking=self._snapshot is None):
             try:
                 self._refresh()
             finally:
@@ -301,12 +311,17 @@ class IndexReader:
         if raw is None or raw == self._raw:
             return
         try:
-            self._snapshot = self._open(json.loads(raw)["index_id"])
+            snapshot = self._open(json.loads(raw)["index_id"])
         except (OSError, ValueError, KeyError) as exc:
             if self._snapshot is None:
                 raise
-            logger.warning("keeping index %s: cannot open the current one: %s", self._snapshot.index_id, exc)
-        self._raw = raw
+            self._failed = (raw, time.monotonic())
+            logger.warning(
+                "keeping index %s: cannot open the current one (tried again in %.0f s): %s",
+                self._snapshot.index_id, self.retry_s, exc,
+            )  # fmt: skip
+            return
+        self._snapshot, self._raw, self._failed = snapshot, raw, None
 
     def _open(self, index_id: str) -> IndexSnapshot:
         if self._snapshot is not None and self._snapshot.index_id == index_id:

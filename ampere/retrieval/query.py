@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from ampere.data.format import DOMAINS
+from ampere.data.frames import DecodeLimits, MediaError
 from ampere.models.backbones import ImageEncoder, TextEncoder
-from ampere.models.features import ItemFeatures, TextSource, text_features, text_inputs, visual_features
+from ampere.models.features import ItemFeatures, TextSource, encode_frames, item_frames, text_features, text_inputs
 from ampere.models.tower import AmpereTower
 from ampere.training.train import embed
 
@@ -34,22 +36,34 @@ class Query:
 @dataclass
 class QueryEncoder:
     """Embeds raw queries as the pipeline embedded its items; `summarize` turns clip transcripts into
-    the summaries the model read (needed when `text_source` is "summary")."""
+    the summaries the model read (needed when `text_source` is "summary"); `decode_limits` bound each
+    query's decoding (None: unbounded, for the catalogue's own media)."""
 
     tower: AmpereTower
     frame_encoder: ImageEncoder
     text_encoder: TextEncoder
     text_source: TextSource
     summarize: Callable[[list[str]], list[str]] | None = None
+    decode_limits: DecodeLimits | None = None
 
-    def embed(self, queries: Sequence[Query]) -> np.ndarray:
-        """L2-normalised embeddings float32 [len(queries), out_dim], row-aligned with `queries`."""
+    def decode(self, queries: Sequence[Query]) -> list[list[Image.Image]]:
+        """Each query's frames, within `decode_limits`: the part of embedding that needs no model (a
+        server runs it outside the model's lock)."""
+        frames = []
         for number, query in enumerate(queries):
             if query.domain not in DOMAINS:
                 raise QueryError(f"query {number}: unknown domain {query.domain!r} (expected one of {DOMAINS})")
-        frames, failures = visual_features([query.media for query in queries], self.frame_encoder, prefetch=0, progress=False)
-        if failures:
-            raise QueryError("; ".join(f"query {row} ({queries[row].media}): {reason}" for row, reason in failures))
+            try:
+                frames.append(item_frames(query.media, self.decode_limits))
+            except (MediaError, OSError) as error:
+                raise QueryError(f"query {number} ({query.media}): {type(error).__name__}: {error}") from error
+        return frames
+
+    def embed(self, queries: Sequence[Query], frames: list[list[Image.Image]] | None = None) -> np.ndarray:
+        """L2-normalised embeddings float32 [len(queries), out_dim], row-aligned with `queries`;
+        ``frames``: their frames already decoded (`decode`), else decoded here."""
+        frames = self.decode(queries) if frames is None else frames
+        visual = encode_frames(frames, self.frame_encoder)
         domains = [query.domain for query in queries]
         clips = [row for row, query in enumerate(queries) if query.domain != "page"]
         summaries = [""] * len(queries)
@@ -67,7 +81,7 @@ class QueryEncoder:
             product_ids=[""] * len(queries),
             domains=domains,
             splits=["query"] * len(queries),
-            frames=frames,
+            frames=visual,
             text=states,
             text_mask=mask,
         )

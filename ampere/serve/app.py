@@ -10,33 +10,35 @@ and a background thread loads the next index and model before requests need them
 from __future__ import annotations
 
 import base64
-import binascii
 import contextlib
 import logging
 import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ampere.data.format import DOMAINS
-from ampere.data.frames import MediaError, is_video
+from ampere.data.frames import DecodeLimits, MediaError, is_video
 from ampere.retrieval.index_store import IndexReader, IndexSnapshot
 from ampere.retrieval.query import Query, QueryError
 from ampere.serve import media, page
+from ampere.serve.access import Access
 from ampere.serve.models import CatalogueItems, ModelUnavailableError, RegistryModels, ServedModel
+from ampere.serve.parsing import BadQuery, Limits, SearchRequest, parse_search, read_fields, shown, with_media
 
 logger = logging.getLogger(__name__)
-TARGETS = (*DOMAINS, "all")
-Media = tuple[bytes, str]  # an uploaded query's bytes and the file suffix it is decoded by
+PAGE_K = 6  # results per gallery on the page
 
 
 @dataclass
@@ -46,29 +48,10 @@ class ServeConfig:
     index_store: Path
     tracking_uri: str
     summary_cache: Path
-    max_upload_bytes: int = 20 * 2**20
-    max_k: int = 100
-    default_k: int = 10
+    limits: Limits = field(default_factory=Limits)
+    access: Access = field(default_factory=Access)  # no tokens: loopback only (`ampere serve` refuses otherwise)
+    decoding: DecodeLimits = field(default_factory=DecodeLimits)  # each query's media
     follow_every_s: float = 1.0
-
-
-class BadQuery(HTTPException):
-    """A request the server refuses with a 4xx status and a message naming the reason."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(status_code=status, detail=message)
-
-
-@dataclass(frozen=True)
-class SearchRequest:
-    """A parsed search: an indexed item, or media (a file on disk) with optional text."""
-
-    target: str
-    k: int
-    item_id: str | None = None
-    media: Path | None = None
-    domain: str | None = None
-    text: str = ""
 
 
 class Service:
@@ -77,7 +60,7 @@ class Service:
     def __init__(self, config: ServeConfig):
         self.config = config
         self.reader = IndexReader(config.index_store)
-        self.models = RegistryModels(config.tracking_uri, config.summary_cache)
+        self.models = RegistryModels(config.tracking_uri, config.summary_cache, decoding=config.decoding)
         self._served: tuple[IndexSnapshot, ServedModel, CatalogueItems] | None = None
         self.unservable: dict[str, str] = {}  # index id -> why its model cannot be served (the last pair is kept)
 
@@ -135,7 +118,7 @@ class Service:
         if request.item_id is not None:
             found = snapshot.find(request.item_id)
             if found is None:
-                raise BadQuery(404, f"unknown item id {request.item_id!r}: not in index {snapshot.index_id}")
+                raise BadQuery(404, f"unknown item id {shown(request.item_id)}: not in index {snapshot.index_id}")
             domain, vector = found
         else:
             domain = request.domain or ("short" if is_video(request.media) else "page")
@@ -181,7 +164,7 @@ class Service:
         snapshot, _ = self.current()
         items = self.items().items
         if item_id not in items.index:
-            raise BadQuery(404, f"unknown item id {item_id!r}")
+            raise BadQuery(404, f"unknown item id {shown(item_id)}")
         row = items.loc[item_id]
         found = snapshot.find(item_id)
         return {
@@ -195,7 +178,7 @@ class Service:
         """JPEG of an item's representative frame; 404 when the item or its media are gone."""
         items = self.items().items
         if item_id not in items.index:
-            raise BadQuery(404, f"unknown item id {item_id!r}")
+            raise BadQuery(404, f"unknown item id {shown(item_id)}")
         try:
             return media.item_jpeg(str(items.loc[item_id, "media_path"]), size)
         except (MediaError, OSError) as error:
@@ -268,103 +251,21 @@ class _Measured:
             self.metrics.requests.labels(route, scope["method"], str(status[0])).inc()
 
 
-def _k(value: Any, config: ServeConfig) -> int:
-    if value in (None, ""):
-        return config.default_k
-    try:
-        k = int(value)
-    except (TypeError, ValueError):
-        raise BadQuery(422, f"k must be an integer, got {value!r}") from None
-    if not 1 <= k <= config.max_k:
-        raise BadQuery(422, f"k must be between 1 and {config.max_k}, got {k}")
-    return k
-
-
-def _choice(value: Any, name: str, choices: tuple[str, ...], default: str | None) -> str | None:
-    if value in (None, ""):
-        return default
-    if value not in choices:
-        raise BadQuery(422, f"unknown {name} {value!r}: expected one of {', '.join(choices)}")
-    return value
-
-
-def _media_bytes(fields: dict[str, Any], upload: UploadFile | None, limit: int) -> Media | None:
-    """The query media's bytes and file suffix (from a multipart file, or base64 `image` / `video` in JSON)."""
-    if upload is not None:
-        data = upload.file.read(limit + 1)
-        suffix = media.upload_suffix(upload.filename or "", upload.content_type or "")
-        if suffix is None:
-            raise BadQuery(415, f"unsupported upload {upload.filename!r} ({upload.content_type}): send an image or a video")
-    else:
-        kind = next((key for key in ("image", "video") if fields.get(key)), None)
-        if kind is None:
-            return None
-        try:
-            data = base64.b64decode(str(fields[kind]), validate=True)
-        except (binascii.Error, ValueError):
-            raise BadQuery(422, f"{kind} is not valid base64") from None
-        suffix = ".png" if kind == "image" else ".mp4"
-    if len(data) > limit:
-        raise BadQuery(413, f"media larger than the limit of {limit} bytes")
-    if not data:
-        raise BadQuery(422, "the uploaded media is empty")
-    return data, suffix
-
-
-async def _fields(request: Request, limit: int) -> tuple[dict[str, Any], UploadFile | None]:
-    """The request's fields and its uploaded file, from multipart/form or JSON; 4xx for anything else."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
-        raise BadQuery(413, f"request larger than the limit of {limit} bytes of media")
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        form = await request.form()
-        upload = next((value for value in form.values() if isinstance(value, UploadFile) and value.filename), None)
-        return {key: value for key, value in form.items() if isinstance(value, str)}, upload
-    if kind == "application/json":
-        try:
-            body = await request.json()
-        except ValueError:
-            raise BadQuery(400, "the body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise BadQuery(422, "the JSON body must be an object")
-        return body, None
-    raise BadQuery(415, f"unsupported content type {kind or 'none'!r}: send JSON or multipart/form-data")
-
-
-def parse_search(fields: dict[str, Any], upload: UploadFile | None, config: ServeConfig) -> tuple[SearchRequest, Media | None]:
-    """A `SearchRequest` from request fields, and the query media's bytes and suffix (None for an
-    item-id query); `with_media` gives the request its media file."""
-    target = _choice(fields.get("target"), "target", TARGETS, "all")
-    k = _k(fields.get("k"), config)
-    item_id = str(fields.get("item_id") or "").strip() or None
-    domain = _choice(fields.get("domain"), "domain", DOMAINS, None)
-    text = str(fields.get("text") or "")
-    found = _media_bytes(fields, upload, config.max_upload_bytes)
-    if item_id is not None:
-        if found is not None:
-            raise BadQuery(422, "give either item_id or media, not both")
-        return SearchRequest(target, k, item_id=item_id), None
-    if found is None:
-        if text.strip():
-            raise BadQuery(422, "a text-only query cannot be embedded: the model reads media with their text; add media")
-        raise BadQuery(422, "empty query: give item_id, or an image or a video (with optional text)")
-    return SearchRequest(target, k, domain=domain, text=text), found
-
-
-def with_media(request: SearchRequest, found: Media, folder: Path) -> SearchRequest:
-    """The request with its media written into ``folder`` (decoders read files)."""
-    data, suffix = found
-    path = folder / f"query{suffix}"
-    path.write_bytes(data)
-    return replace(request, media=path)
-
-
 def _preview(parsed: SearchRequest) -> str | None:
     """A data URI of the uploaded media's representative frame (shown beside its results), or None."""
     with contextlib.suppress(MediaError):
         return "data:image/jpeg;base64," + base64.b64encode(media.representative_jpeg(str(parsed.media))).decode()
     return None
+
+
+BEARER = HTTPBearer(auto_error=False)
+
+
+async def _authorised(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> None:
+    """Every route's guard: a valid bearer token, when the app's `Access` has tokens (401 otherwise)."""
+    if not request.app.state.access.allows(request.url.path, credentials.credentials if credentials else None):
+        message = "a valid API token is required (Authorization: Bearer <token>)"
+        raise StarletteHTTPException(401, message, headers={"WWW-Authenticate": "Bearer"})
 
 
 def create_app(config: ServeConfig) -> FastAPI:
@@ -381,15 +282,22 @@ def create_app(config: ServeConfig) -> FastAPI:
         stop.set()
         follower.join(timeout=5)
 
-    app = FastAPI(title="AMPere retrieval", lifespan=lifespan)
+    app = FastAPI(title="AMPere retrieval", lifespan=lifespan, dependencies=[Depends(_authorised)])
+    app.state.access = config.access
     app.add_middleware(_Measured, metrics=metrics)
 
-    @app.exception_handler(HTTPException)
-    async def refused(request: Request, error: HTTPException) -> JSONResponse:
-        return JSONResponse({"error": error.detail, "status": error.status_code}, status_code=error.status_code)
+    @app.exception_handler(StarletteHTTPException)  # FastAPI's, this API's and routing's (404, 405)
+    async def refused(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        body = {"error": str(error.detail), "status": error.status_code}
+        return JSONResponse(body, status_code=error.status_code, headers=getattr(error, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()[:3])
+        return JSONResponse({"error": f"invalid request: {problems}", "status": 422}, status_code=422)
 
     def parse_and_search(fields: dict[str, Any], upload: UploadFile | None, preview: bool) -> dict[str, Any]:
-        parsed, found = parse_search(fields, upload, config)
+        parsed, found = parse_search(fields, upload, config.limits)
         if found is None:  # an item-id query writes nothing
             return service.search(parsed)
         with tempfile.TemporaryDirectory(prefix="ampere-query-") as folder:
@@ -400,7 +308,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         return result
 
     async def run_search(request: Request, preview: bool) -> dict[str, Any]:
-        fields, upload = await _fields(request, config.max_upload_bytes)
+        fields, upload = await read_fields(request, config.limits)
         result = await run_in_threadpool(parse_and_search, fields, upload, preview)
         metrics.set_served(result["index_id"], result["model_version"])
         return result
@@ -435,14 +343,15 @@ def create_app(config: ServeConfig) -> FastAPI:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/", response_class=HTMLResponse)
-    def home(item: str | None = None, k: int = 6) -> HTMLResponse:
+    def home(item: str | None = None, k: str = str(PAGE_K)) -> HTMLResponse:
         """The search page; with `?item=<id>`, that item's results."""
         snapshot, model = service.current()
         try:
-            result = None if item is None else service.search(SearchRequest("all", _k(k, config), item_id=item))
+            parsed = None if item is None else parse_search({"item_id": item, "k": k}, None, config.limits)[0]
+            result = None if parsed is None else service.search(parsed)
         except BadQuery as error:
-            return HTMLResponse(page.render(snapshot, model, None, k, error.detail), status_code=error.status_code)
-        return HTMLResponse(page.render(snapshot, model, result, k))
+            return HTMLResponse(page.render(snapshot, model, None, PAGE_K, error.detail), status_code=error.status_code)
+        return HTMLResponse(page.render(snapshot, model, result, result["query"]["k"] if result else PAGE_K))
 
     @app.post("/", response_class=HTMLResponse)
     async def home_upload(request: Request) -> HTMLResponse:
@@ -451,7 +360,9 @@ def create_app(config: ServeConfig) -> FastAPI:
             result = await run_search(request, preview=True)
         except BadQuery as error:
             snapshot, model = service.current()
-            return HTMLResponse(page.render(snapshot, model, None, config.default_k, error.detail), status_code=error.status_code)
+            return HTMLResponse(
+                page.render(snapshot, model, None, config.limits.default_k, error.detail), status_code=error.status_code
+            )
         snapshot, model = service.current()
         return HTMLResponse(page.render(snapshot, model, result, result["query"]["k"]))
 

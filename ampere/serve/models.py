@@ -8,7 +8,9 @@ import logging
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ import pandas as pd
 
 import mlflow
 from ampere.data.format import COLUMNS, SplitFractions, read_items
+from ampere.data.frames import DecodeLimits
 from ampere.retrieval.query import Query, QueryEncoder
 from ampere.serve.pyfunc import EncoderModel, ModelUnavailableError
 from mlflow import MlflowClient
@@ -52,11 +55,14 @@ class ServedModel:
     lineage: dict[str, str]
     encoder: QueryEncoder
     lock: threading.Lock  # one embedding at a time: the backbones and the LLM are not thread-safe
+    decoders: ThreadPoolExecutor  # decoding, bounded by the encoder's limits, runs here, outside the lock
 
     def embed(self, queries: list[Query]) -> np.ndarray:
-        """L2-normalised embeddings of raw queries (see `QueryEncoder.embed`)."""
+        """L2-normalised embeddings of raw queries (see `QueryEncoder.embed`): decoded in the bounded
+        pool first, so one slow clip holds a decoder, not the model."""
+        frames = self.decoders.submit(self.encoder.decode, queries).result()
         with self.lock:
-            return self.encoder.embed(queries)
+            return self.encoder.embed(queries, frames)
 
 
 def load_query_model(client: MlflowClient, tracking_uri: str, name: str, version: str) -> EncoderModel:
@@ -76,16 +82,24 @@ def load_query_model(client: MlflowClient, tracking_uri: str, name: str, version
 
 class RegistryModels:
     """Registered model versions (by registered model name and version, as an index names the model
-    its vectors came from), loaded once each and kept. `summary_cache` is the pipeline's summary
-    cache file, so an indexed clip's transcript costs no LLM call."""
+    its vectors came from), loaded on first use; at most ``keep`` stay loaded (the current and the
+    previous, so a rollback is instant), the least recently used dropped first, so memory does not
+    grow with promotions. `summary_cache` is the pipeline's summary cache file, read (an indexed
+    clip's transcript costs no LLM call) and never written: query summaries stay in a bounded cache."""
 
-    def __init__(self, tracking_uri: str, summary_cache: Path):
+    def __init__(
+        self, tracking_uri: str, summary_cache: Path, keep: int = 2, decoding: DecodeLimits | None = None, decoders: int = 2
+    ):
         self.tracking_uri = tracking_uri
         self.summary_cache = Path(summary_cache)
+        self.keep = keep
+        self.decoding = decoding or DecodeLimits()
+        self.decoders = ThreadPoolExecutor(max_workers=decoders, thread_name_prefix="ampere-decode")
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-        self._models: dict[tuple[str, str], ServedModel] = {}
+        self._models: OrderedDict[tuple[str, str], ServedModel] = OrderedDict()
         self._failed: dict[tuple[str, str], tuple[float, ModelUnavailableError]] = {}  # (name, version) -> (when, why)
-        self._loading = threading.Lock()
+        self._loading = threading.Lock()  # one model loads at a time
+        self._lock = threading.Lock()
 
     def champion(self, name: str) -> str | None:
         """The version of registered model ``name`` the `champion` alias points to, or None."""
@@ -98,24 +112,40 @@ class RegistryModels:
         """The served form of version ``version`` of registered model ``name`` (loaded on first use;
         a failed load is tried again after `RETRY_S`, not on every request)."""
         key = name, version
-        model = self._models.get(key)
-        if model is not None:
-            return model
+        with self._lock:  # bookkeeping only, never held while a model loads
+            model = self._models.get(key)
+            if model is not None:
+                self._models.move_to_end(key)
+                return model
         with self._loading:
+            with self._lock:
+                model = self._models.get(key)
+            if model is not None:  # another thread loaded it meanwhile
+                return model
             failed = self._failed.get(key)
             if failed is not None and time.monotonic() - failed[0] < RETRY_S:
                 raise failed[1]
-            if key not in self._models:
-                try:
-                    self._models[key] = self._load(name, version)
-                except ModelUnavailableError as error:
-                    self._failed[key] = (time.monotonic(), error)
-                    raise
-            return self._models[key]
+            try:
+                model = self._load(name, version)
+            except ModelUnavailableError as error:
+                self._failed[key] = (time.monotonic(), error)
+                raise
+            with self._lock:
+                self._models[key] = model
+                while len(self._models) > self.keep:  # a request still embedding with a dropped one finishes with it
+                    dropped, _ = self._models.popitem(last=False)
+                    logger.info("unloaded models:/%s/%s (at most %d stay loaded)", *dropped, self.keep)
+            return model
+
+    def loaded(self) -> list[tuple[str, str]]:
+        """The (name, version) of the loaded models, least recently used first."""
+        with self._lock:
+            return list(self._models)
 
     def _load(self, name: str, version: str) -> ServedModel:
         uri = f"models:/{name}/{version}"
         model = load_query_model(self.client, self.tracking_uri, name, version)
-        model.use_summary_cache(self.summary_cache)
+        model.serve_summaries(self.summary_cache)
         logger.info("loaded %s (text source %s)", uri, model.lineage["text_source"])
-        return ServedModel(version, model.lineage, model.encoder, threading.Lock())
+        encoder = replace(model.encoder, decode_limits=self.decoding)
+        return ServedModel(version, model.lineage, encoder, threading.Lock(), self.decoders)

@@ -15,6 +15,8 @@ import binascii
 import contextlib
 import io
 import json
+import logging
+import re
 import tempfile
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -24,21 +26,31 @@ from typing import Any
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, Schema, TensorSpec
 from PIL import Image
 
-from ampere.asr.cache import SummaryCache
+from ampere.asr.cache import QueryCache, SummaryCache
 from ampere.asr.candidates import LlmReader, TitleTagger
 from ampere.asr.prompts import Prompt, load_prompt
 from ampere.asr.summaries import TranscriptSummarizer
 from ampere.asr.summarizer import Summarizer, build_summarizer
 from ampere.asr.tagger_store import TaggerStore
+from ampere.data.frames import MediaError
 from ampere.models.backbones import encoders_from_ids
 from ampere.models.encoder_io import load_lineage, load_tower
 from ampere.retrieval.query import Query, QueryEncoder, QueryError
 
+logger = logging.getLogger(__name__)
+# The model config an encoder is logged with, each key overridable at load time (`load_model(model_config=…)`,
+# or `MLFLOW_PYFUNC_INFERENCE_CONFIG` for `mlflow models serve`): media_root, a folder whose files a query may
+# name by path ("": none, media only as base64 bytes).
+MODEL_CONFIG = {"media_root": ""}
 TAGGER = "tagger.json"
+MAX_MEDIA_BYTES = 20 * 2**20  # one query's media, decoded
+_TEMP = re.compile(r"/\S*ampere-query-\S*/")  # the folder a query's media is written to
 SUMMARIZER = "summarizer.json"  # the summary engine's `build_summarizer` settings
 # What the query path imports beyond the standard library; the `ampere` package itself must be
 # installed where the model is served (`mlflow models serve --env-manager local` in its environment).
@@ -108,16 +120,21 @@ def summary_engine(folder: Path, lineage: dict[str, Any], prompt: Prompt) -> Sum
 
 @dataclass
 class _Summaries:
-    """Transcripts -> the summaries the model read: its prompt, tagger and LLM, through a cache file."""
+    """Transcripts -> the summaries the model read: its prompt, tagger and LLM, through a cache file
+    (read and written), or for a server's queries a `QueryCache` (a pipeline's cache only read)."""
 
     prompt: Prompt
     reader: LlmReader
     engine: Summarizer
     cache_path: Path
+    query_cache: QueryCache | None = None
 
     def __call__(self, transcripts: list[str]) -> list[str]:
-        with contextlib.closing(SummaryCache(self.cache_path)) as cache:
-            done = TranscriptSummarizer(self.prompt, self.reader, self.engine, cache)(transcripts)
+        if self.query_cache is not None:
+            done = TranscriptSummarizer(self.prompt, self.reader, self.engine, self.query_cache)(transcripts)
+        else:
+            with contextlib.closing(SummaryCache(self.cache_path)) as cache:
+                done = TranscriptSummarizer(self.prompt, self.reader, self.engine, cache)(transcripts)
         return [result.text for result in done.results]
 
 
@@ -132,15 +149,26 @@ def _summaries(folder: Path, lineage: dict[str, Any], cache_path: Path) -> _Summ
     return _Summaries(prompt, reader, summary_engine(folder, lineage, prompt), cache_path)
 
 
-def _media_file(value: str, folder: Path, row: int) -> Path:
-    """A query's media: a path on this host as given, else base64 bytes written to ``folder``."""
-    with contextlib.suppress(OSError):  # base64 of a whole file is too long a name for a path
-        if Path(value).exists():
-            return Path(value)
+def _media_file(value: str, folder: Path, row: int, root: Path | None = None) -> Path:
+    """A query's media: base64 bytes (at most `MAX_MEDIA_BYTES`) written to ``folder``, or, only when
+    the model is loaded with a ``media_root``, a file under it. Any other value (a path on this host
+    above all) gets one message, whether such a file exists or not."""
+    refused = f"query {row}: media must be base64 bytes of an image or a video" + (
+        f", or a file under {root}" if root is not None else " (paths on the serving host are not read)"
+    )
+    if root is not None and len(value) < 4096:
+        with contextlib.suppress(OSError, ValueError):
+            path = (root / value).resolve()
+            if path.is_relative_to(root) and path.exists():  # a file, or a folder of frames
+                return path
+    if len(value) > 4 * (MAX_MEDIA_BYTES // 3 + 1):
+        raise QueryError(f"query {row}: media larger than the limit of {MAX_MEDIA_BYTES:,} bytes")
     try:
         data = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        raise QueryError(f"query {row}: media is neither an existing path nor base64 bytes") from None
+        raise QueryError(refused) from None
+    if not data:
+        raise QueryError(refused)
     try:
         with Image.open(io.BytesIO(data)):
             suffix = ".png"  # PIL reads images by their bytes, whatever the suffix
@@ -152,11 +180,15 @@ def _media_file(value: str, folder: Path, row: int) -> Path:
 
 
 class EncoderModel(mlflow.pyfunc.PythonModel):
-    """Input: a DataFrame with `domain` (page / short / live), `media` (a path, or base64 bytes of an
-    image or a video) and `text` (a page's title, a clip's transcript); output: float32 [N, out_dim]."""
+    """Input: a DataFrame with `domain` (page / short / live), `media` (base64 bytes of an image or a
+    video; a file path only under the `media_root` of the model config) and `text` (a page's title,
+    a clip's transcript); output: float32 [N, out_dim]. A refused query is an `MlflowException`
+    (400) naming the row and the reason, never a stack trace."""
 
     def load_context(self, context: Any) -> None:
         folder = Path(context.artifacts["encoder"])
+        root = (getattr(context, "model_config", None) or {}).get("media_root")
+        self.media_root = Path(root).resolve() if root else None
         self.lineage: dict[str, Any] = load_lineage(folder)
         self.cache_folder = tempfile.TemporaryDirectory(prefix="ampere-summaries-")
         summarize = None
@@ -166,23 +198,42 @@ class EncoderModel(mlflow.pyfunc.PythonModel):
         self.encoder = QueryEncoder(load_tower(folder), frame_encoder, text_encoder, self.lineage["text_source"], summarize)
 
     def use_summary_cache(self, path: Path) -> None:
-        """Summaries go through this cache file (a pipeline's, so indexed transcripts cost no LLM call)."""
+        """Summaries go through this cache file, read and written (a pipeline's own refresh: indexed
+        transcripts cost no LLM call, new ones are kept for the next run)."""
         if isinstance(self.encoder.summarize, _Summaries):
             self.encoder.summarize.cache_path = Path(path)
+
+    def serve_summaries(self, pipeline_cache: Path, capacity: int = 4096) -> None:
+        """Query summaries read the pipeline's cache file, never write it, and keep what it lacks in a
+        bounded cache of this model's own (`QueryCache`)."""
+        if isinstance(self.encoder.summarize, _Summaries):
+            self.encoder.summarize.query_cache = QueryCache(pipeline_cache, capacity)
 
     # `model_input` carries no type hint: MLflow reads predict's hints as an input schema.
     def predict(self, context: Any, model_input, params: dict | None = None) -> np.ndarray:
         """Embeddings of the rows of `model_input` (a DataFrame or a list of dicts), in order."""
-        frame = pd.DataFrame(model_input)
-        if frame.empty:
-            raise QueryError("no query rows")
-        texts = frame["text"].fillna("").astype(str) if "text" in frame else pd.Series([""] * len(frame))
-        with tempfile.TemporaryDirectory(prefix="ampere-query-") as tmp:
-            queries = [
-                Query(str(domain), _media_file(str(media), Path(tmp), row), text)
-                for row, (domain, media, text) in enumerate(zip(frame["domain"], frame["media"], texts, strict=True))
-            ]
-            return self.encoder.embed(queries)
+        try:
+            frame = pd.DataFrame(model_input)
+            if frame.empty or "media" not in frame or "domain" not in frame:
+                raise QueryError("give rows with domain, media and optional text")
+            texts = frame["text"].fillna("").astype(str) if "text" in frame else pd.Series([""] * len(frame))
+            with tempfile.TemporaryDirectory(prefix="ampere-query-") as tmp:
+                queries = [
+                    Query(str(domain), _media_file(str(media), Path(tmp), row, self.media_root), text)
+                    for row, (domain, media, text) in enumerate(zip(frame["domain"], frame["media"], texts, strict=True))
+                ]
+                return self.encoder.embed(queries)
+        except (QueryError, MediaError) as error:
+            raise MlflowException(_without_paths(str(error)), error_code=INVALID_PARAMETER_VALUE) from None
+        except Exception as error:  # logged here with its trace; the caller gets a message, not the trace
+            logger.exception("embedding a query failed")
+            message = f"the query could not be embedded ({type(error).__name__})"
+            raise MlflowException(message, error_code=INTERNAL_ERROR) from None
+
+
+def _without_paths(message: str) -> str:
+    """A refusal without this host's temporary paths in it."""
+    return _TEMP.sub("", message)
 
 
 def encoder_signature(out_dim: int) -> ModelSignature:

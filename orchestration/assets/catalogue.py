@@ -43,6 +43,9 @@ def catalogue_index(
 ) -> Output[dict[str, Any]]:
     """Diffs the items against the served index (item id and content key), embeds what the champion has not
     embedded before, publishes the index (champion version, data version) and swaps `CURRENT` to it."""
+    aligned = mlflow_logging.align_champion(mlflow, index_store.store())
+    if aligned:
+        context.log.warning(f"recovered an interrupted promotion: {aligned}")
     champion = mlflow_logging.alias_version(mlflow, "champion")
     if champion is None:
         raise Failure(

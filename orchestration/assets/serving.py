@@ -250,6 +250,10 @@ def champion_promotion(
     (mR1, then mMRR: `ValidationScore`)."""
     client = mlflow.client()
     challenger = trained_encoder["version"]
+    store = index_store.store()
+    aligned = mlflow_logging.align_champion(mlflow, store)
+    if aligned:
+        context.log.warning(f"recovered an interrupted promotion: {aligned}")
     champion = mlflow_logging.alias_version(mlflow, "champion")
     features = ItemFeatures.load(Path(backbone_features)).only(["val"])
     items = catalogue_items(features, training_set)
@@ -276,12 +280,11 @@ def champion_promotion(
         champion_score = score(champion)
     promote, reason = decide_promotion(challenger_score, champion_score, config.force, incomparable)
     reason = reason.replace("vs champion", f"vs champion v{champion}")
-    store = index_store.store()
-    if promote:
+    if promote:  # CURRENT first, then the alias: a crash between them is completed by `align_champion`
+        store.swap(faiss_index["index_id"])
         client.set_registered_model_alias(mlflow.registered_model, "champion", challenger)
         if mlflow_logging.alias_version(mlflow, "challenger") == challenger:  # a champion is no challenger; another run's stays
             client.delete_registered_model_alias(mlflow.registered_model, "challenger")
-        store.swap(faiss_index["index_id"])
     client.set_model_version_tag(
         mlflow.registered_model, challenger, "promotion.reason", f"{'promoted' if promote else 'not promoted'}: {reason}"
     )
