@@ -142,8 +142,8 @@ def test_ampere_serve_wants_tokens_off_loopback_and_answers_401_without_one(tmp_
     refused = subprocess.run([str(AMPERE), "serve", "--host", "0.0.0.0", *common], env=env, capture_output=True, text=True)
     assert refused.returncode != 0 and "give API tokens" in refused.stderr
     port = _free_port()
-    server = subprocess.Popen(
-        [str(AMPERE), "serve", "--port", str(port), *common],
+    server = subprocess.Popen(  # on every interface: tokens required, given by the environment
+        [str(AMPERE), "serve", "--host", "0.0.0.0", "--port", str(port), *common],
         env={**env, TOKENS_ENV: "s3cret-token"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
