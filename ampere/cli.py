@@ -91,7 +91,7 @@ def _serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from ampere.data.frames import DecodeLimits
-    from ampere.serve.app import ServeConfig, create_app
+    from ampere.serve.app import ServeConfig, create_app, limit_malloc_arenas
     from ampere.serve.parsing import Limits
 
     access = Access.load(args.tokens_file, guard_probes=args.guard_probes)
@@ -108,6 +108,7 @@ def _serve(args: argparse.Namespace) -> None:
         access=access,
         decoding=DecodeLimits(max_wall_s=args.max_decode_s),
     )
+    limit_malloc_arenas()
     where = f"catalogue {args.catalogue or DEFAULT}, index store {args.store}, MLflow {args.tracking_uri}"
     print(f"AMPere search on http://{args.host}:{args.port}/ ({where})", flush=True)
     uvicorn.run(create_app(config), host=args.host, port=args.port, log_level="warning")

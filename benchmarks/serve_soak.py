@@ -8,8 +8,9 @@ threads for ``--minutes``: item-id queries, photo and clip uploads of indexed it
 of the README's table (corrupt image, truncated clip, wrong types, deep JSON, a huge unknown id,
 `k: 1.9`, unknown fields, bad base64, a declared and an undeclared oversized body), a crafted slow
 clip (600 frames of 1080p) and an oversized clip; meanwhile `CURRENT` moves five times between the
-store's two newest indexes. Prints requests, 5xx, p50 / p99 per kind and the server's RSS after the
-warm-up and at the end. Needs a home with a served index (README command 1).
+store's two newest indexes. Prints requests, 5xx, p50 / p99 per kind and the server's RSS after a
+warm-up of the same traffic (``--warmup-s``, not counted), every 30 s and at the end. Needs a home
+with a served index and one more (README command 1, then scripts/new_data_story.sh).
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--swaps", type=int, default=5)
+    parser.add_argument("--warmup-s", type=float, default=60.0, help="traffic at the same concurrency before RSS is first read")
     args = parser.parse_args()
     home = find_home(args.home)
     store = IndexStore(home.workspace / "index_store")
@@ -111,12 +113,6 @@ def main() -> None:
                     break
             except requests.ConnectionError:
                 time.sleep(0.5)
-        for photo in photos[:3]:  # warm-up: the model and its backbones are loaded
-            requests.post(url + "/search", files={"file": ("p.png", photo)}, timeout=120)
-        start_rss = rss(server.pid)
-        results: dict[str, list[tuple[int, float]]] = defaultdict(list)
-        deadline = time.monotonic() + 60 * args.minutes
-        lock = threading.Lock()
 
         def one(kind: str, rng: random.Random) -> tuple[int, float]:
             request = {
@@ -136,21 +132,39 @@ def main() -> None:
                 status = 413
             return status, time.perf_counter() - started
 
-        def worker(seed: int) -> None:
+        lock = threading.Lock()
+
+        def worker(seed: int, until: float, sink: dict[str, list[tuple[int, float]]]) -> None:
             rng = random.Random(seed)
             kinds, weights = list(WEIGHTS), list(WEIGHTS.values())
-            while time.monotonic() < deadline:
+            while time.monotonic() < until:
                 kind = rng.choices(kinds, weights)[0]
                 outcome = one(kind, rng)
                 with lock:
-                    results[kind].append(outcome)
+                    sink[kind].append(outcome)
 
-        threads = [threading.Thread(target=worker, args=(seed,)) for seed in range(args.concurrency)]
-        for thread in threads:
-            thread.start()
-        for swap in range(args.swaps):
-            time.sleep(60 * args.minutes / (args.swaps + 1))
-            store.swap(indexes[swap % 2])
+        def run(until: float, sink: dict[str, list[tuple[int, float]]], offset: int) -> list[threading.Thread]:
+            threads = [threading.Thread(target=worker, args=(offset + i, until, sink)) for i in range(args.concurrency)]
+            for thread in threads:
+                thread.start()
+            return threads
+
+        # Warm-up at the soak's concurrency (not counted): the model, its backbones and LLM load lazily, and
+        # the server's threads reach their working memory; then the soak starts from that RSS.
+        for thread in run(time.monotonic() + args.warmup_s, defaultdict(list), 1000):
+            thread.join()
+        start_rss = rss(server.pid)
+        trend = [start_rss]
+        results: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        deadline = time.monotonic() + 60 * args.minutes
+        threads = run(deadline, results, 0)
+        swaps_at = [deadline - 60 * args.minutes * (1 - (i + 1) / (args.swaps + 1)) for i in range(args.swaps)]
+        while time.monotonic() < deadline:
+            time.sleep(min(30.0, max(0.0, deadline - time.monotonic())))
+            trend.append(rss(server.pid))
+            while swaps_at and time.monotonic() >= swaps_at[0]:
+                swaps_at.pop(0)
+                store.swap(indexes[(args.swaps - len(swaps_at) - 1) % 2])
         for thread in threads:
             thread.join()
         end_rss = rss(server.pid)
@@ -177,7 +191,7 @@ def main() -> None:
               f"{np.percentile(seconds, 50):.0f} | {np.percentile(seconds, 99):.0f} |")  # fmt: skip
     growth = 100 * (end_rss - start_rss) / start_rss
     print(f"\nserver RSS: {start_rss / 2**20:.0f} MiB after warm-up, {end_rss / 2**20:.0f} MiB at the end ({growth:+.1f} %)")
-    print("5xx: " + ("none" if errors == 0 else f"{errors}"))
+    print("RSS every 30 s (MiB): " + " ".join(f"{r / 2**20:.0f}" for r in trend))
 
 
 if __name__ == "__main__":
