@@ -278,3 +278,16 @@ def _make_dvc_repo(repo: Path, dataset: Path) -> Path:
     run("git", "add", "-A")
     run("git", "commit", "-q", "-m", "data")
     return repo
+
+
+@pytest.fixture(autouse=True)
+def mlflow_uris_restored():
+    """mlflow's process-wide tracking and registry URIs, set by in-process training runs and by some tests,
+    are put back after each test, so a client that names only its tracking URI never meets another test's registry."""
+    from mlflow.tracking._model_registry import utils as registry
+    from mlflow.tracking._tracking_service import utils as tracking
+
+    before = tracking._tracking_uri, registry._registry_uri
+    yield
+    tracking._tracking_uri, registry._registry_uri = before
+

@@ -74,7 +74,7 @@ def test_two_runs_at_once_each_end_with_their_own_metrics_and_lineage(tmp_path, 
     assert first["registered_model"] != second["registered_model"]
     assert first["served_index"] != second["served_index"]
 
-    client = MlflowClient(tracking_uri=mlflow_server["uri"])
+    client = MlflowClient(tracking_uri=mlflow_server["uri"], registry_uri=mlflow_server["uri"])
     versions = set()
     for name, folder in datasets.items():
         run_id = runs[str(folder.resolve())].run_id

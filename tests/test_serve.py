@@ -475,7 +475,8 @@ def test_ampere_index_rollback_moves_the_champion_alias_and_the_server_follows(s
     health = _wait_serving(url, first)
     assert health["champion_version"] == first and health["index_id"] == indexes[first]
     store.swap(indexes[second])  # previous = first, as the other tests expect
-    MlflowClient(tracking_uri=served["tracking"]).set_registered_model_alias("ampere-encoder", "champion", second)
+    client = MlflowClient(tracking_uri=served["tracking"], registry_uri=served["tracking"])
+    client.set_registered_model_alias("ampere-encoder", "champion", second)
     _wait_serving(url, second)
 
 
@@ -512,7 +513,7 @@ def test_the_server_loads_the_model_from_the_registered_model_its_index_names(se
 
     url, store, indexes = served["url"], served["store"], served["indexes"]
     first, second = sorted(indexes, key=int)
-    client = MlflowClient(tracking_uri=served["tracking"])
+    client = MlflowClient(tracking_uri=served["tracking"], registry_uri=served["tracking"])
     client.create_registered_model("my-encoder")
     source = client.get_model_version_download_uri("ampere-encoder", second)
     version = client.create_model_version("my-encoder", source, run_id=client.get_model_version("ampere-encoder", second).run_id)
