@@ -12,7 +12,7 @@ from a 5,000-word vocabulary). Per stage, what the pipeline's own code costs the
   (`SummaryCache.get_many` over every transcript, after storing them); cache misses: the packaged
   LLM (llama.cpp, SmolLM2-135M) timed on a sample of transcripts (`--llm-sample`);
 - features: `visual_features` (ONNX Runtime EfficientNet-Lite0, decoding included) and
-  `text_features` (MiniLM) timed on a sample (`--feature-sample`); features memory per item;
+  `text_features` (MiniLM) timed on a sample (`--feature-sample`); features' bytes per item;
 - training: `train_tower`'s samples/s at the default batch (32 products), so one epoch over the
   training items; validation time of one evaluation over the validation items (`embed`, `evaluate`);
 - embeddings: `embed` over every item; index build: `build_indexes` (the default config, recall
@@ -20,8 +20,8 @@ from a 5,000-word vocabulary). Per stage, what the pipeline's own code costs the
 
 Stages timed on a sample cost the same per item at every size (their work is per item). The table
 gives seconds per item at each size and the total at the largest; the closing lines name the stage
-that passes an hour first and the stage whose memory passes this machine's RAM first, by linear
-extrapolation of the measured per-item figures.
+that passes an hour first, by linear extrapolation of the measured per-item figures, and the
+features' size on disk (memory per stage: ``benchmarks/memory.py``).
 """
 
 from __future__ import annotations
@@ -189,10 +189,10 @@ def main() -> None:
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     print("frame features here: one distinct 24x24 frame per item (identical frames are encoded once); a clip of 8 "
           "distinct frames costs up to 8 times the frame-features figure")
-    print(f"memory: training and embedding hold every item's features ({feature_bytes / 1024:.0f} KiB per item: "
-          f"8 x 1280 float32 frames, 33 x 384 float16 token states), {feature_bytes * largest / 2**30:.1f} GiB at "
-          f"{largest:,} items; this machine's {ram / 2**30:.0f} GiB are full at about "
-          f"{ram / feature_bytes:,.0f} items")  # fmt: skip
+    print(f"features: {feature_bytes / 1024:.0f} KiB per item on disk (8 x 1280 float32 frames, 33 x 384 float16 "
+          f"token states), {feature_bytes * largest / 2**30:.1f} GiB at {largest:,} items, read a batch at a time "
+          f"(training holds them resident only up to resident_features_gib; this machine has {ram / 2**30:.0f} GiB): "
+          "peak memory per stage is benchmarks/memory.py's")  # fmt: skip
 
 
 if __name__ == "__main__":
