@@ -42,10 +42,23 @@ K = 10
 BIN = Path(sys.executable).parent
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_healthy(url: str, tries: int = 300) -> None:
+    """Until ``url``/health answers 200 (the first answer waits for the model to load), at most ``tries`` times."""
+    for _ in range(tries):
+        try:
+            if requests.get(url + "/health", timeout=120).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} did not become healthy")
 
 
 def _clustered(n: int, dim: int, seed: int = 0) -> np.ndarray:
@@ -146,18 +159,13 @@ def main() -> None:
         built = f"{page['index_type']} {page['index_params']} recall@10 {page['recall_at_10']}"
         print(f"built {index_id}: {built} in {time.perf_counter() - start:.1f} s", flush=True)
 
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     store.swap(current)
     command = [str(BIN / "ampere"), "--home", str(home.root), "serve", "--port", str(port), "--store", str(store.root)]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        for _ in range(300):
-            try:
-                if requests.get(url + "/health", timeout=120).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.5)
+        wait_healthy(url)
         rows = []
         galleries = [load_index(served.path(current), domain) for domain in manifest["domains"]]
         default_ids = [item for g in galleries for item in g.rows]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from crafted_media import slow_clip  # noqa: E402  (the crafted clip the tests use)
+from serve import free_port, wait_healthy  # noqa: E402  (benchmarks/serve.py, beside this script)
 
 from ampere.data.format import read_items  # noqa: E402
 from ampere.home import find_home  # noqa: E402
@@ -44,12 +44,6 @@ WEIGHTS = {"item": 50, "photo": 15, "clip": 10, "bad": 20, "slow clip": 3, "over
 def rss(pid: int) -> int:
     line = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmRSS:"))
     return int(line.split()[1]) * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def bad_requests(items: pd.DataFrame) -> list[dict]:
@@ -107,12 +101,7 @@ def main() -> None:
         stderr=subprocess.STDOUT,
     )
     try:
-        for _ in range(600):
-            try:
-                if requests.get(url + "/health", timeout=60).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.5)
+        wait_healthy(url, tries=600)
 
         def one(kind: str, rng: random.Random) -> tuple[int, float]:
             request = {
