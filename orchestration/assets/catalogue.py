@@ -43,7 +43,8 @@ def catalogue_index(
 ) -> Output[dict[str, Any]]:
     """Diffs the items against the served index (item id and content key), embeds what the champion has not
     embedded before, publishes the index (champion version, data version) and swaps `CURRENT` to it."""
-    aligned = mlflow_logging.align_champion(mlflow, index_store.store())
+    store = index_store.store()
+    aligned = mlflow_logging.align_champion(mlflow, store)
     if aligned:
         context.log.warning(f"recovered an interrupted promotion: {aligned}")
     champion = mlflow_logging.alias_version(mlflow, "champion")
@@ -52,7 +53,6 @@ def catalogue_index(
             f"catalogue {dataset.catalogue!r} has no champion ({mlflow.registered_model}@champion): "
             "train one first (ampere pipeline, or the ampere_pipeline job)"
         )
-    store = index_store.store()
     served_id = store.current()
     served = indexed_items(store.path(served_id) if served_id else None)
     served_about = store.about(served_id) if served_id else {}
