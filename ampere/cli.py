@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from ampere.asr.cache import SummaryCache, summarize_cached
+from ampere.asr.cache import open_summary_cache, summarize_cached
 from ampere.asr.candidates import llm_inputs
 from ampere.asr.prompts import DEFAULT_PROMPT_ID, Prompt, load_prompt
 from ampere.asr.quality import CLIP_DOMAINS, load_attributes, quality_table, summary_quality
@@ -29,6 +29,7 @@ from ampere.serve.access import TOKENS_ENV, Access, is_loopback
 QUALITY_EXPERIMENT = "ampere-summary-quality"
 QUALITY_METRICS = ("attribute_recall", "attribute_precision", "raw32_recall", "raw_recall")
 EXAMPLE_WORDS = 24
+CACHE_HELP = "summary cache: a SQLite file or a postgresql:// URL (default: the home's workspace/summary_cache.sqlite)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--catalogue", help=CATALOGUE_HELP)
     serve.add_argument("--store", type=Path, help="index store (default: the catalogue's, in the home's workspace)")
     serve.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI, else the home's MLflow store")
-    serve.add_argument("--cache", type=Path, help="summary cache (default: the home's workspace/summary_cache.sqlite)")
+    serve.add_argument("--cache", help=CACHE_HELP)
     serve.add_argument("--max-upload-mb", type=float, default=20.0, help="largest accepted photo or clip")
     serve.add_argument(
         "--tokens-file",
@@ -120,7 +121,7 @@ def _add_summary_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample")
     parser.add_argument("--split", choices=[*SPLITS, "all"], default="val",
                         help="whose clips to summarise (default val: prompts are chosen on validation products)")
-    parser.add_argument("--cache", type=Path, help="summary cache (default: the home's workspace/summary_cache.sqlite)")
+    parser.add_argument("--cache", help=CACHE_HELP)
     parser.add_argument("--model", help="GGUF model path (default: the packaged SmolLM2)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="llama.cpp threads (default: all cores)")
 
@@ -160,7 +161,7 @@ def _summarise(
 ) -> tuple[dict[str, SummaryResult], str, str]:
     """Summaries of the clips by item id (llama.cpp through the cache), the model id and the tagger."""
     summarizer = build_summarizer("llamacpp", prompt=prompt, model_path=args.model, n_threads=args.threads)
-    cache = SummaryCache(args.cache)
+    cache = open_summary_cache(args.cache)
     inputs, tagger = llm_inputs(prompt, items, list(clips["asr"]))
     results, stats = summarize_cached(inputs, summarizer, prompt, cache)
     cache.close()

@@ -43,7 +43,7 @@ from PIL import Image  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu import loop_samples_per_s  # noqa: E402  (benchmarks/ is this script's folder)
 
-from ampere.asr.cache import SummaryCache, cache_key  # noqa: E402
+from ampere.asr.cache import cache_key, open_summary_cache  # noqa: E402
 from ampere.asr.candidates import llm_reader  # noqa: E402
 from ampere.asr.prompts import DEFAULT_PROMPT_ID, load_prompt  # noqa: E402
 from ampere.asr.summarizer import SummaryResult, build_summarizer  # noqa: E402
@@ -123,7 +123,7 @@ def measure(n: int, folder: Path, constants: dict[str, float]) -> dict[str, floa
     tagger, reader = timed(lambda: llm_reader(prompt, items))
     clips = items[items["domain"] != "page"]
     keys = [cache_key(text, prompt, "model", {}) for text in reader(list(clips["asr"]))]
-    with contextlib.closing(SummaryCache(folder / f"cache-{n}.sqlite")) as cache:
+    with contextlib.closing(open_summary_cache(folder / f"cache-{n}.sqlite")) as cache:
         result = SummaryResult("Product name: x; Features: y", "ok", None, "x", ["y"], 30, 10, 1)
         stored, _ = timed(lambda: cache.put_many([(key, result) for key in keys], prompt.hash, "model"))
         hits, found = timed(lambda: cache.get_many(keys))

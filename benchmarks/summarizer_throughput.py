@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ampere.asr.cache import SummaryCache, summarize_cached
+from ampere.asr.cache import open_summary_cache, summarize_cached
 from ampere.asr.candidates import llm_inputs
 from ampere.asr.prompts import DEFAULT_PROMPT_ID, Prompt, answer_schema, load_prompt
 from ampere.asr.summarizer import (
@@ -82,7 +82,7 @@ def pipeline_runner(summarizer: Any, prompt: Prompt, workdir: Path) -> Runner:
     def run(transcripts: list[str]) -> tuple[float, int]:
         nonlocal passes
         passes += 1
-        cache = SummaryCache(workdir / f"cache-{passes}.sqlite")
+        cache = open_summary_cache(workdir / f"cache-{passes}.sqlite")
         start = time.perf_counter()
         _, stats = summarize_cached(transcripts, summarizer, prompt, cache)
         seconds = time.perf_counter() - start

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ampere.asr.cache import SummaryCache, summarize_cached
+from ampere.asr.cache import open_summary_cache, summarize_cached
 from ampere.asr.candidates import TaggerConfig, TitleTagger, llm_inputs, materials
 from ampere.asr.keywords import KeywordExtractor
 from ampere.asr.prompts import load_prompt
@@ -77,7 +77,7 @@ def main() -> None:
         summarizer = build_summarizer("llamacpp", prompt=prompt)
         summarizer.summarize(["warm-up: load the model before timing"])
         with tempfile.TemporaryDirectory() as folder:
-            cache = SummaryCache(Path(folder) / "cache.sqlite")
+            cache = open_summary_cache(Path(folder) / "cache.sqlite")
             started = time.perf_counter()
             inputs, _ = llm_inputs(prompt, items, list(clips["asr"]))
             results, stats = summarize_cached(inputs, summarizer, prompt, cache)

@@ -16,7 +16,7 @@ from dagster import ConfigurableResource, Failure, MetadataValue
 from mlflow.entities import Experiment
 from mlflow.exceptions import MlflowException
 
-from ampere.asr.cache import SummaryCache
+from ampere.asr.cache import SummaryCache, is_database_url, open_summary_cache
 from ampere.asr.candidates import TaggerConfig
 from ampere.asr.prompts import DEFAULT_PROMPT_ID, Prompt, load_prompt
 from ampere.asr.summarizer import Summarizer, build_summarizer
@@ -234,6 +234,7 @@ class _SummarizerSettings(ConfigurableResource):
     backend: str = "llamacpp"
     model: str | None = None
     prompt_id: str = DEFAULT_PROMPT_ID
+    # A SQLite file on one host; a PostgreSQL URL (postgresql://…) where several hosts summarise at once.
     cache_path: str = "workspace/summary_cache.sqlite"
     max_tokens: int = 64
     tensor_parallel_size: int = 1
@@ -252,11 +253,13 @@ class _SummarizerSettings(ConfigurableResource):
         """The versioned prompt file."""
         return load_prompt(self.prompt_id)
 
+    def cache_location(self) -> str:
+        """`cache_path` as another process on this host reads it: a database URL, or the file's absolute path."""
+        return self.cache_path if is_database_url(self.cache_path) else str(Path(self.cache_path).resolve())
+
     def cache(self) -> SummaryCache:
-        """The persistent summary cache."""
-        path = Path(self.cache_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return SummaryCache(path)
+        """The persistent summary cache: a SQLite file, or a PostgreSQL table when `cache_path` is a database URL."""
+        return open_summary_cache(self.cache_path)
 
     def engine_options(self) -> dict[str, Any]:
         """The backend's settings, as `build_summarizer` (here, or in a summary worker) takes them."""

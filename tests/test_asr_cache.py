@@ -1,11 +1,12 @@
-"""Content-hash summary cache (ampere.asr.cache) with a counting summarizer."""
+"""Content-hash summary cache (ampere.asr.cache) with a counting summarizer, on SQLite and on a real PostgreSQL."""
 
 import json
 import sqlite3
+import uuid
 
 import pytest
 
-from ampere.asr.cache import SummaryCache, summarize_cached
+from ampere.asr.cache import PostgresSummaryCache, SqliteSummaryCache, open_summary_cache, summarize_cached
 from ampere.asr.prompts import PROMPT_DIR, load_prompt
 from ampere.asr.summarizer import EMPTY_RESULT, SummaryResult
 from ampere.asr.text import render_summary
@@ -49,9 +50,17 @@ class CountingSummarizer:
 TRANSCRIPTS = [f"product{i} with some live chatter number {i}" for i in range(10)]
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def location(request, tmp_path) -> str:
+    """Where a new, empty cache lives: a SQLite file, or a database of the suite's PostgreSQL server."""
+    if request.param == "sqlite":
+        return str(tmp_path / "summaries.sqlite")
+    return request.getfixturevalue("postgres")(f"cache_{uuid.uuid4().hex[:12]}")
+
+
 @pytest.fixture()
-def cache(tmp_path):
-    cache = SummaryCache(tmp_path / "summaries.sqlite")
+def cache(location):
+    cache = open_summary_cache(location)
     yield cache
     cache.close()
 
@@ -66,12 +75,12 @@ def test_first_run_summarises_everything_in_one_batch(cache):
     assert len(cache) == 10
 
 
-def test_rerun_unchanged_data_makes_no_call_even_from_a_new_connection(tmp_path):
+def test_rerun_unchanged_data_makes_no_call_even_from_a_new_connection(location):
     prompt = load_prompt()
-    first = SummaryCache(tmp_path / "c.sqlite")
+    first = open_summary_cache(location)
     results1, _ = summarize_cached(TRANSCRIPTS, CountingSummarizer(), prompt, first)
     first.close()
-    second = SummaryCache(tmp_path / "c.sqlite")
+    second = open_summary_cache(location)
     summarizer = CountingSummarizer()
     results2, stats = summarize_cached(TRANSCRIPTS, summarizer, prompt, second)
     second.close()
@@ -156,7 +165,9 @@ def test_prompt_must_match_the_summarizer(cache, tmp_path):
         summarize_cached(TRANSCRIPTS, CountingSummarizer(), other, cache)
 
 
-def test_database_uses_wal_mode(cache):
+def test_database_uses_wal_mode(tmp_path):
+    cache = open_summary_cache(tmp_path / "summaries.sqlite")
+    cache.close()
     conn = sqlite3.connect(cache.path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
@@ -192,7 +203,7 @@ def test_an_interrupted_run_keeps_the_chunks_it_finished(cache):
 def _open_cache_at_once(path: str, barrier) -> str | None:
     barrier.wait()
     try:
-        SummaryCache(path).close()
+        open_summary_cache(path).close()
     except sqlite3.OperationalError as error:
         return repr(error)
     return None
@@ -211,4 +222,43 @@ def test_processes_opening_a_new_cache_at_once_all_get_it(tmp_path):
             barrier = manager.Barrier(2)
             errors += [e for e in pool.starmap(_open_cache_at_once, [(path, barrier)] * 2) if e]
     assert errors == []
-    assert len(SummaryCache(tmp_path / "cache-0.sqlite")) == 0
+    assert len(open_summary_cache(tmp_path / "cache-0.sqlite")) == 0
+
+
+def _write_at_once(location: str, barrier, worker: int) -> int:
+    """Writes 200 results of its own and 50 shared with the other worker, in chunks, after a barrier."""
+    prompt = load_prompt()
+    own = [(f"w{worker}-{i}", SummaryResult(f"own {worker} {i}", "ok", None, "p", ["a"], 1, 1, 1)) for i in range(200)]
+    shared = [(f"shared-{i}", SummaryResult(f"shared {i}", "ok", None, "p", ["a"], 1, 1, 1)) for i in range(50)]
+    cache = open_summary_cache(location)
+    barrier.wait()
+    items = own + shared
+    for start in range(0, len(items), 10):
+        cache.put_many(items[start : start + 10], prompt.hash, "m")
+    cache.close()
+    return len(items)
+
+
+def test_two_processes_writing_at_once_lose_nothing(location):
+    """Summary workers (and a cluster's summary pods) write one cache together: every row of each lands."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager, context.Pool(2) as pool:
+        barrier = manager.Barrier(2)
+        pool.starmap(_write_at_once, [(location, barrier, 0), (location, barrier, 1)])
+    cache = open_summary_cache(location, read_only=True)
+    keys = [f"w{w}-{i}" for w in (0, 1) for i in range(200)] + [f"shared-{i}" for i in range(50)]
+    found = cache.get_many(keys)
+    assert len(cache) == 450 and set(found) == set(keys)
+    assert found["w1-199"].text == "own 1 199" and found["shared-7"].text == "shared 7"
+    with pytest.raises(ValueError, match="read-only"):
+        cache.put_many([("x", found["w0-0"])], load_prompt().hash, "m")
+    cache.close()
+
+
+def test_the_location_picks_the_backend(tmp_path, postgres):
+    url = postgres(f"cache_{uuid.uuid4().hex[:12]}").replace("postgresql://", "postgresql+psycopg2://")
+    on_postgres, on_sqlite = open_summary_cache(url), open_summary_cache(tmp_path / "c.sqlite")
+    assert isinstance(on_postgres, PostgresSummaryCache) and isinstance(on_sqlite, SqliteSummaryCache)
+    on_postgres.close(), on_sqlite.close()

@@ -18,7 +18,7 @@ import yaml
 from dagster import AssetKey, DagsterInstance
 
 import mlflow
-from ampere.asr.cache import SummaryCache, cache_key
+from ampere.asr.cache import cache_key, open_summary_cache
 from ampere.asr.candidates import llm_inputs
 from ampere.asr.prompts import DEFAULT_PROMPT_ID, load_prompt
 from ampere.asr.shards import shard_keys, shard_of
@@ -299,7 +299,7 @@ def test_a_raw_query_of_an_indexed_item_gives_its_stored_embedding(materialised)
     resource = MlflowResource(tracking_uri=materialised["mlflow"])
     tower = load_registered_encoder(resource, f"models:/ampere-encoder/{champion.version}").tower
     prompt = load_prompt(champion.tags["lineage.prompt_id"])
-    llm, cache = build_summarizer("llamacpp", prompt), SummaryCache(workspace / "summary_cache.sqlite")
+    llm, cache = build_summarizer("llamacpp", prompt), open_summary_cache(workspace / "summary_cache.sqlite")
 
     def summarize(transcripts: list[str]) -> list[str]:
         return [result.text for result in summarize_transcripts(prompt, items, transcripts, llm, cache).results]
@@ -414,7 +414,7 @@ def _new_llm_inputs(repo, workspace, shard: str | None = None) -> int:
         for item_id, text in zip(clips["item_id"], inputs, strict=True)
         if text and (shard is None or shard_of(item_id) == shard)
     }
-    cache = SummaryCache(workspace / "summary_cache.sqlite")
+    cache = open_summary_cache(workspace / "summary_cache.sqlite")
     cached = cache.get_many(list(keys))
     cache.close()
     return len(keys - set(cached))

@@ -4,7 +4,7 @@ Heavy engines (xllamacpp, vLLM, transformers) are imported only when a backend f
 generates, so importing this package is cheap.
 """
 
-from ampere.asr.cache import SummaryCache, SummaryStats, cache_key, summarize_cached
+from ampere.asr.cache import SummaryCache, SummaryStats, cache_key, open_summary_cache, summarize_cached
 from ampere.asr.prompts import SUMMARY_SCHEMA, Prompt, load_prompt
 from ampere.asr.summarizer import (
     LlamaCppConfig,
@@ -36,6 +36,7 @@ __all__ = [
     "cache_key",
     "clean_transcript",
     "load_prompt",
+    "open_summary_cache",
     "parse_summary",
     "render_summary",
     "summarize_cached",

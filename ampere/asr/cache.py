@@ -1,4 +1,4 @@
-"""Content-addressed SQLite cache of summaries, so only new or changed transcripts reach the LLM.
+"""Content-addressed cache of summaries (a SQLite file, or a PostgreSQL table on a cluster), so only new or changed transcripts reach the LLM.
 
 The key of a transcript's summary is the sha256 of (sha256 of the transcript, prompt id,
 prompt hash, model id, canonical JSON of the decoding parameters): changing the transcript, the
@@ -57,12 +57,74 @@ def cache_key(transcript: str, prompt: Prompt, model_id: str, decoding: dict) ->
     return content_hash(parts, "json")
 
 
+_COLUMNS = "key, text, status, error, product_name, features, tokens_in, tokens_out, attempts, prompt_hash, model_id"
+_SELECT = "SELECT key, text, status, error, product_name, features, tokens_in, tokens_out, attempts FROM summaries"
+
+
+def _rows(items: list[tuple[str, SummaryResult]], prompt_hash: str, model_id: str) -> list[tuple]:
+    """Table rows of results (retryable failures are refused: they must be retried, not remembered)."""
+    if any(result.retryable for _, result in items):
+        raise ValueError("retryable failures are not cached")
+    return [
+        (key, r.text, r.status, r.error, r.product_name, json.dumps(r.features, ensure_ascii=False),
+         r.tokens_in, r.tokens_out, r.attempts, prompt_hash, model_id)
+        for key, r in items
+    ]  # fmt: skip
+
+
+def _result(row: tuple) -> tuple[str, SummaryResult]:
+    key, text, status, error, name, features, t_in, t_out, attempts = row
+    return key, SummaryResult(text, status, error, name, json.loads(features), t_in, t_out, attempts)
+
+
+def is_database_url(location: str | Path) -> bool:
+    """Whether a cache location names a PostgreSQL database rather than a SQLite file."""
+    return str(location).startswith(("postgresql://", "postgresql+", "postgres://"))
+
+
 class SummaryCache:
-    """SQLite table (WAL mode) of summaries keyed by ``cache_key``."""
+    """Summaries keyed by ``cache_key``: one table, in a SQLite file or a PostgreSQL database.
+
+    Both give the same hits and misses for the same keys; ``open_summary_cache`` picks one from the location.
+    """
+
+    location: str
+    read_only: bool
+
+    def get_many(self, keys: list[str]) -> dict[str, SummaryResult]:
+        """Stored results of those ``keys`` that are present."""
+        found: dict[str, SummaryResult] = {}
+        unique = sorted(set(keys))
+        for start in range(0, len(unique), _QUERY_CHUNK):
+            found.update(_result(row) for row in self._select(unique[start : start + _QUERY_CHUNK]))
+        return found
+
+    def put_many(self, items: list[tuple[str, SummaryResult]], prompt_hash: str, model_id: str) -> None:
+        """Store results (retryable failures are refused: they must be retried, not remembered)."""
+        if self.read_only:
+            raise ValueError(f"{self.location} is opened read-only")
+        self._upsert(_rows(items, prompt_hash, model_id))
+
+    def _select(self, keys: list[str]) -> list[tuple]:
+        raise NotImplementedError
+
+    def _upsert(self, rows: list[tuple]) -> None:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Close the database connection."""
+        raise NotImplementedError
+
+
+class SqliteSummaryCache(SummaryCache):
+    """The table in a SQLite file (WAL mode): one host's processes share it (not a network file system)."""
 
     def __init__(self, path: str | Path, read_only: bool = False):
         self.path = Path(path)
-        self.read_only = read_only
+        self.location, self.read_only = str(self.path), read_only
         if read_only:  # another's cache, read and never changed (a server reading the pipeline's)
             self._conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=_WAIT_SECONDS)
             return
@@ -86,50 +148,49 @@ class SummaryCache:
                     raise
                 time.sleep(0.05)
 
-    def get_many(self, keys: list[str]) -> dict[str, SummaryResult]:
-        """Stored results of those ``keys`` that are present."""
-        found: dict[str, SummaryResult] = {}
-        unique = sorted(set(keys))
-        for start in range(0, len(unique), _QUERY_CHUNK):
-            chunk = unique[start : start + _QUERY_CHUNK]
-            rows = self._conn.execute(
-                "SELECT key, text, status, error, product_name, features, tokens_in, tokens_out,"
-                f" attempts FROM summaries WHERE key IN ({','.join('?' * len(chunk))})",
-                chunk,
-            )
-            for key, text, status, error, name, features, t_in, t_out, attempts in rows:
-                found[key] = SummaryResult(
-                    text, status, error, name, json.loads(features), t_in, t_out, attempts
-                )
-        return found
+    def _select(self, keys: list[str]) -> list[tuple]:
+        return self._conn.execute(f"{_SELECT} WHERE key IN ({','.join('?' * len(keys))})", keys).fetchall()
 
-    def put_many(
-        self, items: list[tuple[str, SummaryResult]], prompt_hash: str, model_id: str
-    ) -> None:
-        """Store results (retryable failures are refused: they must be retried, not remembered)."""
-        if self.read_only:
-            raise ValueError(f"{self.path} is opened read-only")
-        if any(result.retryable for _, result in items):
-            raise ValueError("retryable failures are not cached")
-        rows = [
-            (
-                key,
-                r.text,
-                r.status,
-                r.error,
-                r.product_name,
-                json.dumps(r.features, ensure_ascii=False),
-                r.tokens_in,
-                r.tokens_out,
-                r.attempts,
-                prompt_hash,
-                model_id,
-            )
-            for key, r in items
-        ]
+    def _upsert(self, rows: list[tuple]) -> None:
         with self._conn:
-            self._conn.executemany(
-                "INSERT OR REPLACE INTO summaries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+            self._conn.executemany(f"INSERT OR REPLACE INTO summaries ({_COLUMNS}) VALUES ({','.join('?' * 11)})", rows)
+
+    def __len__(self) -> int:
+        return self._conn.execute("SELECT COUNT(*) FROM summaries").fetchone()[0]
+
+    def close(self) -> None:
+        """Close the database connection."""
+        self._conn.close()
+
+
+_SCHEMA_LOCK = 0x616D70657265 + 1  # the advisory lock held while one process creates the table
+
+
+class PostgresSummaryCache(SummaryCache):
+    """The table in a PostgreSQL database: every host of a cluster shares it, writers upsert concurrently."""
+
+    def __init__(self, url: str, read_only: bool = False):
+        import psycopg
+
+        self.location, self.read_only = _redacted(url), read_only
+        # psycopg takes libpq URLs: SQLAlchemy's driver suffix (postgresql+psycopg2://) is dropped.
+        self._conn = psycopg.connect("postgresql://" + url.split("://", 1)[1], autocommit=True)
+        if read_only:
+            self._conn.read_only = True
+            return
+        with self._conn.transaction():  # concurrent CREATE TABLE IF NOT EXISTS can fail: one at a time
+            self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            self._conn.execute(_SCHEMA)
+
+    def _select(self, keys: list[str]) -> list[tuple]:
+        return self._conn.execute(f"{_SELECT} WHERE key = ANY(%s)", (keys,)).fetchall()
+
+    def _upsert(self, rows: list[tuple]) -> None:
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS.split(", ")[1:])
+        with self._conn.transaction(), self._conn.cursor() as cursor:
+            cursor.executemany(
+                f"INSERT INTO summaries ({_COLUMNS}) VALUES ({', '.join(['%s'] * 11)}) ON CONFLICT (key) DO UPDATE SET {updates}",
+                rows,
             )
 
     def __len__(self) -> int:
@@ -140,13 +201,27 @@ class SummaryCache:
         self._conn.close()
 
 
+def _redacted(url: str) -> str:
+    """A database URL without its password, for messages."""
+    scheme, rest = url.split("://", 1)
+    credentials, at, host = rest.rpartition("@")
+    return f"{scheme}://{credentials.split(':', 1)[0]}{at}{host}" if at else url
+
+
+def open_summary_cache(location: str | Path, read_only: bool = False) -> SummaryCache:
+    """The summary cache at ``location``: a PostgreSQL URL (a cluster's hosts share it), else a SQLite file."""
+    if is_database_url(location):
+        return PostgresSummaryCache(str(location), read_only)
+    return SqliteSummaryCache(location, read_only)
+
+
 class QueryCache:
     """Summaries of query transcripts: a pipeline's cache read (never written: queries do not change
     the pipeline's state), and the summaries it lacks kept in a bounded in-memory cache of their own
     (least recently used first out), so a server's memory does not grow with its queries."""
 
     def __init__(self, pipeline_cache: str | Path, capacity: int = 4096):
-        self.pipeline_cache = Path(pipeline_cache)
+        self.pipeline_cache = pipeline_cache
         self.capacity = capacity
         self._own: OrderedDict[str, SummaryResult] = OrderedDict()
 
@@ -156,8 +231,8 @@ class QueryCache:
         for key in found:
             self._own.move_to_end(key)
         rest = sorted(set(keys) - set(found))
-        if rest and self.pipeline_cache.is_file():
-            with contextlib.closing(SummaryCache(self.pipeline_cache, read_only=True)) as pipeline:
+        if rest and (is_database_url(self.pipeline_cache) or Path(self.pipeline_cache).is_file()):
+            with contextlib.closing(open_summary_cache(self.pipeline_cache, read_only=True)) as pipeline:
                 found |= pipeline.get_many(rest)
         return found
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from ampere.asr.cache import SummaryCache
+from ampere.asr.cache import open_summary_cache
 from ampere.asr.candidates import TaggerConfig
 from ampere.asr.prompts import load_prompt
 from ampere.asr.summaries import summarize_transcripts
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     clips = items.set_index("item_id").loc[task.item_ids]
     prompt = load_prompt(task.prompt_id)
     engine = build_summarizer(task.backend, prompt=prompt, **task.engine)
-    with contextlib.closing(SummaryCache(task.cache_path)) as cache:
+    with contextlib.closing(open_summary_cache(task.cache_path)) as cache:
         done = summarize_transcripts(prompt, items, list(clips["asr"]), engine, cache, TaggerConfig(**task.tagger))
     stats = {name: getattr(done.stats, name) for name in STATS}
     task_file.with_suffix(".stats.json").write_text(json.dumps({"shards": task.shards, **stats}))

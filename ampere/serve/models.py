@@ -88,10 +88,10 @@ class RegistryModels:
     clip's transcript costs no LLM call) and never written: query summaries stay in a bounded cache."""
 
     def __init__(
-        self, tracking_uri: str, summary_cache: Path, keep: int = 2, decoding: DecodeLimits | None = None, decoders: int = 2
+        self, tracking_uri: str, summary_cache: str | Path, keep: int = 2, decoding: DecodeLimits | None = None, decoders: int = 2
     ):
         self.tracking_uri = tracking_uri
-        self.summary_cache = Path(summary_cache)
+        self.summary_cache = summary_cache
         self.keep = keep
         self.decoding = decoding or DecodeLimits()
         self.decoders = ThreadPoolExecutor(max_workers=decoders, thread_name_prefix="ampere-decode")

@@ -32,7 +32,7 @@ from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, Schema, TensorSpec
 from PIL import Image
 
-from ampere.asr.cache import QueryCache, SummaryCache
+from ampere.asr.cache import QueryCache, open_summary_cache
 from ampere.asr.candidates import LlmReader, TitleTagger
 from ampere.asr.prompts import Prompt, load_prompt
 from ampere.asr.summaries import TranscriptSummarizer
@@ -126,14 +126,14 @@ class _Summaries:
     prompt: Prompt
     reader: LlmReader
     engine: Summarizer
-    cache_path: Path
+    cache_path: str | Path  # a SQLite file or a PostgreSQL URL
     query_cache: QueryCache | None = None
 
     def __call__(self, transcripts: list[str]) -> list[str]:
         if self.query_cache is not None:
             done = TranscriptSummarizer(self.prompt, self.reader, self.engine, self.query_cache)(transcripts)
         else:
-            with contextlib.closing(SummaryCache(self.cache_path)) as cache:
+            with contextlib.closing(open_summary_cache(self.cache_path)) as cache:
                 done = TranscriptSummarizer(self.prompt, self.reader, self.engine, cache)(transcripts)
         return [result.text for result in done.results]
 
@@ -197,13 +197,13 @@ class EncoderModel(mlflow.pyfunc.PythonModel):
         frame_encoder, text_encoder = encoders_from_ids(self.lineage["frame_encoder"], self.lineage["text_encoder"], folder)
         self.encoder = QueryEncoder(load_tower(folder), frame_encoder, text_encoder, self.lineage["text_source"], summarize)
 
-    def use_summary_cache(self, path: Path) -> None:
+    def use_summary_cache(self, path: str | Path) -> None:
         """Summaries go through this cache file, read and written (a pipeline's own refresh: indexed
         transcripts cost no LLM call, new ones are kept for the next run)."""
         if isinstance(self.encoder.summarize, _Summaries):
-            self.encoder.summarize.cache_path = Path(path)
+            self.encoder.summarize.cache_path = path
 
-    def serve_summaries(self, pipeline_cache: Path, capacity: int = 4096) -> None:
+    def serve_summaries(self, pipeline_cache: str | Path, capacity: int = 4096) -> None:
         """Query summaries read the pipeline's cache file, never write it, and keep what it lacks in a
         bounded cache of this model's own (`QueryCache`)."""
         if isinstance(self.encoder.summarize, _Summaries):

@@ -59,7 +59,7 @@ def catalogue_index(
     items = raw_items.assign(content_key=content_keys(raw_items))
     changes = diff(items, served)
     model = load_query_model(mlflow.client(), mlflow.resolved_tracking_uri(), mlflow.registered_model, champion)
-    model.use_summary_cache(summarizer.cache_path)  # transcripts summarised before cost no LLM call
+    model.use_summary_cache(summarizer.cache_location())  # transcripts summarised before cost no LLM call
     dim = int(model.encoder.tower.cfg.out_dim)
     done = vectors_for(
         items,

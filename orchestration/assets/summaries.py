@@ -185,7 +185,7 @@ def _summarise_in_workers(
                 prompt_id=summarizer.prompt_id,
                 backend=summarizer.backend,
                 engine=engine,
-                cache_path=str(Path(summarizer.cache_path).resolve()),
+                cache_path=summarizer.cache_location(),
                 tagger=asdict(summarizer.tagger_config()),
             )
             for group in groups
