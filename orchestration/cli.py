@@ -18,7 +18,7 @@ from ampere.home import Home
 from orchestration.instance import instance_folder
 
 TRACKING_HELP = "MLflow tracking URI (default: MLFLOW_TRACKING_URI, else the home's mlflow/mlflow.db)"
-STORE_HELP = "index store (default: the catalogue's, in the home's workspace)"
+STORE_HELP = "index store: a folder or an s3:// URL (default: the catalogue's, in the home's workspace)"
 
 
 
@@ -130,14 +130,14 @@ def _pipeline(args: argparse.Namespace) -> None:
 
 def _audit(args: argparse.Namespace) -> None:
     use_dagster_home(args.home)
-    from ampere.retrieval.index_store import IndexStore
+    from ampere.retrieval.index_store import open_index_store
     from orchestration.audit import audit
     from orchestration.instance import open_instance
     from orchestration.resources import MlflowResource
 
     catalogue = Catalogue(args.catalogue or DEFAULT)
     resource = MlflowResource(tracking_uri=args.tracking_uri, ui_url=args.mlflow_ui, registered_model=catalogue.registered_model)
-    store = IndexStore(args.store)
+    store = open_index_store(args.store)
     report = audit(args.ref, resource.client(), resource.registered_model, resource.ui_base(), open_instance(), store=store)
     print(report.to_text())
     if not report.ok:
@@ -145,9 +145,9 @@ def _audit(args: argparse.Namespace) -> None:
 
 
 def _index(args: argparse.Namespace) -> None:
-    from ampere.retrieval.index_store import IndexStore
+    from ampere.retrieval.index_store import open_index_store
 
-    store = IndexStore(args.store)
+    store = open_index_store(args.store)
     if args.index_command == "rollback":
         index_id = store.rollback()
         print(f"serving {index_id} (rolled back)")
@@ -173,7 +173,7 @@ def _champion_follows(index_folder: Path, tracking_uri: str) -> None:
 
 
 def _status(args: argparse.Namespace) -> None:
-    from ampere.retrieval.index_store import IndexStore
+    from ampere.retrieval.index_store import open_index_store
     from orchestration.mlflow_logging import alias_version, champion_disagreement
     from orchestration.resources import MlflowResource
 
@@ -189,7 +189,7 @@ def _status(args: argparse.Namespace) -> None:
         named = (("val/mR1", "val mR1"), ("mR1", "test mR1"))
         figures = ", ".join(f"{name} {metrics[key]:.2f}" for key, name in named if key in metrics)
         line += f" ({figures or 'no mR1 recorded'})"
-    store = IndexStore(args.store)
+    store = open_index_store(args.store)
     served = store.current()
     if served:
         about = store.about(served)
@@ -288,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("ref", help="model version number, alias (champion) or index id")
     audit.add_argument("--tracking-uri", help=TRACKING_HELP)
     audit.add_argument("--catalogue", help=CATALOGUE_HELP)
-    audit.add_argument("--store", type=Path, help=STORE_HELP)
+    audit.add_argument("--store", help=STORE_HELP)
     audit.add_argument("--mlflow-ui", help="MLflow UI for the links (default: the tracking server, else http://127.0.0.1:5000)")
     audit.set_defaults(handler=_audit)
     index = commands.add_parser(
@@ -296,12 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     index.add_argument("index_command", choices=["current", "rollback", "history"])
     index.add_argument("--catalogue", help=CATALOGUE_HELP)
-    index.add_argument("--store", type=Path, help=STORE_HELP)
+    index.add_argument("--store", help=STORE_HELP)
     index.add_argument("--tracking-uri", help=TRACKING_HELP + "; rollback moves its champion alias to the index's model")
     index.set_defaults(handler=_index)
     status = commands.add_parser("status", help="the champion model and the served index")
     status.add_argument("--catalogue", help=CATALOGUE_HELP)
-    status.add_argument("--store", type=Path, help=STORE_HELP)
+    status.add_argument("--store", help=STORE_HELP)
     status.add_argument("--tracking-uri", help=TRACKING_HELP)
     status.set_defaults(handler=_status)
     wait = commands.add_parser(

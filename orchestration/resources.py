@@ -24,7 +24,8 @@ from ampere.asr.tagger_store import TaggerStore
 from ampere.catalogue.embedding_store import EmbeddingStore
 from ampere.data.format import SplitFractions
 from ampere.lineage.versions import folder_fingerprint, git_commit
-from ampere.retrieval.index_store import IndexStore
+from ampere.retrieval.index_store import IndexStore, open_index_store
+from ampere.retrieval.object_index_store import ObjectIndexStore
 from mlflow import MlflowClient
 from orchestration.config import config_from_dataclass, to_dataclass
 
@@ -83,11 +84,11 @@ class WorkspaceResource(ConfigurableResource):
 class IndexStoreResource(ConfigurableResource):
     """Where published (immutable) FAISS indexes and the atomically swapped CURRENT pointer live."""
 
-    root: str = "workspace/index_store"
+    root: str = "workspace/index_store"  # a folder, or an object-store URL (s3://bucket/prefix/index_store)
 
-    def store(self) -> IndexStore:
+    def store(self) -> IndexStore | ObjectIndexStore:
         """The index store over `root`."""
-        return IndexStore(Path(self.root))
+        return open_index_store(self.root)
 
 
 class _DatasetLocation(ConfigurableResource):

@@ -8,6 +8,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ampere.storage import is_remote
+
 from ampere.lineage.hashing import content_hash
 
 DEFAULT = "default"  # the home's own dataset
@@ -43,7 +45,9 @@ class Catalogue:
         """The MLflow registered model of this catalogue's encoders."""
         return BASE_MODEL if self.name == DEFAULT else f"{BASE_MODEL}--{self.name}"
 
-    def index_store(self, workspace: str | Path) -> Path:
-        """The index store (published indexes and `CURRENT`) of this catalogue in a workspace."""
-        workspace = Path(workspace)
-        return workspace / "index_store" if self.name == DEFAULT else workspace / "catalogues" / self.name / "index_store"
+    def index_store(self, workspace: str | Path) -> str | Path:
+        """The index store (published indexes and `CURRENT`) of this catalogue in a workspace (a folder or a URL)."""
+        parts = ("index_store",) if self.name == DEFAULT else ("catalogues", self.name, "index_store")
+        if is_remote(workspace):
+            return "/".join([str(workspace).rstrip("/"), *parts])
+        return Path(workspace).joinpath(*parts)

@@ -26,11 +26,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ampere.lineage.hashing import content_hash
 from ampere.retrieval.index import DomainIndex, load_index, verify_manifest
+from ampere.storage import Location, is_remote
+
+if TYPE_CHECKING:
+    from ampere.retrieval.object_index_store import ObjectIndexStore
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +52,13 @@ class NoPreviousIndexError(RuntimeError):
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")[:80] or "x"
+
+
+def check_index_id(index_id: str) -> str:
+    """``index_id`` when it is a valid index id (a ValueError otherwise)."""
+    if not _INDEX_ID.fullmatch(index_id):
+        raise ValueError(f"invalid index id {index_id!r}: letters, digits, '.', '_', '-' only")
+    return index_id
 
 
 def index_key(model_version: str, data_version: str) -> str:
@@ -92,9 +104,7 @@ class IndexStore:
 
     def path(self, index_id: str) -> Path:
         """The folder of a published (or to be published) index id."""
-        if not _INDEX_ID.fullmatch(index_id):
-            raise ValueError(f"invalid index id {index_id!r}: letters, digits, '.', '_', '-' only")
-        return self.root / "indexes" / index_id
+        return self.root / "indexes" / check_index_id(index_id)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -274,7 +284,7 @@ class IndexReader:
     """
 
     def __init__(self, root: str | Path, retry_s: float = 5.0):
-        self.root = Path(root)
+        self.root = Location(root)  # a folder, or an object store's prefix (the index is downloaded to open it)
         self.retry_s = retry_s  # a CURRENT that failed to open is tried again after this long
         self._loading = threading.Lock()
         self._raw: bytes | None = None
@@ -303,7 +313,7 @@ class IndexReader:
                 self._loading.release()
         snapshot = self._snapshot
         if snapshot is None:
-            raise LookupError(f"{self.root}: no current index (no CURRENT file)")
+            raise LookupError(f"{self.root.url}: no current index (no CURRENT file)")
         return snapshot
 
     def _refresh(self) -> None:
@@ -326,7 +336,7 @@ class IndexReader:
     def _open(self, index_id: str) -> IndexSnapshot:
         if self._snapshot is not None and self._snapshot.index_id == index_id:
             return self._snapshot
-        folder = self.root / "indexes" / index_id
+        folder = self.root.child("indexes", check_index_id(index_id)).pull()
         manifest = json.loads((folder / "manifest.json").read_text())
         domains = {domain: load_index(folder, domain) for domain in manifest["domains"]}
         return IndexSnapshot(index_id, manifest.get("about", {}), domains)
@@ -339,3 +349,12 @@ class IndexReader:
     def search(self, domain: str, queries: np.ndarray, k: int) -> list[list[tuple[str, str, float]]]:
         """Top-k (item_id, product_id, score) per query row from the current index's ``domain`` gallery."""
         return self.snapshot().search(domain, queries, k)
+
+
+def open_index_store(root: str | Path) -> IndexStore | ObjectIndexStore:
+    """The index store at ``root``: a local folder (`IndexStore`) or an object-store URL (`ObjectIndexStore`)."""
+    if is_remote(root):
+        from ampere.retrieval.object_index_store import ObjectIndexStore
+
+        return ObjectIndexStore(str(root))
+    return IndexStore(root)

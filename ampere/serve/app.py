@@ -46,9 +46,9 @@ PAGE_K = 6  # results per gallery on the page
 class ServeConfig:
     """Where the served index and the registry are, and the limits a request must keep."""
 
-    index_store: Path
+    index_store: str | Path  # a folder or an object-store URL
     tracking_uri: str
-    summary_cache: Path
+    summary_cache: str | Path  # a SQLite file or a PostgreSQL URL
     limits: Limits = field(default_factory=Limits)
     access: Access = field(default_factory=Access)  # no tokens: loopback only (`ampere serve` refuses otherwise)
     decoding: DecodeLimits = field(default_factory=DecodeLimits)  # each query's media
