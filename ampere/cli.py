@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--catalogue", help=CATALOGUE_HELP)
-    serve.add_argument("--store", help="index store: a folder or an s3:// URL (default: the catalogue's, in the home's workspace)")
+    serve.add_argument("--store", help="index store: a folder or an s3:// URL (default: the catalogue's, in the workspace)")
     serve.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI, else the home's MLflow store")
     serve.add_argument("--cache", help=CACHE_HELP)
     serve.add_argument("--max-upload-mb", type=float, default=20.0, help="largest accepted photo or clip")
@@ -245,9 +245,9 @@ def _summaries_compare(args: argparse.Namespace) -> None:
 
 HOME_DEFAULTS: dict[str, Callable[[Home, argparse.Namespace], Any]] = {
     "dataset": lambda home, _: home.dataset,
-    "out": lambda home, _: home.workspace,
-    "cache": lambda home, _: home.workspace / "summary_cache.sqlite",
-    "store": lambda home, args: Catalogue(getattr(args, "catalogue", None) or DEFAULT).index_store(home.workspace),
+    "out": lambda home, _: home.storage,
+    "cache": lambda home, _: home.summary_cache(),
+    "store": lambda home, args: Catalogue(getattr(args, "catalogue", None) or DEFAULT).index_store(home.storage),
     "tracking_uri": lambda home, _: home.tracking_uri,
     "artifact_root": lambda home, _: str(home.artifact_root),
 }

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HOME_ENV = "AMPERE_HOME"
+WORKSPACE_ENV = "AMPERE_WORKSPACE"  # where steps hand each other data: a folder or s3://bucket/prefix
+SUMMARY_CACHE_ENV = "AMPERE_SUMMARY_CACHE"  # the summary cache: a SQLite file or a postgresql:// URL
 PROJECT_FOLDER = Path(__file__).resolve().parent.parent
 
 
@@ -27,6 +29,17 @@ class Home:
     def workspace(self) -> Path:
         """Pipeline outputs: features, summaries, checkpoints, index store, metrics."""
         return self.root / "workspace"
+
+    @property
+    def storage(self) -> str:
+        """Where the pipeline's steps hand each other data: AMPERE_WORKSPACE (a folder, or an object-store URL
+        that every host of a cluster reaches), else the home's workspace folder."""
+        return os.environ.get(WORKSPACE_ENV) or str(self.workspace)
+
+    def summary_cache(self, workspace: str | Path | None = None) -> str:
+        """AMPERE_SUMMARY_CACHE (a PostgreSQL URL where several hosts summarise), else `summary_cache.sqlite`
+        in ``workspace`` (a folder; default: the home's workspace folder)."""
+        return os.environ.get(SUMMARY_CACHE_ENV) or f"{workspace or self.workspace}/summary_cache.sqlite"
 
     @property
     def dataset(self) -> Path:

@@ -20,6 +20,7 @@ from ampere.asr.keywords import KeywordExtractor  # noqa: E402
 from ampere.lineage.versions import code_version  # noqa: E402
 from ampere.models.backbones import text_encoder_from_id  # noqa: E402
 from ampere.models.features import ItemFeatures  # noqa: E402
+from ampere.storage import local_copy  # noqa: E402
 from ampere.training.ablation import SOURCES, AblationConfig, markdown, run_ablation, summarize  # noqa: E402
 from ampere.training.train import TrainConfig  # noqa: E402
 from orchestration.assets.features import features_lineage  # noqa: E402
@@ -76,7 +77,7 @@ def ablation_study(
     summaries, summary_lineage = current_summaries(raw_items, asr_summaries)
     if (summaries["status"] == "skipped").any():
         raise ValueError("the ablation needs LLM summaries: materialise asr_summaries with run_llm=true first")
-    features = ItemFeatures.load(Path(backbone_features))
+    features = ItemFeatures.load(local_copy(backbone_features))
     items = pd.DataFrame({"item_id": features.item_ids}).merge(raw_items, on="item_id", how="left")
     items = items.merge(summaries[["item_id", "summary", "train_summary"]], on="item_id", how="left")
     items = items.fillna({"summary": "", "train_summary": ""})
@@ -95,7 +96,8 @@ def ablation_study(
     if "phrases" in config.sources:  # the phrases the summaries' LLM read, else a tagger of the summarizer's settings
         read_through = summary_lineage.get("tagger", "none")
         if read_through != "none":
-            tagger = workspace.taggers().get(read_through)
+            with workspace.taggers() as taggers:
+                tagger = taggers.get(read_through)
         else:
             tagger = TitleTagger.fit(items, summarizer.tagger_config())
         context.log.info(f"phrases: title-tagger@{tagger.fingerprint()} (the summaries read {read_through})")
@@ -135,6 +137,7 @@ def ablation_study(
     table = markdown(summary)
     results.to_csv(workspace.path("ablation", "results.csv"), index=False)
     workspace.path("ablation", "table.md").write_text(table + "\n")
+    workspace.save(workspace.path("ablation"))
     with tempfile.TemporaryDirectory() as tmp:
         client.log_artifact(parent_id, str(_bar_chart(summary, Path(tmp) / "ablation_mR1.png")), "plots")
     client.log_text(parent_id, table, "ablation_table.md")

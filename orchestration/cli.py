@@ -13,8 +13,9 @@ from typing import Any
 from ampere import cli as library_cli
 from ampere.asr.prompts import DEFAULT_PROMPT_ID, PROMPT_DIR
 from ampere.catalogue.naming import DEFAULT, Catalogue
-from ampere.cli import CATALOGUE_HELP
+from ampere.cli import CACHE_HELP, CATALOGUE_HELP
 from ampere.home import Home
+from ampere.storage import Location
 from orchestration.instance import instance_folder
 
 TRACKING_HELP = "MLflow tracking URI (default: MLFLOW_TRACKING_URI, else the home's mlflow/mlflow.db)"
@@ -36,6 +37,7 @@ def _pipeline(args: argparse.Namespace) -> None:
     from dagster import DagsterEventType, ReexecutionOptions, build_reconstructable_job, execute_job
 
     from ampere.retrieval.eval import markdown_table
+    from orchestration.definitions import executor_name
     from orchestration.in_process import signals_kept
     from orchestration.instance import ensure_pools, open_instance
     from orchestration.jobs import DATASET_TAG, PIPELINE_POOLS, SETTINGS_TAG
@@ -45,7 +47,8 @@ def _pipeline(args: argparse.Namespace) -> None:
 
     instance = open_instance()
     settings = {  # the job's definitions (`pipeline_job_at`), recorded on the run for its re-executions
-        "workspace": str(args.out.resolve()),
+        "workspace": Location(args.out).url,
+        "summary_cache": args.summary_cache,
         "dataset": str(args.dataset.resolve()),
         "tracking_uri": args.tracking_uri,
         "artifact_root": args.artifact_root,
@@ -64,8 +67,7 @@ def _pipeline(args: argparse.Namespace) -> None:
             settings = json.loads(parent.tags[SETTINGS_TAG])
         else:
             print(f"run {args.reexecute} recorded no settings: re-executing with this command's dataset, folders and summarizer")
-    out = Path(settings["workspace"])
-    out.mkdir(parents=True, exist_ok=True)
+    out = settings["workspace"]
     job = build_reconstructable_job("orchestration.definitions", "pipeline_job_at", reconstructable_kwargs=settings)
     ensure_pools(instance, PIPELINE_POOLS)
     catalogue = Catalogue.of(settings["dataset"], args.home.dataset, settings.get("catalogue"))
@@ -88,7 +90,6 @@ def _pipeline(args: argparse.Namespace) -> None:
             )
         else:
             run_config = {
-                "execution": {"config": {"in_process": {}}},
                 "loggers": {"console": {"config": {"log_level": "INFO"}}},
                 "ops": {
                     "asr_summaries": {"config": {"run_llm": args.text_source == "summary"}},
@@ -96,6 +97,8 @@ def _pipeline(args: argparse.Namespace) -> None:
                     "trained_encoder": {"config": dict(args.train)},
                 },
             }
+            if executor_name() == "default":  # Dagster's own executor: steps in this process
+                run_config["execution"] = {"config": {"in_process": {}}}
             tags = {
                 "ampere/text_source": args.text_source,
                 SETTINGS_TAG: json.dumps(settings),
@@ -119,7 +122,7 @@ def _pipeline(args: argparse.Namespace) -> None:
     print(f"  {'total':<44} {total:7.1f} s")
     if not result.success:
         raise SystemExit("pipeline failed: see the Dagster run above (dagster dev shows its logs)")
-    metrics = json.loads(WorkspaceResource(root=str(out)).run_path(result.run_id, "metrics.json").read_text())
+    metrics = json.loads(WorkspaceResource(root=out).location("runs", result.run_id, "metrics.json").read_bytes())
     source = instance.get_run_by_id(result.run_id).tags.get("ampere/text_source", "?")
     print(
         f"\nRetrieval on the test split (text source: {source}; model chosen on validation, "
@@ -254,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     pipeline = commands.add_parser("pipeline", help="run the whole Dagster job in process on a dataset folder")
     pipeline.add_argument("--dataset", type=Path, help="dataset folder (default: the home's data/)")
-    pipeline.add_argument("--out", type=Path, help="workspace folder (default: the home's workspace/)")
+    pipeline.add_argument("--out", help="workspace: a folder or s3:// URL (default: AMPERE_WORKSPACE, else the home's workspace)")
+    pipeline.add_argument("--summary-cache", help=CACHE_HELP)
     pipeline.add_argument(
         "--catalogue", help="catalogue name (default: 'default' for the home's dataset, else named after the dataset folder)"
     )

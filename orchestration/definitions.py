@@ -7,10 +7,12 @@ from pathlib import Path
 
 from dagster import Definitions, ExecutorDefinition, JobDefinition
 
+from ampere.asr.cache import is_database_url
 from ampere.asr.prompts import DEFAULT_PROMPT_ID
 from ampere.catalogue.naming import Catalogue
 from ampere.home import find_home
 from ampere.lineage.hashing import content_hash
+from ampere.storage import is_remote
 from orchestration.ablation import ablation_job, ablation_study
 from orchestration.assets import PIPELINE_ASSETS, catalogue_index
 from orchestration.checks import PIPELINE_CHECKS
@@ -40,22 +42,31 @@ def build_defs(
     repo_dir: str | None = None,
     executor: str | None = None,
     catalogue: str | None = None,
+    summary_cache: str | None = None,
 ) -> Definitions:
     """All assets, checks, jobs, schedules and sensors, with resources pointed at the given places;
     a place not given is the home's (`ampere.home.find_home`), whatever the current directory.
     ``executor`` (default: `AMPERE_DAGSTER_EXECUTOR`, else Dagster's own): "k8s" runs each step
     of a run in its own Kubernetes pod (`k8s_job_executor`, with the K8s run launcher). ``catalogue``
     names the dataset's catalogue (default: "default" for the home's dataset, else one named after the
-    folder): its registered model and index store are the catalogue's own (`ampere.catalogue.naming`)."""
+    folder): its registered model and index store are the catalogue's own (`ampere.catalogue.naming`).
+    ``workspace`` is a folder or an object-store URL (`Home.storage`); ``summary_cache`` a SQLite file or a
+    PostgreSQL URL (`Home.summary_cache`; a workspace on an object store needs the database)."""
     home = find_home()
-    workspace = workspace or str(home.workspace)
+    workspace = workspace or home.storage
+    summary_cache = summary_cache or home.summary_cache(workspace)
+    if is_remote(workspace) and not is_database_url(summary_cache):
+        raise ValueError(
+            f"the workspace {workspace} is on an object store, where SQLite cannot live: "
+            "set AMPERE_SUMMARY_CACHE to a postgresql:// URL (the summary cache every host shares)"
+        )
     dataset = dataset or str(home.dataset)
     tracking_uri = tracking_uri or home.tracking_uri
     artifact_root = artifact_root or str(home.artifact_root)
     repo_dir = repo_dir or str(home.root)
     named = Catalogue.of(dataset, home.dataset, catalogue)
     return Definitions(
-        executor=_executor(executor or os.environ.get("AMPERE_DAGSTER_EXECUTOR", "default")),
+        executor=_executor(executor_name(executor)),
         assets=[*PIPELINE_ASSETS, catalogue_index, ablation_study],
         asset_checks=PIPELINE_CHECKS,
         jobs=[pipeline_job, refresh_job, ablation_job],
@@ -73,7 +84,7 @@ def build_defs(
                 model=summarizer_model,
                 prompt_id=summarizer_prompt,
                 workers=summarizer_workers,
-                cache_path=f"{workspace}/summary_cache.sqlite",
+                cache_path=summary_cache,
             ),
             "index_store": IndexStoreResource(root=str(named.index_store(workspace))),
             # Values between steps live in the run's own folder; summary shards persist across runs, per dataset.
@@ -88,15 +99,28 @@ def dataset_key(dataset: str) -> str:
     return content_hash(str(Path(dataset).resolve()), "text", length=12)
 
 
+EXECUTOR_ENV = "AMPERE_DAGSTER_EXECUTOR"
+
+
+def executor_name(name: str | None = None) -> str:
+    """The executor a job runs on: ``name``, else `AMPERE_DAGSTER_EXECUTOR`, else "default"."""
+    return name or os.environ.get(EXECUTOR_ENV, "default")
+
+
 def _executor(name: str) -> ExecutorDefinition | None:
-    """None: Dagster's default (steps in subprocesses of the run); "k8s": one Kubernetes job per step."""
+    """None: Dagster's default (steps in subprocesses of the run); "k8s": one Kubernetes job per step;
+    "isolated": one process per step in scratch folders of its own (a cluster's step pods, on one host)."""
     if name == "default":
         return None
     if name == "k8s":
         from dagster_k8s import k8s_job_executor
 
         return k8s_job_executor
-    raise ValueError(f"unknown Dagster executor {name!r}: expected 'default' or 'k8s'")
+    if name == "isolated":
+        from orchestration.step_processes import isolated_process_executor
+
+        return isolated_process_executor
+    raise ValueError(f"unknown Dagster executor {name!r}: expected 'default', 'k8s' or 'isolated'")
 
 
 defs = build_defs()

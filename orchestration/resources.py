@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,30 +23,56 @@ from ampere.asr.candidates import TaggerConfig
 from ampere.asr.prompts import DEFAULT_PROMPT_ID, Prompt, load_prompt
 from ampere.asr.summarizer import Summarizer, build_summarizer
 from ampere.asr.tagger_store import TaggerStore
+from ampere.catalogue.embedding_store import MARKERS as EMBEDDING_MARKERS
 from ampere.catalogue.embedding_store import EmbeddingStore
 from ampere.data.format import SplitFractions
 from ampere.lineage.versions import folder_fingerprint, git_commit
 from ampere.retrieval.index_store import IndexStore, open_index_store
 from ampere.retrieval.object_index_store import ObjectIndexStore
+from ampere.storage import Location
 from mlflow import MlflowClient
 from orchestration.config import config_from_dataclass, to_dataclass
 
 
 class WorkspaceResource(ConfigurableResource):
-    """Folder for the pipeline's outputs: caches shared by content (frame features, summaries), indexes,
+    """Where the pipeline's outputs live: caches shared by content (frame features, summaries), indexes,
     and each run's own files under `runs/<run id>/` (features, embeddings, metrics, quarantine), of
-    which the latest are published at the workspace's top level for readers outside Dagster."""
+    which the latest are published at the workspace's top level for readers outside Dagster.
+
+    `root` is a folder, or an object-store URL (`s3://bucket/prefix`) that every host of a cluster
+    reaches: steps then write in a local mirror (`ampere.storage`), `save` what others read, and
+    `fetch` what they read from others."""
 
     root: str = "workspace"
 
+    def location(self, *parts: str) -> Location:
+        """The place at ``parts`` in the workspace (a local path or an object-store URL)."""
+        return Location(self.root).child(*parts)
+
     def run_path(self, run_id: str, *parts: str) -> Path:
-        """A path in the run's own folder, `runs/<run id>/…`: no concurrent run writes there."""
+        """A local path in the run's own folder, `runs/<run id>/…`: no concurrent run writes there."""
         return self.path("runs", run_id, *parts)
 
-    def publish(self, source: Path, *parts: str) -> Path:
+    def _parts(self, path: Path) -> tuple[str, ...]:
+        """The workspace parts of a local path this resource gave."""
+        return Path(path).relative_to(self.location().local()).parts
+
+    def save(self, path: Path) -> str:
+        """Makes a file or folder written at a local path of the workspace readable by every host (uploads
+        it to an object store, markers last; nothing to do on a local workspace); returns its URL."""
+        place = self.location(*self._parts(path))
+        place.push()
+        return place.url
+
+    def publish(self, source: Path, *parts: str) -> Path | str:
         """Makes a run's file the workspace's latest at ``parts`` (e.g. `metrics.json`, what DVC and scripts
         read), atomically: a hard link (a copy where the file system has none) renamed into place, so a
-        reader sees the old file or the new one. A run's folder (its features) is published as a symbolic link."""
+        reader sees the old file or the new one. A run's folder (its features) is published as a symbolic link.
+        On an object store: the saved objects copied to ``parts``, markers last."""
+        if not self.location().is_local:
+            target = self.location(*parts)
+            self.location(*self._parts(source)).copy_to(target)
+            return target.url
         target = self.path(*parts)
         staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         staging.unlink(missing_ok=True)
@@ -60,23 +88,31 @@ class WorkspaceResource(ConfigurableResource):
         os.replace(staging, target)
         return target
 
-    def embedding_store(self) -> EmbeddingStore:
-        """The vectors each model version embedded, by item content (`embedding_store/`)."""
-        return EmbeddingStore(self.folder("embedding_store"))
+    @contextlib.contextmanager
+    def embedding_store(self) -> Iterator[EmbeddingStore]:
+        """The vectors each model version embedded, by item content (`embedding_store/`); on an object store
+        fetched before use and its new shards saved after."""
+        place = self.location("embedding_store")
+        yield EmbeddingStore(place.pull())
+        place.push(last=EMBEDDING_MARKERS)
 
-    def taggers(self) -> TaggerStore:
-        """The fitted title taggers summaries were read through, by fingerprint (`taggers/`)."""
-        return TaggerStore(self.folder("taggers"))
+    @contextlib.contextmanager
+    def taggers(self) -> Iterator[TaggerStore]:
+        """The fitted title taggers summaries were read through, by fingerprint (`taggers/`); on an object
+        store fetched before use and new ones saved after."""
+        place = self.location("taggers")
+        yield TaggerStore(place.pull())
+        place.push()
 
     def path(self, *parts: str) -> Path:
-        """A path inside the workspace; parent folders are created."""
-        target = Path(self.root).resolve().joinpath(*parts)
+        """A local path inside the workspace (its mirror on an object store); parent folders are created."""
+        target = self.location(*parts).local()
         target.parent.mkdir(parents=True, exist_ok=True)
         return target
 
     def folder(self, *parts: str) -> Path:
-        """A folder inside the workspace, created if missing."""
-        target = Path(self.root).resolve().joinpath(*parts)
+        """A local folder inside the workspace (its mirror on an object store), created if missing."""
+        target = self.location(*parts).local()
         target.mkdir(parents=True, exist_ok=True)
         return target
 

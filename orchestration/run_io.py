@@ -1,5 +1,8 @@
 """Asset values stored per run, so that concurrent runs never read each other's intermediates.
 
+Values live in the workspace (``ampere.storage``): a local folder, or an object store every step's
+host reaches, each value one object written whole.
+
 Dagster's filesystem IO manager keeps one file per asset key: two runs at the same time (a sensor's
 and a schedule's, or two datasets) would overwrite each other's values between steps. Here every
 value lives under ``<base_dir>/<run id>/<asset key>``. A step reads what its own run wrote; an
@@ -10,13 +13,13 @@ stored under the same base folder.
 
 from __future__ import annotations
 
-import os
 import pickle
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from dagster import AssetKey, ConfigurableIOManager, DagsterInstance, InputContext, OutputContext
+
+from ampere.storage import Location
 
 _LATEST_RUNS = 100  # materialisations searched, newest first, for a stored value
 
@@ -31,39 +34,34 @@ def run_and_ancestors(instance: DagsterInstance, run_id: str) -> Iterator[str]:
 
 
 class RunScopedIOManager(ConfigurableIOManager):
-    """Pickled asset values under `<base_dir>/<run id>/<asset key>` (written atomically)."""
+    """Pickled asset values at `<base_dir>/<run id>/<asset key>` (a folder or an object-store URL; written whole)."""
 
     base_dir: str
 
-    def _path(self, run_id: str, key: AssetKey) -> Path:
-        return Path(self.base_dir).joinpath(run_id, *key.path)
+    def _place(self, run_id: str, key: AssetKey) -> Location:
+        return Location(self.base_dir).child(run_id, *key.path)
 
     def handle_output(self, context: OutputContext, obj: Any) -> None:
-        path = self._path(context.run_id, context.asset_key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(staging, "wb") as f:
-            pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(staging, path)
-        context.add_output_metadata({"stored_at": str(path)})
+        place = self._place(context.run_id, context.asset_key)
+        place.write_bytes(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+        context.add_output_metadata({"stored_at": place.url})
 
     def load_input(self, context: InputContext) -> Any:
         key, instance = context.asset_key, context.instance
         for run_id in run_and_ancestors(instance, context.step_context.run_id):
-            if self._path(run_id, key).exists():
-                return _load(self._path(run_id, key))
+            if (place := self._place(run_id, key)).exists():
+                return _load(place)
         # Newest first, the latest materialisation stored under this base_dir (runs of the same instance
         # may have written to another workspace).
         for record in instance.fetch_materializations(key, limit=_LATEST_RUNS).records:
-            if self._path(record.run_id, key).exists():
-                return _load(self._path(record.run_id, key))
+            if (place := self._place(record.run_id, key)).exists():
+                return _load(place)
         raise FileNotFoundError(
             f"no stored value of {key.to_user_string()} for run {context.step_context.run_id} or its ancestors "
             f"under {self.base_dir}: materialise {key.to_user_string()} first"
         )
 
 
-def _load(path: Path) -> Any:
+def _load(place: Location) -> Any:
     """A value this IO manager wrote (the pipeline's own files, as with Dagster's filesystem IO manager)."""
-    with open(path, "rb") as f:
-        return pickle.load(f)
+    return pickle.loads(place.read_bytes())

@@ -74,6 +74,10 @@ def pipeline_failure_sensor(context: RunFailureSensorContext, workspace: Workspa
         "error": context.failure_event.message,
         "tags": dict(context.dagster_run.tags),
     }
-    with workspace.path("failures.jsonl").open("a") as log:
-        log.write(json.dumps(record) + "\n")
+    if workspace.location().is_local:
+        with workspace.path("failures.jsonl").open("a") as log:
+            log.write(json.dumps(record) + "\n")
+    else:  # an object has no append: one sensor (the daemon's) rewrites it whole
+        log = workspace.location("failures.jsonl")
+        log.write_bytes((log.read_bytes() if log.exists() else b"") + (json.dumps(record) + "\n").encode())
     context.log.warning(f"run {record['run_id']} failed in {failed_steps}")

@@ -6,13 +6,14 @@ backfill of some shards rewrites only those files. Readers get the rows of the s
 for (downstream assets: all of them), as one DataFrame.
 """
 
-from pathlib import Path
+import io
 
 import pandas as pd
 from dagster import ConfigurableIOManager, InputContext, OutputContext, StaticPartitionsDefinition
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from ampere.asr.shards import shard_keys
+from ampere.storage import Location
 
 SUMMARY_SHARDS = StaticPartitionsDefinition(shard_keys())
 
@@ -24,12 +25,13 @@ ALL_SHARDS_TAGS = {
 
 
 class ShardedParquetIOManager(ConfigurableIOManager):
-    """Writes a DataFrame with a ``shard`` column as ``<root>/<asset>/shard-<key>.parquet`` per partition."""
+    """Writes a DataFrame with a ``shard`` column as ``<root>/<asset>/shard-<key>.parquet`` per partition
+    (``root`` a folder or an object-store URL; each file written whole)."""
 
     root: str
 
-    def _path(self, asset_name: str, key: str) -> Path:
-        return Path(self.root) / asset_name / f"shard-{key}.parquet"
+    def _path(self, asset_name: str, key: str) -> Location:
+        return Location(self.root).child(asset_name, f"shard-{key}.parquet")
 
     def handle_output(self, context: OutputContext, obj: pd.DataFrame) -> None:
         keys = context.asset_partition_keys
@@ -37,17 +39,14 @@ class ShardedParquetIOManager(ConfigurableIOManager):
         if unknown:
             raise ValueError(f"{context.asset_key.to_user_string()}: rows for shards {unknown} outside the run's shards")
         for key in keys:
-            path = self._path(context.asset_key.path[-1], key)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            staging = path.with_suffix(".parquet.tmp")
-            obj[obj["shard"] == key].reset_index(drop=True).to_parquet(staging, index=False)
-            staging.replace(path)
+            rows = obj[obj["shard"] == key].reset_index(drop=True)
+            self._path(context.asset_key.path[-1], key).write_bytes(rows.to_parquet(index=False))
 
     def load_input(self, context: InputContext) -> pd.DataFrame:
         """Rows of the requested shards that have been materialised (a missing shard has no rows)."""
         name = context.asset_key.path[-1]
         paths = [self._path(name, key) for key in context.asset_partition_keys]
-        frames = [pd.read_parquet(path) for path in paths if path.exists()]
+        frames = [pd.read_parquet(io.BytesIO(path.read_bytes())) for path in paths if path.exists()]
         if not frames:
-            raise FileNotFoundError(f"{name}: no shard has been materialised under {Path(self.root) / name}")
+            raise FileNotFoundError(f"{name}: no shard has been materialised under {Location(self.root).child(name).url}")
         return pd.concat(frames, ignore_index=True)

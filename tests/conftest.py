@@ -214,10 +214,9 @@ def s3_server() -> Iterator[dict[str, str]]:
         "s3.port", "s3.port.grpc",
     )}  # fmt: skip
     config = root / "s3.json"  # one identity with every right: clients sign their requests with these keys
-    config.write_text(json.dumps({"identities": [{
-        "name": "ampere", "credentials": [{"accessKey": S3_KEYS["AWS_ACCESS_KEY_ID"], "secretKey": S3_KEYS["AWS_SECRET_ACCESS_KEY"]}],
-        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-    }]}))  # fmt: skip
+    keys = {"accessKey": S3_KEYS["AWS_ACCESS_KEY_ID"], "secretKey": S3_KEYS["AWS_SECRET_ACCESS_KEY"]}
+    identity = {"name": "ampere", "credentials": [keys], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}
+    config.write_text(json.dumps({"identities": [identity]}))
     command = [
         str(BIN / "weed"), "server", f"-dir={root}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3", f"-s3.config={config}",
         "-master.telemetry=false", "-s3.port.iceberg=0", "-s3.port.lance=0", "-volume.max=8",

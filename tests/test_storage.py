@@ -77,7 +77,11 @@ def test_markers_are_uploaded_after_every_other_file(place, tmp_path, monkeypatc
         (folder.local() / name).write_bytes(name.encode())
     order = []
     put_file = folder.fs.put_file
-    monkeypatch.setattr(folder.fs, "put_file", lambda local, remote, **kw: (order.append(Path(remote).name), put_file(local, remote, **kw)))
+    def recorded(local, remote, **kwargs):
+        order.append(Path(remote).name)
+        return put_file(local, remote, **kwargs)
+
+    monkeypatch.setattr(folder.fs, "put_file", recorded)
     folder.push()
     assert order[-1] == "manifest.json" and sorted(order) == ["a.faiss", "manifest.json", "z.faiss"]
 

@@ -1,4 +1,5 @@
-"""Content-addressed cache of summaries (a SQLite file, or a PostgreSQL table on a cluster), so only new or changed transcripts reach the LLM.
+"""Content-addressed cache of summaries (a SQLite file, or a PostgreSQL table on a cluster), so only new or
+changed transcripts reach the LLM.
 
 The key of a transcript's summary is the sha256 of (sha256 of the transcript, prompt id,
 prompt hash, model id, canonical JSON of the decoding parameters): changing the transcript, the

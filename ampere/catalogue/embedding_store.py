@@ -25,6 +25,7 @@ import numpy as np
 from ampere.catalogue.content import KEY_LENGTH
 
 KEY_DTYPE = f"S{KEY_LENGTH}"
+MARKERS = ("keys.npy",)  # a shard is whole once its keys are there: copied to an object store after its vectors
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class EmbeddingStore:
 
     def _shards(self, model: str, version: str) -> list[Path]:
         folder = self.folder(model, version)
-        return sorted(folder.glob("shard-*")) if folder.is_dir() else []
+        return sorted(shard for shard in folder.glob("shard-*") if (shard / "keys.npy").is_file()) if folder.is_dir() else []
 
     def lookup(self, model: str, version: str, keys: list[str], dim: int) -> Lookup:
         """The vectors of ``keys`` that version ``version`` of ``model`` has embedded."""
@@ -85,8 +86,8 @@ class EmbeddingStore:
         staging = folder / f".staging-{uuid.uuid4().hex}"
         staging.mkdir()
         try:
-            np.save(staging / "keys.npy", np.asarray(keys, dtype=KEY_DTYPE))
             np.save(staging / "vectors.npy", np.ascontiguousarray(vectors, dtype=np.float32))
+            np.save(staging / "keys.npy", np.asarray(keys, dtype=KEY_DTYPE))
             target = folder / f"shard-{uuid.uuid4().hex}"
             os.rename(staging, target)
             return target

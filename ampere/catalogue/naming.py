@@ -8,9 +8,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ampere.storage import is_remote
-
 from ampere.lineage.hashing import content_hash
+from ampere.storage import is_remote
 
 DEFAULT = "default"  # the home's own dataset
 BASE_MODEL = "ampere-encoder"

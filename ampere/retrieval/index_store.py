@@ -106,6 +106,14 @@ class IndexStore:
         """The folder of a published (or to be published) index id."""
         return self.root / "indexes" / check_index_id(index_id)
 
+    def where(self, index_id: str) -> str:
+        """Where a published index lives, for lineage and messages: its folder."""
+        return str(self.path(index_id))
+
+    def is_published(self, index_id: str) -> bool:
+        """Whether ``index_id`` is published."""
+        return self.path(index_id).is_dir()
+
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         with open(self.root / ".lock", "a") as f:

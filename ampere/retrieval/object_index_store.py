@@ -45,6 +45,10 @@ class ObjectIndexStore:
         """Whether ``index_id`` is published (its manifest, written last, exists)."""
         return (self._index(index_id) / "manifest.json").exists()
 
+    def where(self, index_id: str) -> str:
+        """Where a published index lives, for lineage and messages: its URL."""
+        return self._index(index_id).url
+
     def published(self) -> list[str]:
         """The ids of the published indexes (an object store may keep a removed index's empty folder)."""
         return [index_id for index_id in (self.location / "indexes").names() if self.is_published(index_id)]

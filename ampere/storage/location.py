@@ -210,3 +210,8 @@ class Location:
         files = sorted(self.fs.find(self.path), key=lambda p: (Path(p).name in set(last), p))
         for path in files:
             self.fs.copy(path, f"{target.path}/{Path(path).relative_to(self.path).as_posix()}")
+
+
+def local_copy(url: str | Path) -> Path:
+    """A local path of a saved file or folder: itself when local, else downloaded into this process's mirror."""
+    return Location(url).pull()

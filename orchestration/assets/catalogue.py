@@ -61,15 +61,10 @@ def catalogue_index(
     model = load_query_model(mlflow.client(), mlflow.resolved_tracking_uri(), mlflow.registered_model, champion)
     model.use_summary_cache(summarizer.cache_location())  # transcripts summarised before cost no LLM call
     dim = int(model.encoder.tower.cfg.out_dim)
-    done = vectors_for(
-        items,
-        workspace.embedding_store(),
-        mlflow.registered_model,
-        champion,
-        dim,
-        query_embedder(model.encoder),
-        config.batch_size,
-    )
+    with workspace.embedding_store() as embedding_store:
+        done = vectors_for(
+            items, embedding_store, mlflow.registered_model, champion, dim, query_embedder(model.encoder), config.batch_size
+        )
     data_version = str(raw_items.attrs["data_version"])
     index_id = index_key(champion, data_version)
     about = {
@@ -89,7 +84,7 @@ def catalogue_index(
     frame = items[["item_id", "product_id", "domain", "content_key"]].assign(embedding=list(done.vectors.astype(np.float32)))
     counts = {**changes.counts(), "embedded": done.embedded, "reused": done.reused}
     recorded = {**about, **{key: str(value) for key, value in counts.items()}}
-    if store.path(index_id).is_dir():
+    if store.is_published(index_id):
         context.log.info(f"index {index_id} (champion v{champion}, data {data_version}) is published already: serving it")
     else:
         store.publish(lambda folder: build_indexes(frame, folder, about=recorded), index_id)
@@ -97,7 +92,7 @@ def catalogue_index(
     context.log.info(f"catalogue {dataset.catalogue}: serving {index_id} ({counts})")
     table = pd.DataFrame([counts]).to_markdown(index=False)
     return Output(
-        {"index_id": index_id, "path": str(store.path(index_id)), **about, **counts},
+        {"index_id": index_id, "path": store.where(index_id), **about, **counts},
         metadata={
             **counts,
             "catalogue": dataset.catalogue,
@@ -108,7 +103,7 @@ def catalogue_index(
             "model_data_version": about["model_data_version"],
             "previous_index": str(served_id),
             "changes": MetadataValue.md(table),
-            "path": MetadataValue.path(str(store.path(index_id))),
+            "path": MetadataValue.path(store.where(index_id)),
             "registered_model": MetadataValue.url(mlflow.model_url(champion)),
         },
     )

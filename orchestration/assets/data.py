@@ -16,6 +16,7 @@ from dagster import (
 
 from ampere.data.format import read_items
 from ampere.models.features import ItemFeatures
+from ampere.storage import local_copy
 from orchestration.assets.metadata import preview, write_quarantine
 from orchestration.resources import (
     DatasetResource,
@@ -43,6 +44,7 @@ def raw_items(
     quarantine = [{"item_id": p.item_id, "line": p.line, "reason": p.reason} for p in problems]
     path = workspace.run_path(context.run.run_id, "quarantine", "raw_items.jsonl")
     write_quarantine(path, quarantine)
+    workspace.save(path)
     workspace.publish(path, "quarantine", "raw_items.jsonl")
     for record in quarantine[:20]:
         context.log.warning(f"quarantined {record['item_id'] or '?'} (line {record['line']}): {record['reason']}")
@@ -90,9 +92,9 @@ def quarantined_items(
     frames = []
     for stage in ("raw_items", "backbone_features"):
         found = [
-            path
+            place
             for run_id in run_and_ancestors(context.instance, context.run.run_id)
-            if (path := workspace.run_path(run_id, "quarantine", f"{stage}.jsonl")).exists()
+            if (place := workspace.location("runs", run_id, "quarantine", f"{stage}.jsonl")).exists()
         ]
         if not found:
             raise FileNotFoundError(f"no quarantine file of {stage} in run {context.run.run_id} or the runs it re-executes")
@@ -100,7 +102,7 @@ def quarantined_items(
         frames.append(pd.DataFrame(records, columns=["item_id", "line", "reason"]).assign(stage=stage))
     quarantine = pd.concat(frames, ignore_index=True)[["stage", "item_id", "line", "reason"]]
     received = len(raw_items) + int((quarantine["stage"] == "raw_items").sum())
-    accepted = len(ItemFeatures.load(Path(backbone_features)).item_ids)
+    accepted = len(ItemFeatures.load(local_copy(backbone_features)).item_ids)
     if received != accepted + len(quarantine):
         raise ValueError(f"counts do not add up: received {received} != accepted {accepted} + quarantined {len(quarantine)}")
     return Output(

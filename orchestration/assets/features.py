@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from ampere.models.backbones import build_frame_encoder, build_text_encoder
 from ampere.models.feature_store import FeatureWriter
 from ampere.models.features import ItemFeatures, text_features, visual_features
+from ampere.storage import Location
 from orchestration.assets.metadata import device_metadata, write_quarantine
 from orchestration.resources import (
     WorkspaceResource,
@@ -38,9 +39,9 @@ class FeaturesConfig(Config):
 ID_COLUMNS = {"item_ids": "item_id", "product_ids": "product_id", "domains": "domain", "splits": "split"}
 
 
-def features_lineage(features_path: str | Path) -> dict[str, Any]:
-    """The lineage written beside a `backbone_features` file (its backbones' ids and the training set's lineage)."""
-    return json.loads(Path(features_path).with_suffix(".json").read_text())
+def features_lineage(features: str | Path) -> dict[str, Any]:
+    """The lineage saved beside a `backbone_features` folder (its backbones' ids and the training set's lineage)."""
+    return json.loads(Location(f"{features}.json").read_bytes())
 
 
 @asset(
@@ -88,6 +89,7 @@ def backbone_features(
     bar.close()
     quarantine_path = workspace.run_path(context.run.run_id, "quarantine", "backbone_features.jsonl")
     write_quarantine(quarantine_path, quarantine)
+    workspace.save(quarantine_path)
     workspace.publish(quarantine_path, "quarantine", "backbone_features.jsonl")
     kept_items = pd.concat(kept)
     own = kept_items[kept_items["train_text"] != kept_items["text"]]
@@ -99,10 +101,12 @@ def backbone_features(
     (path.with_suffix(".json")).write_text(
         json.dumps({"frame_encoder": frame_encoder.id, "text_encoder": text_encoder.id, **training_set.attrs}, default=str)
     )
+    saved = workspace.save(path)  # the manifest last: a reader that finds it finds every array
+    workspace.save(path.with_suffix(".json"))
     for published in (path, path.with_suffix(".json")):
         workspace.publish(published, "features", published.name)
     return Output(
-        str(path),
+        saved,
         metadata={
             "items": len(features.item_ids),
             "quarantined": len(quarantine),
@@ -113,6 +117,6 @@ def backbone_features(
             "visual_seconds": round(visual_seconds, 2),
             "frames_shape": str(tuple(features.frames.shape)),
             "text_shape": str(tuple(features.text.shape)),
-            "path": MetadataValue.path(str(path)),
+            "path": MetadataValue.path(saved),
         },
     )

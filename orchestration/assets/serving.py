@@ -1,7 +1,6 @@
 """Serving stage: embeddings, the immutable FAISS index, the test-split report and champion promotion on validation."""
 
 import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +21,7 @@ from ampere.models.features import ItemFeatures
 from ampere.retrieval.eval import ValidationScore, evaluate, markdown_table
 from ampere.retrieval.index import build_indexes
 from ampere.retrieval.index_store import index_key
+from ampere.storage import local_copy
 from ampere.training.finetune import features_with
 from ampere.training.train import (
     embed,
@@ -74,7 +74,8 @@ def stored_vectors(
     def embed_rows(rows: pd.DataFrame) -> np.ndarray:
         return embed(model.tower, model_features(model, features.subset(rows["position"].to_numpy()), training_set, workspace))
 
-    return vectors_for(items, workspace.embedding_store(), mlflow.registered_model, version, model.tower.cfg.out_dim, embed_rows)
+    with workspace.embedding_store() as store:
+        return vectors_for(items, store, mlflow.registered_model, version, model.tower.cfg.out_dim, embed_rows)
 
 
 @asset(
@@ -93,7 +94,7 @@ def embeddings(
 ) -> Output[str]:
     """Embeds every item with the registered model version (read back from MLflow), through its own
     backbones; content this version embedded before (a re-execution) is read from the embedding store."""
-    features = ItemFeatures.load(Path(backbone_features))
+    features = ItemFeatures.load(local_copy(backbone_features))
     device = device_metadata(config.device)
     model = mlflow_logging.load_registered_encoder(mlflow, trained_encoder["model_uri"], device["resolved_device"])
     items = catalogue_items(features, training_set)
@@ -110,9 +111,10 @@ def embeddings(
     )
     path = workspace.run_path(context.run.run_id, "embeddings.parquet")
     df.to_parquet(path, index=False)
+    saved = workspace.save(path)
     workspace.publish(path, "embeddings.parquet")
     return Output(
-        str(path),
+        saved,
         metadata={
             "items": len(df),
             "embedded": done.embedded,
@@ -138,7 +140,7 @@ def faiss_index(
     mlflow: MlflowResource,
 ) -> Output[dict[str, Any]]:
     """Builds the indexes in a staging folder and publishes them; serving switches only on promotion."""
-    df = pd.read_parquet(embeddings)
+    df = pd.read_parquet(local_copy(embeddings))
     index_id = index_key(trained_encoder["version"], trained_encoder["lineage"]["data_version"])
     info: dict[str, Any] = {}
     about = {
@@ -148,20 +150,22 @@ def faiss_index(
         "catalogue": str(trained_encoder["lineage"].get("catalogue", "default")),
         "dataset": str(trained_encoder["lineage"].get("dataset", "")),
     }
-    path = index_store.store().publish(lambda folder: info.update(build_indexes(df, folder, about=about)), index_id)
+    store = index_store.store()
+    store.publish(lambda folder: info.update(build_indexes(df, folder, about=about)), index_id)
+    path = store.where(index_id)  # a folder, or the index's URL on an object store
     client = mlflow.client()
-    client.log_artifacts(trained_encoder["run_id"], str(path), artifact_path=f"indexes/{index_id}")
+    client.log_artifacts(trained_encoder["run_id"], str(store.path(index_id)), artifact_path=f"indexes/{index_id}")
     client.set_model_version_tag(mlflow.registered_model, trained_encoder["version"], "index_id", index_id)
-    client.set_model_version_tag(mlflow.registered_model, trained_encoder["version"], "index_path", str(path))
+    client.set_model_version_tag(mlflow.registered_model, trained_encoder["version"], "index_path", path)
     table = pd.DataFrame(
         [{"domain": d, **{k: v for k, v in i.items() if not isinstance(v, dict | list)}} for d, i in info.items()]
     )
     return Output(
-        {"index_id": index_id, "path": str(path)},
+        {"index_id": index_id, "path": path},
         metadata={
             "index_id": index_id,
-            "path": MetadataValue.path(str(path)),
-            "served_index": str(index_store.store().current()),
+            "path": MetadataValue.path(path),
+            "served_index": str(store.current()),
             "indexes": MetadataValue.md(table.to_markdown(index=False)),
         },
     )
@@ -183,7 +187,7 @@ def retrieval_evaluation(
     mlflow: MlflowResource,
 ) -> Output[dict[str, float]]:
     """Reports P2S, P2L, S2P, S2L, L2P, L2S on the test items (and on the validation items, prefixed `val/`)."""
-    df = pd.read_parquet(embeddings)
+    df = pd.read_parquet(local_copy(embeddings))
     vectors = np.stack(df["embedding"].to_numpy()).astype(np.float32)
     columns = list(df["product_id"]), list(df["domain"]), list(df["split"])
     reported = {split: evaluate(vectors, *columns, split=split) for split in ("test", "val")}
@@ -191,6 +195,7 @@ def retrieval_evaluation(
     metrics = figures(reported["test"], "") | figures(reported["val"], "val/")
     metrics_path = workspace.run_path(context.run.run_id, "metrics.json")
     metrics_path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    workspace.save(metrics_path)
     workspace.publish(metrics_path, "metrics.json")
     table = markdown_table(reported["test"])
     mlflow_logging.log_retrieval_metrics(mlflow, trained_encoder["run_id"], metrics, table)
@@ -255,7 +260,7 @@ def champion_promotion(
     if aligned:
         context.log.warning(f"recovered an interrupted promotion: {aligned}")
     champion = mlflow_logging.alias_version(mlflow, "champion")
-    features = ItemFeatures.load(Path(backbone_features)).only(["val"])
+    features = ItemFeatures.load(local_copy(backbone_features)).only(["val"])
     items = catalogue_items(features, training_set)
     embedded: dict[str, int] = {}
 

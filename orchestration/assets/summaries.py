@@ -108,7 +108,8 @@ def asr_summaries(
     done = summarize_transcripts(prompt, raw_items, list(clips["asr"]), engine, summarizer.cache(), summarizer.tagger_config())
     inputs, results, stats, lineage["tagger"] = done.inputs, done.results, done.stats, done.reader.lineage
     if done.reader.tagger is not None:  # the registered model will carry this very tagger
-        workspace.taggers().put(done.reader.tagger)
+        with workspace.taggers() as taggers:
+            taggers.put(done.reader.tagger)
     lineage["llm"] = engine.model_id
     # What a training product's clips train on: out of fold, through the same LLM and cache.
     training = (clips["split"] == "train").to_numpy()

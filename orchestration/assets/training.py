@@ -18,6 +18,7 @@ from ampere.lineage.versions import code_version
 from ampere.models.backbones import ImageEncoder, TextEncoder
 from ampere.models.features import ItemFeatures
 from ampere.serve.pyfunc import summary_parts
+from ampere.storage import local_copy
 from ampere.training.finetune import EndToEndInputs, EndToEndSpec
 from ampere.training.launch import run_torchrun
 from ampere.training.train import (
@@ -85,10 +86,11 @@ def trained_encoder(
     summarizer: SummarizerResource,
 ) -> Output[dict[str, Any]]:
     """Trains the tower (resuming this run's checkpoint after a crash), logs curves and the model to MLflow, registers it."""
-    features = ItemFeatures.load(backbone_features, training=True).only(TRAINING_SPLITS)
+    features = ItemFeatures.load(local_copy(backbone_features), training=True).only(TRAINING_SPLITS)
     lineage = features_lineage(backbone_features)
     # Checked before training: a model on summaries registers with the tagger and LLM they came from.
-    parts = summary_parts(lineage, workspace.taggers(), summarizer.backend, summarizer.engine_options())
+    with workspace.taggers() as taggers:
+        parts = summary_parts(lineage, taggers, summarizer.backend, summarizer.engine_options())
     train_cfg = to_dataclass(TrainConfig, config)
     tower_cfg = tower_config(features, train_cfg)
     folder = _checkpoint_dir(context, train_cfg, workspace)
@@ -126,7 +128,7 @@ def trained_encoder(
         spec = EndToEndSpec(lineage["frame_encoder"], lineage["text_encoder"], *media_and_texts(training_set, "train_text"))
     if train_cfg.nproc_per_node > 1:
         context.log.info(f"training with torchrun: {train_cfg.nproc_per_node} processes")
-        result = run_torchrun(Path(backbone_features), tower_cfg, train_cfg, folder / "torchrun", spec)
+        result = run_torchrun(local_copy(backbone_features), tower_cfg, train_cfg, folder / "torchrun", spec)
         mlflow_logging.log_missing_evaluations(mlflow, run.info.run_id, result.history)
     else:
         result = train_tower(
