@@ -17,8 +17,11 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import yaml
 from dagster import DagsterEvent, Field, InitExecutorContext, executor, multiple_process_executor_requirements
+from dagster._core.definitions.executor_definition import get_retries_config
 from dagster._core.events import EngineEventData
+from dagster._core.execution.retries import RetryMode
 from dagster._core.executor.base import Executor
 from dagster._core.executor.step_delegating import (
     CheckStepHealthResult,
@@ -26,9 +29,9 @@ from dagster._core.executor.step_delegating import (
     StepHandler,
     StepHandlerContext,
 )
-from dagster._core.definitions.executor_definition import get_retries_config
-from dagster._core.execution.retries import RetryMode
 from dagster._core.origin import get_python_environment_entry_point
+from dagster._grpc.types import ExecuteStepArgs
+from dagster._serdes import ConfigurableClassData
 
 SCRATCH_ENV = "AMPERE_STEP_SCRATCH"
 
@@ -57,11 +60,11 @@ class IsolatedStepHandler(StepHandler):
         return step_key
 
     def launch_step(self, step_handler_context: StepHandlerContext) -> Iterator[DagsterEvent]:
-        args = step_handler_context.execute_step_args
         step_key = self._step_key(step_handler_context)
-        folders = step_folders(self.scratch, args.run_id, step_key)
+        folders = step_folders(self.scratch, step_handler_context.execute_step_args.run_id, step_key)
         for folder in folders.values():
             folder.mkdir(parents=True, exist_ok=False)
+        args = _on_own_disk(step_handler_context.execute_step_args, folders["work"] / "dagster")
         env = {
             **os.environ,
             **{entry["name"]: entry["value"] for entry in args.get_command_env()},
@@ -102,6 +105,28 @@ class IsolatedStepHandler(StepHandler):
             message=f"step process of {step_key} terminated",
             event_specific_data=EngineEventData(),
         )
+
+
+def _on_own_disk(args: ExecuteStepArgs, folder: Path) -> ExecuteStepArgs:
+    """The step's arguments with the instance's local files (compute logs, local artifacts) in ``folder``: a
+    pod's instance keeps them on the pod's own disk (a cluster ships step logs with e.g. dagster-aws's
+    S3ComputeLogManager; the run's events, which the UI shows, are in PostgreSQL)."""
+    assert args.instance_ref is not None, "a step process opens the run's instance"
+    local = lambda module, name, sub: ConfigurableClassData(module, name, yaml.safe_dump({"base_dir": str(folder / sub)}))  # noqa: E731
+    ref = args.instance_ref._replace(
+        compute_logs_data=local("dagster._core.storage.local_compute_log_manager", "LocalComputeLogManager", "logs"),
+        local_artifact_storage_data=local("dagster._core.storage.root", "LocalArtifactStorage", "storage"),
+    )
+    return ExecuteStepArgs(
+        job_origin=args.job_origin,
+        run_id=args.run_id,
+        step_keys_to_execute=args.step_keys_to_execute,
+        instance_ref=ref,
+        retry_mode=args.retry_mode,
+        known_state=args.known_state,
+        should_verify_step=args.should_verify_step,
+        print_serialized_events=args.print_serialized_events,
+    )
 
 
 @executor(
