@@ -7,10 +7,14 @@ queued run coordinator with its limits, concurrency pools, run monitoring. A dep
   URL in the environment variable `DAGSTER_POSTGRES_URL` (read by Dagster when the instance loads,
   so no secret is written to disk). `ampere` selects it when that variable is set.
 - `launcher="k8s"`: every run in its own Kubernetes job (`dagster-k8s`'s `K8sRunLauncher`); with
-  `AMPERE_DAGSTER_EXECUTOR=k8s` each step of a run is a pod too (`k8s_job_executor`). The file
-  `deploy/k8s/dagster.yaml` is this module's output for PostgreSQL + Kubernetes:
+  `AMPERE_DAGSTER_EXECUTOR=k8s` each step of a run is a pod too (`k8s_job_executor`). The pods hand
+  each other data through the workspace on an object store (`AMPERE_WORKSPACE=s3://…`) and the
+  summary cache on PostgreSQL, and the run queue admits as many runs as the cluster has GPUs
+  (``gpus``); the `llm` and `accelerator` pools get that many slots from `AMPERE_GPU_SLOTS`
+  (`ensure_pools`). The file `deploy/k8s/dagster.yaml` is this module's output for PostgreSQL +
+  Kubernetes on 8 GPUs:
 
-    python -m orchestration.instance --storage postgres --launcher k8s > deploy/k8s/dagster.yaml
+    python -m orchestration.instance --storage postgres --launcher k8s --gpus 8 > deploy/k8s/dagster.yaml
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ if TYPE_CHECKING:  # `ampere` starts without importing Dagster
 
 BASE = PROJECT_FOLDER / "dagster_home" / "dagster.yaml"
 POSTGRES_URL_ENV = "DAGSTER_POSTGRES_URL"
+GPU_SLOTS_ENV = "AMPERE_GPU_SLOTS"  # GPUs of a cluster: slots of the pools that hold one GPU each
+GPU_POOLS = ("llm", "accelerator")  # one LLM engine, one training per GPU
+RUN_LIMIT = "    max_concurrent_runs: 2\n"  # the project's run queue limit (one host)
 Storage = Literal["sqlite", "postgres"]
 Launcher = Literal["default", "k8s"]
 
@@ -41,8 +48,11 @@ storage:
 
 K8S_LAUNCHER = """
 # Each run in its own Kubernetes job, from the image that holds this project (built from its README's
-# install command); the job's pods read DAGSTER_POSTGRES_URL, MLFLOW_TRACKING_URI and the S3
-# credentials of the DVC remote and MLflow's artifact store from the `ampere-env` secret.
+# install command). Its pods (and with AMPERE_DAGSTER_EXECUTOR=k8s each step's own pod) share no disk:
+# they hand each other data through the workspace in the object store named below and the summary
+# cache on PostgreSQL. The `ampere-env` secret holds what must not be written here:
+#   DAGSTER_POSTGRES_URL, MLFLOW_TRACKING_URI, AMPERE_SUMMARY_CACHE (postgresql://…),
+#   AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and, for a store other than AWS, AWS_ENDPOINT_URL.
 run_launcher:
   module: dagster_k8s
   class: K8sRunLauncher
@@ -56,16 +66,22 @@ run_launcher:
       - ampere-env
     env_vars:
       - AMPERE_DAGSTER_EXECUTOR=k8s
+      - AMPERE_WORKSPACE=s3://ampere/workspace
+      - AMPERE_GPU_SLOTS={gpus}
 """
 
 
-def instance_yaml(storage: Storage = "sqlite", launcher: Launcher = "default") -> str:
-    """The dagster.yaml of a deployment: the project's, plus the storage and run launcher blocks it needs."""
+def instance_yaml(storage: Storage = "sqlite", launcher: Launcher = "default", gpus: int = 1) -> str:
+    """The dagster.yaml of a deployment: the project's, plus the storage and run launcher blocks it needs;
+    on a cluster of ``gpus`` GPUs its run queue admits that many runs at once (at least the project's 2)."""
     text = BASE.read_text()
+    if RUN_LIMIT not in text:
+        raise ValueError(f"{BASE} no longer sets `{RUN_LIMIT.strip()}`: update orchestration/instance.py")
     if storage == "postgres":
         text += POSTGRES_STORAGE
     if launcher == "k8s":
-        text += K8S_LAUNCHER
+        text = text.replace(RUN_LIMIT, f"    max_concurrent_runs: {max(2, gpus)}  # the cluster's GPUs\n")
+        text += K8S_LAUNCHER.format(gpus=gpus)
     return text
 
 
@@ -120,15 +136,26 @@ def open_instance() -> DagsterInstance:
         engine.dispose()
 
 
+def pool_limits(pools: list[str]) -> dict[str, int]:
+    """Slots of the pools that hold one GPU each (`GPU_POOLS`), from `AMPERE_GPU_SLOTS` when a cluster sets it."""
+    gpus = int(os.environ.get(GPU_SLOTS_ENV) or 0)
+    return {pool: gpus for pool in pools if pool in GPU_POOLS and gpus > 0}
+
+
 def ensure_pools(instance: DagsterInstance, pools: list[str]) -> None:
-    """Creates each pool's concurrency limit (the instance's default) before a run claims a slot in it.
+    """Creates each pool's concurrency limit (the instance's default, or `pool_limits`) before a run claims a slot.
 
     Dagster creates a pool's limit when a step first claims it; on PostgreSQL two runs starting at once
     both insert it, and the loser's transaction fails (its run with it). Created here up front, a race
     between two starting processes only costs the loser an ignored error.
     """
     storage = instance.event_log_storage
+    limits = pool_limits(pools)
     for pool in pools:
+        if pool in limits:
+            if storage.get_concurrency_info(pool).slot_count != limits[pool]:
+                storage.set_concurrency_slots(pool, limits[pool])
+            continue
         if pool in storage.get_concurrency_keys():
             continue
         try:
@@ -142,8 +169,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Print the dagster.yaml of a deployment.")
     parser.add_argument("--storage", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--launcher", choices=["default", "k8s"], default="default")
+    parser.add_argument("--gpus", type=int, default=1, help="GPUs of the cluster: runs at once, LLM engines and trainings")
     args = parser.parse_args(argv)
-    print(instance_yaml(args.storage, args.launcher), end="")
+    print(instance_yaml(args.storage, args.launcher, args.gpus), end="")
 
 
 if __name__ == "__main__":

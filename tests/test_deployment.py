@@ -18,7 +18,7 @@ from dagster._core.run_coordinator import QueuedRunCoordinator
 
 from orchestration.definitions import build_defs
 from orchestration.in_process import execute_in_process
-from orchestration.instance import POSTGRES_URL_ENV, SCHEMA_LOCK, instance_folder, instance_yaml
+from orchestration.instance import GPU_SLOTS_ENV, POSTGRES_URL_ENV, SCHEMA_LOCK, ensure_pools, instance_folder, instance_yaml
 from orchestration.jobs import DATASET_TAG, PIPELINE_JOB
 
 DEPLOY_K8S = Path(__file__).resolve().parent.parent / "deploy" / "k8s"
@@ -129,7 +129,7 @@ def test_the_kubernetes_deployment_config_loads(monkeypatch) -> None:
     from dagster_k8s import K8sRunLauncher, k8s_job_executor
     from dagster_postgres import DagsterPostgresStorage
 
-    assert (DEPLOY_K8S / "dagster.yaml").read_text() == instance_yaml("postgres", "k8s")
+    assert (DEPLOY_K8S / "dagster.yaml").read_text() == instance_yaml("postgres", "k8s", gpus=8)
     monkeypatch.setenv(POSTGRES_URL_ENV, "postgresql://dagster@db.internal:5432/dagster")
     config, _ = dagster_instance_config(str(DEPLOY_K8S))
     launcher = config["run_launcher"]
@@ -138,8 +138,27 @@ def test_the_kubernetes_deployment_config_loads(monkeypatch) -> None:
         checked = process_config(cls.config_type(), section)
         assert checked.success, checked.errors
     assert not process_config(K8sRunLauncher.config_type(), {**launcher["config"], "no_such_key": 1}).success
+    # The pods share no disk: the workspace is on the object store, and the run queue follows the GPUs.
+    assert "AMPERE_WORKSPACE=s3://ampere/workspace" in launcher["config"]["env_vars"]
+    assert "AMPERE_GPU_SLOTS=8" in launcher["config"]["env_vars"]
+    assert config["concurrency"]["runs"]["max_concurrent_runs"] == 8
 
     job = build_defs(executor="k8s").resolve_job_def(PIPELINE_JOB)
     assert job.executor_def is k8s_job_executor
     with pytest.raises(ValueError, match="unknown Dagster executor"):
         build_defs(executor="celery")
+
+
+def test_a_cluster_gives_the_gpu_pools_one_slot_per_gpu(tmp_path, monkeypatch, postgres) -> None:
+    """On a cluster (`AMPERE_GPU_SLOTS`) the `llm` and `accelerator` pools hold as many steps as there are
+    GPUs (16 summary pods, each with its own engine, run 8 at a time on 8 GPUs); other pools keep 1."""
+    url = postgres("dagster_pools").replace("postgresql://", "postgresql+psycopg2://")
+    monkeypatch.setenv(POSTGRES_URL_ENV, url)
+    with DagsterInstance.from_config(str(instance_folder(tmp_path / "dagster_home"))) as instance:
+        pools = ["accelerator", "dvc", "llm", "registry"]
+        ensure_pools(instance, pools)
+        slots = lambda: {pool: instance.event_log_storage.get_concurrency_info(pool).slot_count for pool in pools}  # noqa: E731
+        assert slots() == dict.fromkeys(pools, 1)
+        monkeypatch.setenv(GPU_SLOTS_ENV, "8")
+        ensure_pools(instance, pools)
+        assert slots() == {"accelerator": 8, "dvc": 1, "llm": 8, "registry": 1}
