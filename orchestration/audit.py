@@ -19,6 +19,8 @@ from ampere.lineage.hashing import content_hash
 from ampere.lineage.versions import CODE_ROOT, DIRTY
 from ampere.retrieval.index import verify_manifest
 from ampere.retrieval.index_store import IndexStore, index_key
+from ampere.retrieval.object_index_store import ObjectIndexStore
+from ampere.storage import local_copy
 from mlflow import MlflowClient
 
 DAGSTER_UI = "http://127.0.0.1:3000"
@@ -84,7 +86,7 @@ def audit(
     instance: DagsterInstance,
     repo: Path = CODE_ROOT,
     dagster_ui: str = DAGSTER_UI,
-    store: IndexStore | None = None,
+    store: IndexStore | ObjectIndexStore | None = None,
 ) -> AuditReport:
     """Builds the chain for a model version / alias / index id; fetches every link from its own
     store and compares it with what the other links claim.
@@ -161,7 +163,7 @@ def audit(
     if index_about is not None and store is not None:
         report.lines.extend(_index_lines(ref, store.path(ref), index_about, version_number, tags, instance, dagster_ui))
     elif index_id:
-        problem = _index_problem(Path(index_path), index_id, version_number, tags.get("lineage.data_version", ""))
+        problem = _index_problem(local_copy(index_path), index_id, version_number, tags.get("lineage.data_version", ""))
         add(_checked("FAISS index", index_id, index_path, problem))
     else:
         add(AuditLine("FAISS index", "none"))

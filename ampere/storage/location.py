@@ -95,14 +95,18 @@ class Location:
     def read_text(self) -> str:
         return self.read_bytes().decode()
 
+    def _staged(self, data: bytes) -> Path:
+        """A local file of ``data`` beside this (local) file, to be renamed or linked into place."""
+        target = Path(self.path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        staging.write_bytes(data)
+        return staging
+
     def write_bytes(self, data: bytes) -> None:
         """Writes the file whole, atomically: a reader sees the old bytes or the new ones."""
         if self.is_local:
-            target = Path(self.path)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            staging = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-            staging.write_bytes(data)
-            os.replace(staging, target)
+            os.replace(self._staged(data), self.path)
         else:
             self.fs.pipe_file(self.path, data)
 
@@ -122,12 +126,9 @@ class Location:
     def create(self, data: bytes) -> None:
         """Writes the file only if it does not exist yet (ConditionFailed otherwise): one creator wins."""
         if self.is_local:
-            target = Path(self.path)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            staging = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-            staging.write_bytes(data)
+            staging = self._staged(data)
             try:
-                os.link(staging, target)  # fails if the target exists: an atomic create
+                os.link(staging, self.path)  # fails if the target exists: an atomic create
             except FileExistsError as error:
                 raise ConditionFailed(f"{self.url} exists") from error
             finally:
