@@ -72,6 +72,7 @@ def mlflow_server(tmp_path, postgres):
         yield server
 
 
+@pytest.mark.timeout(900)  # two pipeline runs, one of them a process per step
 def test_a_run_whose_steps_share_no_disk_matches_the_local_run(tmp_path, postgres, s3_server, s3_env, mlflow_server):
     dataset = generate(tmp_path / "data", products=7, seed=5, clip_frames=8, fractions=FRACTIONS)
     base = {key: value for key, value in os.environ.items() if not key.startswith(("MLFLOW_", "AMPERE_", "DAGSTER_"))}

@@ -121,3 +121,19 @@ def test_dvc_pushes_to_and_pulls_from_an_s3_remote(tmp_path, s3_server, s3_env, 
     assert not (clone / "data").exists()
     dvc("pull", cwd=clone)
     assert (clone / "data" / "items.jsonl").read_text() == '{"item_id": "a"}\n'
+
+
+def test_publishing_over_an_earlier_runs_link_leaves_that_run_alone(tmp_path):
+    """`features/features` links to the latest run's folder; the next publish replaces the link, never the
+    folder it points to (paths are made absolute without following links)."""
+    from orchestration.resources import WorkspaceResource
+
+    workspace = WorkspaceResource(root=str(tmp_path))
+    first = workspace.folder("runs", "a", "features", "features")
+    (first / "ids").write_text("a")
+    workspace.publish(first, "features", "features")
+    second = workspace.folder("runs", "b", "features", "features")
+    (second / "ids").write_text("b")
+    workspace.publish(second, "features", "features")
+    assert not first.is_symlink() and (first / "ids").read_text() == "a"
+    assert (tmp_path / "features" / "features").resolve() == second and workspace.location("features", "features").url.endswith("features")

@@ -51,7 +51,8 @@ class Location:
             # Listings are never cached: other hosts change the store between two calls.
             self.fs, self.path = fsspec.core.url_to_fs(self.url, use_listings_cache=False)
         else:
-            self.url = str(Path(str(url).removeprefix("file://")).resolve())
+            # Absolute, symbolic links kept: a published link (`features/features`) names itself, not its target.
+            self.url = os.path.abspath(str(url).removeprefix("file://"))
             self.fs, self.path = LocalFileSystem(), self.url
 
     @property
