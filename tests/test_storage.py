@@ -136,4 +136,4 @@ def test_publishing_over_an_earlier_runs_link_leaves_that_run_alone(tmp_path):
     (second / "ids").write_text("b")
     workspace.publish(second, "features", "features")
     assert not first.is_symlink() and (first / "ids").read_text() == "a"
-    assert (tmp_path / "features" / "features").resolve() == second and workspace.location("features", "features").url.endswith("features")
+    assert (tmp_path / "features" / "features").resolve() == second
