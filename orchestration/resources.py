@@ -40,8 +40,8 @@ class WorkspaceResource(ConfigurableResource):
     which the latest are published at the workspace's top level for readers outside Dagster.
 
     `root` is a folder, or an object-store URL (`s3://bucket/prefix`) that every host of a cluster
-    reaches: steps then write in a local mirror (`ampere.storage`), `save` what others read, and
-    `fetch` what they read from others."""
+    reaches: steps then write in a local mirror (`ampere.storage`), `save` what others read, and read
+    what others saved through `ampere.storage.local_copy`."""
 
     root: str = "workspace"
 
