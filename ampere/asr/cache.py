@@ -20,6 +20,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -91,6 +92,7 @@ class SummaryCache:
 
     location: str
     read_only: bool
+    _conn: Any  # a sqlite3 or psycopg connection: both run `execute(...).fetchone()`
 
     def get_many(self, keys: list[str]) -> dict[str, SummaryResult]:
         """Stored results of those ``keys`` that are present."""
@@ -113,11 +115,11 @@ class SummaryCache:
         raise NotImplementedError
 
     def __len__(self) -> int:
-        raise NotImplementedError
+        return self._conn.execute("SELECT COUNT(*) FROM summaries").fetchone()[0]
 
     def close(self) -> None:
         """Close the database connection."""
-        raise NotImplementedError
+        self._conn.close()
 
 
 class SqliteSummaryCache(SummaryCache):
@@ -156,13 +158,6 @@ class SqliteSummaryCache(SummaryCache):
         with self._conn:
             self._conn.executemany(f"INSERT OR REPLACE INTO summaries ({_COLUMNS}) VALUES ({','.join('?' * 11)})", rows)
 
-    def __len__(self) -> int:
-        return self._conn.execute("SELECT COUNT(*) FROM summaries").fetchone()[0]
-
-    def close(self) -> None:
-        """Close the database connection."""
-        self._conn.close()
-
 
 _SCHEMA_LOCK = 0x616D70657265 + 1  # the advisory lock held while one process creates the table
 
@@ -193,13 +188,6 @@ class PostgresSummaryCache(SummaryCache):
                 f"INSERT INTO summaries ({_COLUMNS}) VALUES ({', '.join(['%s'] * 11)}) ON CONFLICT (key) DO UPDATE SET {updates}",
                 rows,
             )
-
-    def __len__(self) -> int:
-        return self._conn.execute("SELECT COUNT(*) FROM summaries").fetchone()[0]
-
-    def close(self) -> None:
-        """Close the database connection."""
-        self._conn.close()
 
 
 def _redacted(url: str) -> str:
