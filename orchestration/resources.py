@@ -89,11 +89,14 @@ class WorkspaceResource(ConfigurableResource):
         return target
 
     @contextlib.contextmanager
-    def embedding_store(self) -> Iterator[EmbeddingStore]:
-        """The vectors each model version embedded, by item content (`embedding_store/`); on an object store
-        fetched before use and its new shards saved after."""
-        place = self.location("embedding_store")
-        yield EmbeddingStore(place.pull())
+    def embedding_store(self, model: str, version: str) -> Iterator[EmbeddingStore]:
+        """The vectors each model version embedded, by item content (`embedding_store/`), to be used for
+        ``model`` version ``version``: on an object store that version's shards are fetched before use and
+        its new ones saved after."""
+        store = EmbeddingStore(self.folder("embedding_store"))
+        place = self.location(*self._parts(store.folder(model, version)))
+        place.pull()
+        yield store
         place.push(last=EMBEDDING_MARKERS)
 
     @contextlib.contextmanager

@@ -13,6 +13,7 @@ Layout under ``root`` (the same names as on a local disk)::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -54,12 +55,19 @@ class ObjectIndexStore:
         return [index_id for index_id in (self.location / "indexes").names() if self.is_published(index_id)]
 
     def path(self, index_id: str) -> Path:
-        """A local copy of a published index (downloaded into this process's mirror); a folder that does
-        not exist when ``index_id`` is not published."""
+        """A local copy of a published index in this process's mirror (downloaded unless the mirror holds
+        files that verify against the published manifest: indexes never change); a folder that does not
+        exist when ``index_id`` is not published."""
         index = self._index(index_id)
-        if not self.is_published(index_id):
-            return index.local() / ".not-published"
         local = index.local()
+        try:
+            published = (index / "manifest.json").read_bytes()
+        except FileNotFoundError:
+            return local / ".not-published"
+        with contextlib.suppress(OSError, KeyError, ValueError):
+            if (local / "manifest.json").read_bytes() == published:
+                verify_manifest(local)
+                return local
         shutil.rmtree(local, ignore_errors=True)
         return index.pull()
 

@@ -191,11 +191,12 @@ class Location:
         if source.is_file():
             self.fs.put_file(str(source), self.path)
             return
+        markers = set(last)
         have = {Path(p).relative_to(self.path).as_posix(): info["size"] for p, info in self._found().items()}
-        files = sorted((p for p in source.rglob("*") if p.is_file()), key=lambda p: (p.name in set(last), str(p)))
+        files = sorted((p for p in source.rglob("*") if p.is_file()), key=lambda p: (p.name in markers, str(p)))
         for path in files:
             relative = path.relative_to(source).as_posix()
-            if have.get(relative) != path.stat().st_size or path.name in set(last):
+            if have.get(relative) != path.stat().st_size or path.name in markers:
                 self.fs.put_file(str(path), f"{self.path}/{relative}")
 
     def _found(self) -> dict[str, dict]:

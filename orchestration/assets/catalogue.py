@@ -61,7 +61,7 @@ def catalogue_index(
     model = load_query_model(mlflow.client(), mlflow.resolved_tracking_uri(), mlflow.registered_model, champion)
     model.use_summary_cache(summarizer.cache_location())  # transcripts summarised before cost no LLM call
     dim = int(model.encoder.tower.cfg.out_dim)
-    with workspace.embedding_store() as embedding_store:
+    with workspace.embedding_store(mlflow.registered_model, champion) as embedding_store:
         done = vectors_for(
             items, embedding_store, mlflow.registered_model, champion, dim, query_embedder(model.encoder), config.batch_size
         )

@@ -74,7 +74,7 @@ def stored_vectors(
     def embed_rows(rows: pd.DataFrame) -> np.ndarray:
         return embed(model.tower, model_features(model, features.subset(rows["position"].to_numpy()), training_set, workspace))
 
-    with workspace.embedding_store() as store:
+    with workspace.embedding_store(mlflow.registered_model, version) as store:
         return vectors_for(items, store, mlflow.registered_model, version, model.tower.cfg.out_dim, embed_rows)
 
 
