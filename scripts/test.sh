@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# README command 2: install everything from nothing into .venv, then run the test suite.
+# README command 2: install everything from nothing into .venv, build the documentation site, then run the test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
