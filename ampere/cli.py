@@ -3,28 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import time
-from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from ampere.asr.backends import build_summarizer
 from ampere.asr.cache import open_summary_cache, summarize_cached
 from ampere.asr.candidates import llm_inputs
 from ampere.asr.prompts import DEFAULT_PROMPT_ID, Prompt, load_prompt
 from ampere.asr.quality import CLIP_DOMAINS, load_attributes, quality_table, summary_quality
-from ampere.asr.summarizer import SummaryResult, build_summarizer
+from ampere.asr.summarizer import SummaryResult
 from ampere.catalogue.naming import DEFAULT, Catalogue
 from ampere.data.format import SPLITS, load_items
 from ampere.data.synth import SynthConfig, add_products, generate
 from ampere.data.synth_catalog import LOOKS, Look
-from ampere.home import HOME_ENV, PROJECT_FOLDER, Home, find_home
 from ampere.models.backbones import build_text_encoder
 from ampere.serve.access import TOKENS_ENV, Access, is_loopback
+from ampere.settings import PROJECT_FOLDER, Settings
 
 QUALITY_EXPERIMENT = "ampere-summary-quality"
 QUALITY_METRICS = ("attribute_recall", "attribute_precision", "raw32_recall", "raw_recall")
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--home",
         type=Path,
         help=f"where the project's state lives: Dagster instance, MLflow store, workspace, dataset "
-        f"(default: ${HOME_ENV}, else the project folder {PROJECT_FOLDER})",
+        f"(default: ${Settings.env_var('home')}, else the project folder {PROJECT_FOLDER})",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     data = commands.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
@@ -74,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--catalogue", help=CATALOGUE_HELP)
     serve.add_argument("--store", help="index store: a folder or an s3:// URL (default: the catalogue's, in the workspace)")
     serve.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI, else the home's MLflow store")
-    serve.add_argument("--cache", help=CACHE_HELP)
+    serve.add_argument("--cache", dest="summary_cache", help=CACHE_HELP)
     serve.add_argument("--max-upload-mb", type=float, default=20.0, help="largest accepted photo or clip")
     serve.add_argument(
         "--tokens-file",
@@ -104,7 +105,7 @@ def _serve(args: argparse.Namespace) -> None:
     config = ServeConfig(
         index_store=args.store,
         tracking_uri=args.tracking_uri,
-        summary_cache=args.cache,
+        summary_cache=args.summary_cache,
         limits=Limits(max_upload_bytes=int(args.max_upload_mb * 2**20)),
         access=access,
         decoding=DecodeLimits(max_wall_s=args.max_decode_s),
@@ -121,7 +122,7 @@ def _add_summary_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample")
     parser.add_argument("--split", choices=[*SPLITS, "all"], default="val",
                         help="whose clips to summarise (default val: prompts are chosen on validation products)")
-    parser.add_argument("--cache", help=CACHE_HELP)
+    parser.add_argument("--cache", dest="summary_cache", help=CACHE_HELP)
     parser.add_argument("--model", help="GGUF model path (default: the packaged SmolLM2)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="llama.cpp threads (default: all cores)")
 
@@ -161,7 +162,7 @@ def _summarise(
 ) -> tuple[dict[str, SummaryResult], str, str]:
     """Summaries of the clips by item id (llama.cpp through the cache), the model id and the tagger."""
     summarizer = build_summarizer("llamacpp", prompt=prompt, model_path=args.model, n_threads=args.threads)
-    cache = open_summary_cache(args.cache)
+    cache = open_summary_cache(args.summary_cache)
     inputs, tagger = llm_inputs(prompt, items, list(clips["asr"]))
     results, stats = summarize_cached(inputs, summarizer, prompt, cache)
     cache.close()
@@ -243,23 +244,20 @@ def _summaries_compare(args: argparse.Namespace) -> None:
         print("| " + " | ".join(_cell(cell) for cell in row) + " |")
 
 
-HOME_DEFAULTS: dict[str, Callable[[Home, argparse.Namespace], Any]] = {
-    "dataset": lambda home, _: home.dataset,
-    "out": lambda home, _: home.storage,
-    "cache": lambda home, _: home.summary_cache(),
-    "store": lambda home, args: Catalogue(getattr(args, "catalogue", None) or DEFAULT).index_store(home.storage),
-    "tracking_uri": lambda home, _: home.tracking_uri,
-    "artifact_root": lambda home, _: str(home.artifact_root),
-}
 CATALOGUE_HELP = "catalogue (default: the home's dataset, 'default'; `ampere pipeline` prints a dataset's catalogue)"
 
 
 def with_home(args: argparse.Namespace) -> argparse.Namespace:
-    """`args.home` resolved (`find_home`) and every unset location argument filled from it."""
-    args.home = find_home(args.home)
-    for name, default in HOME_DEFAULTS.items():
-        if getattr(args, name, ...) is None:
-            setattr(args, name, default(args.home, args))
+    """`args.settings` resolved once (`ampere.settings.Settings`: the options, else the environment, else
+    the home's defaults), and every unset option that names a setting filled from it."""
+    names = [f.name for f in dataclasses.fields(Settings)]
+    flags = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    args.settings = Settings.resolve(**flags)
+    for name in names:
+        if hasattr(args, name):
+            setattr(args, name, getattr(args.settings, name))
+    if getattr(args, "store", ...) is None:
+        args.store = Catalogue(getattr(args, "catalogue", None) or DEFAULT).index_store(args.settings.workspace)
     return args
 
 

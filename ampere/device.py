@@ -1,13 +1,21 @@
-"""Where torch work runs: a configured device name resolved on this host."""
+"""Where torch work runs: a configured device name resolved on this host.
+
+Every stage's ``device`` defaults to "auto", which defers to the deployment's one `device` setting
+(``AMPERE_DEVICE``, `ampere.settings.Settings`); a stage that names a device overrides it.
+"""
 
 from __future__ import annotations
 
 import torch
 
+from ampere.settings import Settings
+
 
 def resolve_device(name: str) -> torch.device:
-    """``auto``: the first CUDA device when present, else the CPU; otherwise the named device, which
-    must exist here (a ValueError says why not)."""
+    """``auto``: the `device` setting when it names one, else the first CUDA device when present, else
+    the CPU; otherwise the named device, which must exist here (a ValueError says why not)."""
+    if name == "auto":
+        name = Settings.resolve().device
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

@@ -11,7 +11,7 @@ import argparse
 import time
 from pathlib import Path
 
-from ampere.home import find_home
+from ampere.settings import Settings
 from orchestration.cli import train_setting, use_dagster_home
 
 
@@ -26,9 +26,9 @@ def main() -> None:
                         help="a TrainConfig field for every cell (repeatable), as for `ampere pipeline`")
     parser.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI, else the home's MLflow store")
     args = parser.parse_args()
-    home = find_home(args.home)
+    home = Settings.resolve(home=args.home)
     use_dagster_home(home)
-    workspace, dataset = (args.workspace or home.workspace).resolve(), (args.dataset or home.dataset).resolve()
+    workspace, dataset = (args.workspace or home.local_workspace).resolve(), (args.dataset or home.dataset).resolve()
     from orchestration.ablation import ABLATION_JOB
     from orchestration.definitions import build_defs
     from orchestration.in_process import execute_in_process

@@ -34,10 +34,10 @@ import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
 
 from ampere.data.frames import load_frames  # noqa: E402
-from ampere.home import find_home
 from ampere.models.backbones import FrameEncoder  # noqa: E402
 from ampere.models.features import unique_frames, visual_features  # noqa: E402
 from ampere.models.onnx_backbone import OnnxFrameEncoder, cpu_cores, frames_to_pixels, session_options  # noqa: E402
+from ampere.settings import Settings
 
 
 def _media(data: Path, n: int) -> list[Path]:
@@ -59,7 +59,7 @@ def _timed(fn) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=find_home().dataset)
+    parser.add_argument("--data", type=Path, default=Settings.resolve().dataset)
     parser.add_argument("--items", type=int, default=40, help="short/live items (8 frames each)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--image-size", type=int, default=224)

@@ -36,15 +36,11 @@ from ampere.device import resolve_device  # noqa: E402
 from ampere.models.backbones import build_frame_encoder, encoders_from_ids  # noqa: E402
 from ampere.models.features import ItemFeatures, visual_features  # noqa: E402
 from ampere.models.tower import AmpereTower, TowerConfig, TowerOutput  # noqa: E402
+from ampere.training.batches import batch_rows, product_items  # noqa: E402
+from ampere.training.evaluator import embed  # noqa: E402
 from ampere.training.finetune import EndToEnd, EndToEndInputs, MediaBatches, features_with, unfreeze  # noqa: E402
-from ampere.training.train import (  # noqa: E402
-    TrainConfig,
-    _batch_loss,
-    batch_rows,
-    embed,
-    product_items,
-    train_tower,
-)  # fmt: skip
+from ampere.training.objective import batch_loss  # noqa: E402
+from ampere.training.train import TrainConfig, train_tower  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -62,7 +58,7 @@ def _bare_step(
     def step() -> None:
         with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
             out = forward()
-        loss, _ = _batch_loss(out, products, 0.05, torch.nn.ModuleDict(), cfg)
+        loss, _ = batch_loss(out, products, 0.05, torch.nn.ModuleDict(), cfg)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -115,7 +111,7 @@ def loop_samples_per_s(tower_cfg: TowerConfig, batch: int, device: torch.device,
 
 
 def _validation_seconds(features, tower_cfg: TowerConfig, device: torch.device) -> float:
-    from ampere.training.train import embed
+    from ampere.training.evaluator import embed
 
     tower = AmpereTower(tower_cfg).to(device)
     val = features.only(["val"])

@@ -15,12 +15,12 @@ from ampere.asr.keywords import tokens
 from ampere.asr.lexicon import TitleLexicon
 from ampere.asr.quality import load_attributes, text_recall, truth_attributes
 from ampere.data.format import load_items
-from ampere.home import find_home
+from ampere.settings import Settings
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", type=Path, default=find_home().dataset)
+    parser.add_argument("--dataset", type=Path, default=Settings.resolve().dataset)
     args = parser.parse_args()
     items = load_items(args.dataset, check_media=False)
     labels = title_labels(items)

@@ -42,7 +42,8 @@ from ampere.models.feature_store import FeatureWriter  # noqa: E402
 from ampere.models.features import ItemFeatures  # noqa: E402
 from ampere.models.tower import AmpereTower  # noqa: E402
 from ampere.retrieval.index import build_indexes  # noqa: E402
-from ampere.training.train import TRAINING_SPLITS, TrainConfig, embed, tower_config, train_tower  # noqa: E402
+from ampere.training.evaluator import embed  # noqa: E402
+from ampere.training.train import TRAINING_SPLITS, TrainConfig, tower_config, train_tower  # noqa: E402
 
 STAGES = ("features", "training", "embeddings", "index")
 DOMAINS = ("page", "short", "live")

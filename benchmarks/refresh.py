@@ -50,7 +50,8 @@ from ampere.models.features import ItemFeatures, text_features, visual_features 
 from ampere.models.tower import AmpereTower, TowerConfig  # noqa: E402
 from ampere.retrieval.index import build_indexes  # noqa: E402
 from ampere.retrieval.query import QueryEncoder  # noqa: E402
-from ampere.training.train import TrainConfig, embed  # noqa: E402
+from ampere.training.evaluator import embed  # noqa: E402
+from ampere.training.train import TrainConfig  # noqa: E402
 
 MODEL, VERSION = "ampere-encoder", "1"
 GOAL = 0.05  # refresh at most 5 % of the full run's non-LLM time

@@ -43,10 +43,11 @@ from PIL import Image  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu import loop_samples_per_s  # noqa: E402  (benchmarks/ is this script's folder)
 
+from ampere.asr.backends import build_summarizer  # noqa: E402
 from ampere.asr.cache import cache_key, open_summary_cache  # noqa: E402
 from ampere.asr.candidates import llm_reader  # noqa: E402
 from ampere.asr.prompts import DEFAULT_PROMPT_ID, load_prompt  # noqa: E402
-from ampere.asr.summarizer import SummaryResult, build_summarizer  # noqa: E402
+from ampere.asr.summarizer import SummaryResult  # noqa: E402
 from ampere.data.format import read_items  # noqa: E402
 from ampere.device import resolve_device  # noqa: E402
 from ampere.models.backbones import build_frame_encoder, build_text_encoder  # noqa: E402
@@ -54,7 +55,7 @@ from ampere.models.features import ItemFeatures, text_features, visual_features 
 from ampere.models.tower import AmpereTower, TowerConfig  # noqa: E402
 from ampere.retrieval.eval import evaluate  # noqa: E402
 from ampere.retrieval.index import build_indexes  # noqa: E402
-from ampere.training.train import embed  # noqa: E402
+from ampere.training.evaluator import embed  # noqa: E402
 
 WORDS = [f"w{i:04d}" for i in range(5000)]
 

@@ -32,10 +32,10 @@ import requests
 
 from ampere.data.format import read_items
 from ampere.data.frames import load_frames
-from ampere.home import find_home
 from ampere.models.backbones import encoders_from_ids
 from ampere.retrieval.index import IndexConfig, build_indexes, load_index
 from ampere.retrieval.index_store import IndexStore
+from ampere.settings import Settings
 from mlflow import MlflowClient
 
 K = 10
@@ -121,16 +121,16 @@ def _bare_search(indexes: list, vectors: np.ndarray, k: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--home", type=Path, help="the project home with command 1's results (default: find_home)")
+    parser.add_argument("--home", type=Path, help="the project home with command 1's results (default: ampere.settings.Settings)")
     parser.add_argument("--gallery", type=int, default=100_000, help="size of the synthetic galleries")
     parser.add_argument("--item-queries", type=int, default=400)
     parser.add_argument("--image-queries", type=int, default=80)
     args = parser.parse_args()
-    home = find_home(args.home)
-    served = IndexStore(home.workspace / "index_store")
+    home = Settings.resolve(home=args.home)
+    served = IndexStore(home.local_workspace / "index_store")
     current = served.current()
     if current is None:
-        raise SystemExit(f"no served index in {home.workspace / 'index_store'}: run command 1 first")
+        raise SystemExit(f"no served index in {home.local_workspace / 'index_store'}: run command 1 first")
     manifest = json.loads((served.path(current) / "manifest.json").read_text())
     about = manifest["about"]
     scratch = Path(tempfile.mkdtemp(prefix="ampere-serve-bench-"))

@@ -35,8 +35,8 @@ from crafted_media import slow_clip  # noqa: E402  (the crafted clip the tests u
 from serve import free_port, wait_healthy  # noqa: E402  (benchmarks/serve.py, beside this script)
 
 from ampere.data.format import read_items  # noqa: E402
-from ampere.home import find_home  # noqa: E402
 from ampere.retrieval.index_store import IndexStore  # noqa: E402
+from ampere.settings import Settings  # noqa: E402
 
 WEIGHTS = {"item": 50, "photo": 15, "clip": 10, "bad": 20, "slow clip": 3, "oversized clip": 2}
 
@@ -76,8 +76,8 @@ def main() -> None:
     parser.add_argument("--swaps", type=int, default=5)
     parser.add_argument("--warmup-s", type=float, default=60.0, help="traffic at the same concurrency before RSS is first read")
     args = parser.parse_args()
-    home = find_home(args.home)
-    store = IndexStore(home.workspace / "index_store")
+    home = Settings.resolve(home=args.home)
+    store = IndexStore(home.local_workspace / "index_store")
     indexes = [event["index_id"] for event in store.history() if event["event"] == "publish"][-2:]
     if len(indexes) < 2 or store.current() is None:
         raise SystemExit(f"{store.root} needs a served index and one more to swap to (run command 1 and the new-data story)")

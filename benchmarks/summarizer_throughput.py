@@ -31,23 +31,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ampere.asr.backends import LlamaCppConfig, LlamaCppSummarizer, VllmConfig, VllmSummarizer
+from ampere.asr.backends.llamacpp import llamacpp_request, llamacpp_server, packaged_gguf_path
+from ampere.asr.backends.vllm import vllm_engine, vllm_sampling_params
 from ampere.asr.cache import open_summary_cache, summarize_cached
 from ampere.asr.candidates import llm_inputs
 from ampere.asr.prompts import DEFAULT_PROMPT_ID, Prompt, answer_schema, load_prompt
-from ampere.asr.summarizer import (
-    LlamaCppConfig,
-    LlamaCppSummarizer,
-    VllmConfig,
-    VllmSummarizer,
-    llamacpp_request,
-    llamacpp_server,
-    packaged_gguf_path,
-    vllm_engine,
-    vllm_sampling_params,
-)
 from ampere.asr.text import clean_transcript
 from ampere.data.format import load_items
-from ampere.home import find_home
+from ampere.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -172,7 +164,7 @@ def report(totals: dict[str, Measurement]) -> float:
 def main(argv: list[str] | None = None) -> None:
     """Parse arguments, build both sides, measure, report."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset", type=Path, default=find_home().dataset)
+    parser.add_argument("--dataset", type=Path, default=Settings.resolve().dataset)
     parser.add_argument("--transcripts", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2, help="timed passes per side")
     parser.add_argument("--chunk", type=int, help="transcripts per alternation (default: 8 llamacpp, all vllm)")

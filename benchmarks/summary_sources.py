@@ -16,15 +16,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from ampere.asr.backends import build_summarizer
 from ampere.asr.cache import open_summary_cache, summarize_cached
 from ampere.asr.candidates import TaggerConfig, TitleTagger, llm_inputs, materials
 from ampere.asr.keywords import KeywordExtractor
 from ampere.asr.prompts import load_prompt
 from ampere.asr.quality import CLIP_DOMAINS, load_attributes, summary_quality
-from ampere.asr.summarizer import build_summarizer
 from ampere.data.format import SPLITS, load_items
-from ampere.home import find_home
 from ampere.models.backbones import build_text_encoder
+from ampere.settings import Settings
 
 
 def _row(name: str, quality: dict, seconds: float | None, recall_key: str = "attribute_recall") -> dict:
@@ -40,7 +40,7 @@ def _row(name: str, quality: dict, seconds: float | None, recall_key: str = "att
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", type=Path, default=find_home().dataset)
+    parser.add_argument("--dataset", type=Path, default=Settings.resolve().dataset)
     parser.add_argument("--split", choices=SPLITS, default="val")
     parser.add_argument("--prompts", nargs="*", default=["summary-v1", "summary-v2", "summary-v3"])
     args = parser.parse_args()

@@ -24,12 +24,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from ampere.device import resolve_device  # noqa: E402
-from ampere.home import find_home
 from ampere.models.features import ItemFeatures  # noqa: E402
 from ampere.models.tower import TowerConfig  # noqa: E402
-from ampere.training.train import TRAINING_SPLITS, TrainConfig, product_items, train_tower  # noqa: E402
+from ampere.settings import Settings
+from ampere.training.batches import product_items  # noqa: E402
+from ampere.training.train import TRAINING_SPLITS, TrainConfig, train_tower  # noqa: E402
 
-DEFAULT_FEATURES = find_home().workspace / "features" / "features"
+DEFAULT_FEATURES = Settings.resolve().local_workspace / "features" / "features"
 
 
 def random_features(products: int, tower: TowerConfig, seed: int = 0) -> ItemFeatures:

@@ -14,8 +14,7 @@ from ampere import cli as library_cli
 from ampere.asr.prompts import DEFAULT_PROMPT_ID, PROMPT_DIR
 from ampere.catalogue.naming import DEFAULT, Catalogue
 from ampere.cli import CACHE_HELP, CATALOGUE_HELP
-from ampere.home import Home
-from ampere.storage import Location
+from ampere.settings import Settings
 from orchestration.instance import instance_folder
 
 TRACKING_HELP = "MLflow tracking URI (default: MLFLOW_TRACKING_URI, else the home's mlflow/mlflow.db)"
@@ -23,21 +22,20 @@ STORE_HELP = "index store: a folder or an s3:// URL (default: the catalogue's, i
 
 
 
-def use_dagster_home(home: Home) -> Path:
+def use_dagster_home(settings: Settings) -> Path:
     """Points DAGSTER_HOME at the home's instance (its dagster.yaml built from the project's, on
     PostgreSQL when DAGSTER_POSTGRES_URL is set: `orchestration.instance`), so `ampere`, `dagster dev`
     and the daemon see the same runs."""
-    folder = instance_folder(home.dagster_home)
+    folder = instance_folder(settings.dagster_home)
     os.environ["DAGSTER_HOME"] = str(folder)
     return folder
 
 
 def _pipeline(args: argparse.Namespace) -> None:
-    use_dagster_home(args.home)
+    use_dagster_home(args.settings)
     from dagster import DagsterEventType, ReexecutionOptions, build_reconstructable_job, execute_job
 
     from ampere.retrieval.eval import markdown_table
-    from orchestration.definitions import executor_name
     from orchestration.in_process import signals_kept
     from orchestration.instance import ensure_pools, open_instance
     from orchestration.jobs import DATASET_TAG, PIPELINE_POOLS, SETTINGS_TAG
@@ -47,15 +45,7 @@ def _pipeline(args: argparse.Namespace) -> None:
 
     instance = open_instance()
     settings = {  # the job's definitions (`pipeline_job_at`), recorded on the run for its re-executions
-        "workspace": Location(args.out).url,
-        "summary_cache": args.summary_cache,
-        "dataset": str(args.dataset.resolve()),
-        "tracking_uri": args.tracking_uri,
-        "artifact_root": args.artifact_root,
-        "summarizer_backend": args.summarizer_backend,
-        "summarizer_model": args.summarizer_model,
-        "summarizer_prompt": args.summarizer_prompt,
-        "summarizer_workers": args.summarizer_workers,
+        **args.settings.job_settings(),
         "catalogue": args.catalogue,
     }
     parent = None
@@ -70,7 +60,7 @@ def _pipeline(args: argparse.Namespace) -> None:
     out = settings["workspace"]
     job = build_reconstructable_job("orchestration.definitions", "pipeline_job_at", reconstructable_kwargs=settings)
     ensure_pools(instance, PIPELINE_POOLS)
-    catalogue = Catalogue.of(settings["dataset"], args.home.dataset, settings.get("catalogue"))
+    catalogue = Catalogue.of(settings["dataset"], args.settings.home_dataset, settings.get("catalogue"))
     print(f"catalogue {catalogue.name}: model {catalogue.registered_model}, index store {catalogue.index_store(out)}", flush=True)
     mlflow = MlflowResource(tracking_uri=settings["tracking_uri"], artifact_root=settings["artifact_root"])
     for run_id in reap_dead_runs(instance, mlflow):
@@ -97,7 +87,7 @@ def _pipeline(args: argparse.Namespace) -> None:
                     "trained_encoder": {"config": dict(args.train)},
                 },
             }
-            if executor_name() == "default":  # Dagster's own executor: steps in this process
+            if args.settings.executor == "default":  # Dagster's own executor: steps in this process
                 run_config["execution"] = {"config": {"in_process": {}}}
             tags = {
                 "ampere/text_source": args.text_source,
@@ -132,7 +122,7 @@ def _pipeline(args: argparse.Namespace) -> None:
 
 
 def _audit(args: argparse.Namespace) -> None:
-    use_dagster_home(args.home)
+    use_dagster_home(args.settings)
     from ampere.retrieval.index_store import open_index_store
     from orchestration.audit import audit
     from orchestration.instance import open_instance
@@ -206,13 +196,13 @@ def _status(args: argparse.Namespace) -> None:
             f"WARNING: the champion alias (v{found[0]}) and the served index (model v{found[1]}) disagree: a promotion or "
             f"rollback was cut between its two steps; the next promotion or refresh moves the alias to v{found[1]}"
         )
-    others = sorted(path.name for path in (args.home.workspace / "catalogues").glob("*") if path.name != catalogue.name)
+    others = sorted(path.name for path in (args.settings.local_workspace / "catalogues").glob("*") if path.name != catalogue.name)
     if others:
         print(f"other catalogues in this home: {', '.join(others)} (ampere status --catalogue NAME)")
 
 
 def _wait_run(args: argparse.Namespace) -> None:
-    use_dagster_home(args.home)
+    use_dagster_home(args.settings)
     from dagster import DagsterRunStatus, RunsFilter
 
     from orchestration.instance import open_instance
@@ -257,7 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     pipeline = commands.add_parser("pipeline", help="run the whole Dagster job in process on a dataset folder")
     pipeline.add_argument("--dataset", type=Path, help="dataset folder (default: the home's data/)")
-    pipeline.add_argument("--out", help="workspace: a folder or s3:// URL (default: AMPERE_WORKSPACE, else the home's workspace)")
+    pipeline.add_argument(
+        "--out", dest="workspace", help="workspace: a folder or s3:// URL (default: $AMPERE_WORKSPACE, else the home's)"
+    )
     pipeline.add_argument("--summary-cache", help=CACHE_HELP)
     pipeline.add_argument(
         "--catalogue", help="catalogue name (default: 'default' for the home's dataset, else named after the dataset folder)"
@@ -274,13 +266,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pipeline.add_argument("--tracking-uri", help=TRACKING_HELP)
     pipeline.add_argument("--artifact-root", help="artifact folder of a sqlite store (default: the home's mlflow/artifacts)")
-    pipeline.add_argument("--summarizer-backend", choices=["llamacpp", "vllm", "transformers"], default="llamacpp")
+    pipeline.add_argument("--summarizer-backend", choices=["llamacpp", "vllm", "transformers"], help="default: llamacpp")
     pipeline.add_argument("--summarizer-model", default=None, help="GGUF path / HF model dir / vLLM model name")
     prompts = sorted(p.stem for p in PROMPT_DIR.glob("*.json"))
-    pipeline.add_argument("--summarizer-prompt", default=DEFAULT_PROMPT_ID, choices=prompts,
-                          help="packaged prompt id (a versioned file in ampere/asr/prompts/)")
-    pipeline.add_argument("--summarizer-workers", type=int, default=1,
-                          help="engine processes over disjoint summary shards (one per GPU on a GPU host)")
+    pipeline.add_argument("--summarizer-prompt", choices=prompts,
+                          help=f"packaged prompt id (a versioned file in ampere/asr/prompts/; default: {DEFAULT_PROMPT_ID})")
+    pipeline.add_argument("--summarizer-workers", type=int,
+                          help="engine processes over disjoint summary shards (one per GPU on a GPU host; default: 1)")
     pipeline.add_argument(
         "--reexecute",
         metavar="RUN_ID",

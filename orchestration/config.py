@@ -28,9 +28,15 @@ def _pydantic_fields(cls: type) -> dict[str, tuple[Any, Any]]:
     return result
 
 
-def config_from_dataclass(cls: type, name: str, doc: str, base: type = Config) -> type:
-    """A Dagster ``Config`` (or other pydantic ``base``) subclass with every field of dataclass ``cls``."""
-    return pydantic.create_model(name, __base__=base, __doc__=doc, __module__=__name__, **_pydantic_fields(cls))
+def config_from_dataclass(
+    cls: type, name: str, doc: str, base: type = Config, overrides: dict[str, tuple[Any, Any]] | None = None
+) -> type:
+    """A Dagster ``Config`` (or other pydantic ``base``) subclass with every field of dataclass ``cls``;
+    ``overrides``: (type, default) of fields whose Dagster form differs (their description is kept)."""
+    fields = _pydantic_fields(cls)
+    for field_name, (annotation, default) in (overrides or {}).items():
+        fields[field_name] = (annotation, pydantic.Field(default=default, description=fields[field_name][1].description))
+    return pydantic.create_model(name, __base__=base, __doc__=doc, __module__=__name__, **fields)
 
 
 def to_dataclass(cls: type[T], config: pydantic.BaseModel) -> T:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from dagster import Definitions, ExecutorDefinition, JobDefinition
 
 from ampere.asr.cache import is_database_url
-from ampere.asr.prompts import DEFAULT_PROMPT_ID
 from ampere.catalogue.naming import Catalogue
-from ampere.home import find_home
 from ampere.lineage.hashing import content_hash
+from ampere.settings import Settings
 from ampere.storage import is_remote
 from orchestration.ablation import ablation_job, ablation_study
 from orchestration.assets import PIPELINE_ASSETS, catalogue_index
@@ -35,38 +33,39 @@ def build_defs(
     dataset: str | None = None,
     tracking_uri: str | None = None,
     artifact_root: str | None = None,
-    summarizer_backend: str = "llamacpp",
+    summarizer_backend: str | None = None,
     summarizer_model: str | None = None,
-    summarizer_prompt: str = DEFAULT_PROMPT_ID,
-    summarizer_workers: int = 1,
+    summarizer_prompt: str | None = None,
+    summarizer_workers: int | None = None,
     repo_dir: str | None = None,
     executor: str | None = None,
     catalogue: str | None = None,
     summary_cache: str | None = None,
 ) -> Definitions:
-    """All assets, checks, jobs, schedules and sensors, with resources pointed at the given places;
-    a place not given is the home's (`ampere.home.find_home`), whatever the current directory.
-    ``executor`` (default: `AMPERE_DAGSTER_EXECUTOR`, else Dagster's own): "k8s" runs each step
-    of a run in its own Kubernetes pod (`k8s_job_executor`, with the K8s run launcher). ``catalogue``
-    names the dataset's catalogue (default: "default" for the home's dataset, else one named after the
-    folder): its registered model and index store are the catalogue's own (`ampere.catalogue.naming`).
-    ``workspace`` is a folder or an object-store URL (`Home.storage`); ``summary_cache`` a SQLite file or a
-    PostgreSQL URL (`Home.summary_cache`; a workspace on an object store needs the database)."""
-    home = find_home()
-    workspace = workspace or home.storage
-    summary_cache = summary_cache or home.summary_cache(workspace)
+    """All assets, checks, jobs, schedules and sensors, with resources pointed at the given places.
+    Each argument that names a setting is that setting's flag (`ampere.settings.Settings`: unset, it
+    comes from the environment, else the home's default), whatever the current directory. The
+    ``executor`` "k8s" runs each step of a run in its own Kubernetes pod (`k8s_job_executor`, with
+    the K8s run launcher). ``catalogue`` names the dataset's catalogue (default: "default" for the
+    home's dataset, else one named after the folder): its registered model and index store are the
+    catalogue's own (`ampere.catalogue.naming`). A workspace on an object store needs a summary
+    cache on PostgreSQL."""
+    settings = Settings.resolve(
+        workspace=workspace, dataset=dataset, tracking_uri=tracking_uri, artifact_root=artifact_root,
+        summarizer_backend=summarizer_backend, summarizer_model=summarizer_model, summarizer_prompt=summarizer_prompt,
+        summarizer_workers=summarizer_workers, executor=executor, summary_cache=summary_cache,
+    )  # fmt: skip
+    workspace, summary_cache = settings.workspace, settings.summary_cache
     if is_remote(workspace) and not is_database_url(summary_cache):
         raise ValueError(
             f"the workspace {workspace} is on an object store, where SQLite cannot live: "
-            "set AMPERE_SUMMARY_CACHE to a postgresql:// URL (the summary cache every host shares)"
+            f"set {Settings.env_var('summary_cache')} to a postgresql:// URL (the summary cache every host shares)"
         )
-    dataset = dataset or str(home.dataset)
-    tracking_uri = tracking_uri or home.tracking_uri
-    artifact_root = artifact_root or str(home.artifact_root)
-    repo_dir = repo_dir or str(home.root)
-    named = Catalogue.of(dataset, home.dataset, catalogue)
+    dataset = str(settings.dataset)
+    repo_dir = repo_dir or str(settings.home)
+    named = Catalogue.of(dataset, settings.home_dataset, catalogue)
     return Definitions(
-        executor=_executor(executor_name(executor)),
+        executor=_executor(settings.executor),
         assets=[*PIPELINE_ASSETS, catalogue_index, ablation_study],
         asset_checks=PIPELINE_CHECKS,
         jobs=[pipeline_job, refresh_job, ablation_job],
@@ -77,13 +76,15 @@ def build_defs(
             "dataset": DatasetResource(path=dataset, catalogue=named.name),
             "dvc": DvcResource(repo_dir=repo_dir),
             "mlflow": MlflowResource(
-                tracking_uri=tracking_uri, artifact_root=artifact_root, registered_model=named.registered_model
+                tracking_uri=settings.tracking_uri,
+                artifact_root=settings.artifact_root,
+                registered_model=named.registered_model,
             ),
             "summarizer": SummarizerResource(
-                backend=summarizer_backend,
-                model=summarizer_model,
-                prompt_id=summarizer_prompt,
-                workers=summarizer_workers,
+                backend=settings.summarizer_backend,
+                model=settings.summarizer_model,
+                prompt_id=settings.summarizer_prompt,
+                workers=settings.summarizer_workers,
                 cache_path=summary_cache,
             ),
             "index_store": IndexStoreResource(root=str(named.index_store(workspace))),
@@ -97,14 +98,6 @@ def build_defs(
 def dataset_key(dataset: str) -> str:
     """A short key of a dataset folder (its resolved path), naming the workspace's per-dataset state."""
     return content_hash(str(Path(dataset).resolve()), "text", length=12)
-
-
-EXECUTOR_ENV = "AMPERE_DAGSTER_EXECUTOR"
-
-
-def executor_name(name: str | None = None) -> str:
-    """The executor a job runs on: ``name``, else `AMPERE_DAGSTER_EXECUTOR`, else "default"."""
-    return name or os.environ.get(EXECUTOR_ENV, "default")
 
 
 def _executor(name: str) -> ExecutorDefinition | None:

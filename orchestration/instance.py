@@ -20,18 +20,17 @@ queued run coordinator with its limits, concurrency pools, run monitoring. A dep
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from ampere.home import PROJECT_FOLDER
+from ampere.settings import PROJECT_FOLDER, Settings
 
 if TYPE_CHECKING:  # `ampere` starts without importing Dagster
     from dagster import DagsterInstance
 
 BASE = PROJECT_FOLDER / "dagster_home" / "dagster.yaml"
-POSTGRES_URL_ENV = "DAGSTER_POSTGRES_URL"
-GPU_SLOTS_ENV = "AMPERE_GPU_SLOTS"  # GPUs of a cluster: slots of the pools that hold one GPU each
+POSTGRES_URL_ENV = Settings.env_var("dagster_postgres_url")
+GPU_SLOTS_ENV = Settings.env_var("gpu_slots")  # GPUs of a cluster: slots of the pools that hold one GPU each
 GPU_POOLS = ("llm", "accelerator")  # one LLM engine, one training per GPU
 RUN_LIMIT = "    max_concurrent_runs: 2\n"  # the project's run queue limit (one host)
 Storage = Literal["sqlite", "postgres"]
@@ -87,7 +86,7 @@ def instance_yaml(storage: Storage = "sqlite", launcher: Launcher = "default", g
 
 def home_storage() -> Storage:
     """PostgreSQL when `DAGSTER_POSTGRES_URL` is set, else the embedded SQLite."""
-    return "postgres" if os.environ.get(POSTGRES_URL_ENV) else "sqlite"
+    return "postgres" if Settings.resolve().dagster_postgres_url else "sqlite"
 
 
 def instance_folder(dagster_home: Path) -> Path:
@@ -119,7 +118,7 @@ def open_instance() -> DagsterInstance:
     """
     from dagster import DagsterInstance
 
-    url = os.environ.get(POSTGRES_URL_ENV)
+    url = Settings.resolve().dagster_postgres_url
     if not url:
         return DagsterInstance.get()
     import sqlalchemy
@@ -138,7 +137,7 @@ def open_instance() -> DagsterInstance:
 
 def pool_limits(pools: list[str]) -> dict[str, int]:
     """Slots of the pools that hold one GPU each (`GPU_POOLS`), from `AMPERE_GPU_SLOTS` when a cluster sets it."""
-    gpus = int(os.environ.get(GPU_SLOTS_ENV) or 0)
+    gpus = Settings.resolve().gpu_slots
     return {pool: gpus for pool in pools if pool in GPU_POOLS and gpus > 0}
 
 

@@ -3,7 +3,7 @@
 
 from dagster import AssetSelection, RunRequest, ScheduleEvaluationContext, define_asset_job, schedule
 
-from ampere.home import find_home
+from ampere.settings import Settings
 from orchestration.assets import PIPELINE_ASSETS, REFRESH_ASSETS
 from orchestration.instance import ensure_pools
 from orchestration.run_state import mlflow_runs_fail_with_their_step
@@ -25,7 +25,7 @@ TRIGGER_TAG = "ampere/trigger"
 
 def home_dataset_tags() -> dict[str, str]:
     """The dataset tag of a run over the home's dataset (a sensor's or a schedule's run)."""
-    return {DATASET_TAG: str(find_home().dataset.resolve())}
+    return {DATASET_TAG: str(Settings.resolve().dataset)}
 
 pipeline_job = define_asset_job(
     PIPELINE_JOB,

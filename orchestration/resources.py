@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -18,10 +19,11 @@ from dagster import ConfigurableResource, Failure, MetadataValue
 from mlflow.entities import Experiment
 from mlflow.exceptions import MlflowException
 
+from ampere.asr.backends import build_summarizer
 from ampere.asr.cache import SummaryCache, is_database_url, open_summary_cache
 from ampere.asr.candidates import TaggerConfig
 from ampere.asr.prompts import DEFAULT_PROMPT_ID, Prompt, load_prompt
-from ampere.asr.summarizer import Summarizer, build_summarizer
+from ampere.asr.summarizer import GenerationConfig, Summarizer
 from ampere.asr.tagger_store import TaggerStore
 from ampere.catalogue.embedding_store import MARKERS as EMBEDDING_MARKERS
 from ampere.catalogue.embedding_store import EmbeddingStore
@@ -276,9 +278,7 @@ class _SummarizerSettings(ConfigurableResource):
     prompt_id: str = DEFAULT_PROMPT_ID
     # A SQLite file on one host; a PostgreSQL URL (postgresql://…) where several hosts summarise at once.
     cache_path: str = "workspace/summary_cache.sqlite"
-    max_tokens: int = 64
     tensor_parallel_size: int = 1
-    batch_size: int | None = None  # transcripts per engine call; None: the backend's default
     # Engines summarising disjoint shards at once, one process each (ampere.asr.workers): on a GPU
     # host one per `tensor_parallel_size` GPUs, with llama.cpp a share of the CPU cores each.
     workers: int = 1
@@ -303,9 +303,9 @@ class _SummarizerSettings(ConfigurableResource):
 
     def engine_options(self) -> dict[str, Any]:
         """The backend's settings, as `build_summarizer` (here, or in a summary worker) takes them."""
-        options: dict[str, Any] = {"max_tokens": self.max_tokens}
-        if self.batch_size is not None:
-            options["batch_size"] = self.batch_size
+        options: dict[str, Any] = {f.name: getattr(self, f.name) for f in dataclasses.fields(GenerationConfig)}
+        if self.batch_size is None:  # the backend's own default
+            del options["batch_size"]
         if self.backend == "vllm":
             options["tensor_parallel_size"] = self.tensor_parallel_size
             options["model"] = self.model
@@ -326,10 +326,18 @@ class _SummarizerSettings(ConfigurableResource):
         return to_dataclass(TaggerConfig, self)
 
 
+_EngineSettings = config_from_dataclass(
+    GenerationConfig,
+    "_EngineSettings",
+    "The engine's decoding settings (ampere.asr.summarizer.GenerationConfig; batch_size None: the backend's default).",
+    base=_SummarizerSettings,
+    overrides={"batch_size": (int | None, None)},
+)
+
 SummarizerResource = config_from_dataclass(
     TaggerConfig,
     "SummarizerResource",
     "Which LLM summarises transcripts (backend + model), with which prompt, cached where, and how the title "
     "tagger picks the candidate phrases of a 'candidates' prompt (ampere.asr.candidates.TaggerConfig).",
-    base=_SummarizerSettings,
+    base=_EngineSettings,
 )

@@ -15,7 +15,7 @@ from dagster import (
     sensor,
 )
 
-from ampere.home import find_home
+from ampere.settings import Settings
 from orchestration.instance import ensure_pools
 from orchestration.jobs import REFRESH_POOLS, TRIGGER_TAG, pipeline_job, refresh_job
 from orchestration.mlflow_logging import alias_version
@@ -42,7 +42,7 @@ def dvc_md5(dvc_file: Path) -> str | None:
 )
 def dvc_data_sensor(context: SensorEvaluationContext, mlflow: MlflowResource):
     """Fires once per new DVC data version (cursor = last md5 seen) of the home's data.dvc, once a champion exists."""
-    dvc_file = find_home().root / DVC_FILE
+    dvc_file = Settings.resolve().home / DVC_FILE
     md5 = dvc_md5(dvc_file)
     if md5 is None:
         return SkipReason(f"{dvc_file} not found")

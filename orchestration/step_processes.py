@@ -33,7 +33,7 @@ from dagster._core.origin import get_python_environment_entry_point
 from dagster._grpc.types import ExecuteStepArgs
 from dagster._serdes import ConfigurableClassData
 
-SCRATCH_ENV = "AMPERE_STEP_SCRATCH"
+from ampere.settings import Settings
 
 
 def step_folders(scratch: Path, run_id: str, step_key: str) -> dict[str, Path]:
@@ -73,7 +73,7 @@ class IsolatedStepHandler(StepHandler):
             "PYTHONDONTWRITEBYTECODE": "1",
             "DAGSTER_RUN_STEP_KEY": step_key,
         }
-        env.pop("AMPERE_MIRROR", None)  # a step's mirror of the workspace lives in its own TMPDIR
+        env.pop(Settings.env_var("mirror"), None)  # a step's mirror of the workspace lives in its own TMPDIR
         # `python -m dagster api execute_step` of the run's own interpreter (a pod's image puts `dagster` on PATH)
         command = list(args.get_command_args(skip_serialized_namedtuple=True))
         command = [*get_python_environment_entry_point(args.job_origin.executable_path), *command[command.index("api") :]]
@@ -140,7 +140,7 @@ def _on_own_disk(args: ExecuteStepArgs, folder: Path) -> ExecuteStepArgs:
 def isolated_process_executor(init_context: InitExecutorContext) -> Executor:
     """Runs each step in a process of its own with its own working directory, TMPDIR and HOME."""
     config = init_context.executor_config
-    scratch = Path(os.environ.get(SCRATCH_ENV) or tempfile.mkdtemp(prefix="ampere-steps-"))
+    scratch = Path(Settings.resolve().step_scratch or tempfile.mkdtemp(prefix="ampere-steps-"))
     return StepDelegatingExecutor(
         IsolatedStepHandler(scratch),
         retries=RetryMode.from_config(config["retries"]),  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
-from ampere.asr.summarizer import packaged_gguf_path
+from ampere.asr.backends.llamacpp import packaged_gguf_path
 
 
 def convert(gguf: Path, out: Path, dtype: torch.dtype) -> None:

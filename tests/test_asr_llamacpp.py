@@ -5,8 +5,8 @@ import re
 
 import pytest
 
+from ampere.asr.backends import LlamaCppConfig, LlamaCppSummarizer, build_summarizer
 from ampere.asr.prompts import PHRASE_SEPARATOR, load_prompt
-from ampere.asr.summarizer import LlamaCppConfig, LlamaCppSummarizer, build_summarizer
 from ampere.asr.text import parse_summary, render_summary
 
 pytestmark = pytest.mark.timeout(60)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ampere.asr.summarizer import TransformersConfig, TransformersSummarizer, build_summarizer
+from ampere.asr.backends import TransformersConfig, TransformersSummarizer, build_summarizer
 
 pytestmark = pytest.mark.timeout(60)
 

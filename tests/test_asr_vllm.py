@@ -7,18 +7,10 @@ from types import SimpleNamespace
 
 import pytest
 
+from ampere.asr.backends import VllmConfig, VllmSummarizer, build_summarizer
+from ampere.asr.backends.vllm import vllm_conversations, vllm_generation, vllm_sampling_params, vllm_structured_kwargs
 from ampere.asr.prompts import SUMMARY_SCHEMA, load_prompt
-from ampere.asr.summarizer import (
-    GenerationConfig,
-    VllmConfig,
-    VllmSummarizer,
-    build_summarizer,
-    summarize_with_retries,
-    vllm_conversations,
-    vllm_generation,
-    vllm_sampling_params,
-    vllm_structured_kwargs,
-)
+from ampere.asr.summarizer import GenerationConfig, summarize_with_retries
 
 
 def fake_sampling_module(structured: bool = True, guided: bool = False) -> SimpleNamespace:

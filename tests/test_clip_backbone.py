@@ -9,7 +9,8 @@ from tiny_backbones import COLOURS, TEXTS, tiny_clip, toy_media
 
 from ampere.models import TowerConfig, build_frame_encoder, build_text_encoder
 from ampere.models.features import ItemFeatures, text_features, visual_features
-from ampere.training.train import TrainConfig, embed, train_tower
+from ampere.training.evaluator import embed
+from ampere.training.train import TrainConfig, train_tower
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

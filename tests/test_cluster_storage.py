@@ -24,8 +24,8 @@ from conftest import running_mlflow_server
 from ampere.catalogue.naming import Catalogue
 from ampere.data.format import SplitFractions
 from ampere.data.synth import generate
-from ampere.home import PROJECT_FOLDER
 from ampere.retrieval.index_store import open_index_store
+from ampere.settings import PROJECT_FOLDER
 from ampere.storage import Location
 from orchestration.instance import POSTGRES_URL_ENV
 

@@ -7,7 +7,9 @@ import dataclasses
 import pytest
 from dagster import AssetKey, DagsterInvalidConfigError, Definitions, validate_run_config
 
+from ampere.asr.backends import LlamaCppConfig
 from ampere.asr.candidates import TaggerConfig
+from ampere.asr.summarizer import GenerationConfig
 from ampere.training.train import TrainConfig
 from orchestration.ablation import ABLATION_JOB, AblationStudyConfig
 from orchestration.assets.training import EncoderConfig
@@ -92,3 +94,17 @@ def test_every_tagger_config_field_is_reachable_from_the_summarizer_resource_con
     )
     given = processed["resources"]["summarizer"]["config"]
     assert SummarizerResource(**given).tagger_config() == TaggerConfig(**values)
+
+
+def test_every_decoding_setting_is_reachable_from_the_summarizer_resource_config() -> None:
+    """Each GenerationConfig field, set as resource config of the job, arrives in the engine's decoding (the cache key)."""
+    values = {"max_tokens": 48, "temperature": 0.2, "seed": 3, "max_retries": 1, "retry_temperature": 0.9,
+              "max_transcript_chars": 600, "batch_size": 4}  # fmt: skip
+    assert set(values) == {f.name for f in dataclasses.fields(GenerationConfig)}
+    processed = validate_run_config(
+        defs.resolve_job_def(PIPELINE_JOB), {"resources": {"summarizer": {"config": values}}}
+    )
+    summarizer = SummarizerResource(**processed["resources"]["summarizer"]["config"]).summarizer()
+    assert summarizer.config == LlamaCppConfig(**values, n_threads=summarizer.config.n_threads)
+    decoding = {k: v for k, v in values.items() if k != "batch_size"}  # batch_size shapes no answer
+    assert {k: summarizer.decoding[k] for k in decoding} == decoding

@@ -23,7 +23,8 @@ from ampere.models.encoder_io import load_tower
 from ampere.models.features import ItemFeatures
 from ampere.models.tower import AmpereTower, TowerConfig
 from ampere.training.distributed import seed_this_rank
-from ampere.training.train import TrainConfig, _batch_loss, train_tower
+from ampere.training.objective import batch_loss
+from ampere.training.train import TrainConfig, train_tower
 
 TOWER = TowerConfig(
     visual_dim=12, text_dim=10, width=32, num_frames=8, text_tokens=5, temporal_layers=1,
@@ -50,7 +51,7 @@ def _loss_and_grads(rows: torch.Tensor, products: torch.Tensor, alignment: str) 
     tower = AmpereTower(TOWER).train()
     frames, text, mask, _ = _batch()
     out = tower.encode_parts(frames[rows], text[rows], mask[rows])
-    loss, _ = _batch_loss(out, products, 0.07, nn.ModuleDict(), TrainConfig(alignment=alignment, **CONFIG))
+    loss, _ = batch_loss(out, products, 0.07, nn.ModuleDict(), TrainConfig(alignment=alignment, **CONFIG))
     loss.backward()
     return loss.detach(), {name: p.grad.clone() for name, p in tower.named_parameters()}
 

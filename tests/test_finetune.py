@@ -17,10 +17,11 @@ from ampere.models.backbones import BACKBONE_FILES, FINETUNED, base_id, encoders
 from ampere.models.encoder_io import save_tower
 from ampere.models.features import ItemFeatures
 from ampere.serve.pyfunc import MODEL_CONFIG, EncoderModel
+from ampere.training.evaluator import embed
 from ampere.training.finetune import EndToEnd, EndToEndInputs, EndToEndSpec, MediaBatches, features_with, unfreeze
 from ampere.training.launch import run_torchrun
 from ampere.training.losses import cross_domain_loss
-from ampere.training.train import TrainConfig, embed, train_tower
+from ampere.training.train import TrainConfig, train_tower
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 DOMAINS = ("page", "short", "live")

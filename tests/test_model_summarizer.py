@@ -3,8 +3,8 @@
 
 import pytest
 
+from ampere.asr.backends import build_summarizer
 from ampere.asr.prompts import load_prompt
-from ampere.asr.summarizer import build_summarizer
 from ampere.asr.tagger_store import TaggerStore
 from ampere.serve.pyfunc import ModelUnavailableError, SummaryParts, summary_engine, summary_parts
 

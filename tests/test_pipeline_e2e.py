@@ -18,12 +18,12 @@ import yaml
 from dagster import AssetKey, DagsterInstance
 
 import mlflow
+from ampere.asr.backends import build_summarizer
 from ampere.asr.cache import cache_key, open_summary_cache
 from ampere.asr.candidates import llm_inputs
 from ampere.asr.prompts import DEFAULT_PROMPT_ID, load_prompt
 from ampere.asr.shards import shard_keys, shard_of
 from ampere.asr.summaries import summarize_transcripts
-from ampere.asr.summarizer import build_summarizer
 from ampere.data.format import SplitFractions, read_items
 from ampere.data.synth import generate
 from ampere.models.backbones import build_frame_encoder, build_text_encoder

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
+from ampere.asr.backends import build_summarizer
 from ampere.asr.candidates import LlmReader, TaggerConfig, TitleTagger
-from ampere.asr.summarizer import build_summarizer
 from ampere.asr.tagger_store import TaggerStore
 from ampere.serve.pyfunc import SUMMARIZER, TAGGER, summary_parts
 from tests.test_asr_candidates import _items

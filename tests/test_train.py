@@ -9,20 +9,12 @@ from ampere.models import TowerConfig
 from ampere.models.features import ItemFeatures
 from ampere.models.tower import AmpereTower
 from ampere.retrieval.eval import evaluate
+from ampere.training.batches import ResidentFeatures, batch_rows, feature_tensors, product_items
+from ampere.training.evaluator import embed, embed_branches
 from ampere.training.fusion_weight import fit_visual_weight
-from ampere.training.train import (
-    TrainConfig,
-    _batch_loss,
-    _lr_factor,
-    _Resident,
-    _tensors,
-    batch_rows,
-    embed,
-    embed_branches,
-    param_groups,
-    product_items,
-    train_tower,
-)
+from ampere.training.objective import batch_loss
+from ampere.training.optimizer import lr_factor, param_groups
+from ampere.training.train import TrainConfig, train_tower
 
 TOWER = TowerConfig(
     visual_dim=16,
@@ -145,8 +137,8 @@ def test_alignment_variants_act_where_they_say(alignment):
     torch.manual_seed(0)
     tower = AmpereTower(TOWER)
     chosen, rows = batch_rows(product_items(feats.only(["train"])), 6, seed=0, step=0)
-    out = tower.encode_parts(*_tensors(feats.only(["train"]), rows, torch.device("cpu")))
-    _, parts = _batch_loss(out, torch.from_numpy(chosen), 0.05, torch.nn.ModuleDict(), replace(CFG, alignment=alignment))
+    out = tower.encode_parts(*feature_tensors(feats.only(["train"]), rows, torch.device("cpu")))
+    _, parts = batch_loss(out, torch.from_numpy(chosen), 0.05, torch.nn.ModuleDict(), replace(CFG, alignment=alignment))
     (parts["loss_tv"] + parts["loss_vv"] + parts["loss_tt"]).backward()
     fusion_grad = sum(float(p.grad.abs().sum()) for p in tower.fusion.parameters() if p.grad is not None)
     assert (fusion_grad == 0.0) == (alignment == "branch")
@@ -173,7 +165,7 @@ def test_padding_columns_are_cut_without_changing_outputs():
     feats.text_mask[:, 2:] = False  # no item has text beyond token 2
     tower = train_tower(feats, TOWER, replace(CFG, steps=3)).tower
     rows = np.arange(len(feats))
-    frames, text, mask = _tensors(feats, rows, torch.device("cpu"))
+    frames, text, mask = feature_tensors(feats, rows, torch.device("cpu"))
     assert text.shape[1] == 2 and mask.shape[1] == 2
     full = tower(*(torch.from_numpy(a) for a in (feats.frames, feats.text.astype(np.float32), feats.text_mask)))
     np.testing.assert_allclose(tower(frames, text, mask).detach().numpy(), full.detach().numpy(), atol=1e-5)
@@ -188,11 +180,11 @@ def test_too_few_train_or_val_products():
 
 
 def test_lr_schedule_warmup_then_cosine():
-    assert _lr_factor(0, 4, 20) == pytest.approx(0.25)
-    assert _lr_factor(3, 4, 20) == pytest.approx(1.0)
-    assert _lr_factor(4, 4, 20) == pytest.approx(1.0)
-    assert _lr_factor(12, 4, 20) == pytest.approx(0.5)
-    assert _lr_factor(19, 4, 20) < 0.01
+    assert lr_factor(0, 4, 20) == pytest.approx(0.25)
+    assert lr_factor(3, 4, 20) == pytest.approx(1.0)
+    assert lr_factor(4, 4, 20) == pytest.approx(1.0)
+    assert lr_factor(12, 4, 20) == pytest.approx(0.5)
+    assert lr_factor(19, 4, 20) < 0.01
 
 
 def test_param_groups_factors_by_prefix():
@@ -250,9 +242,9 @@ def test_batches_gathered_on_the_device_equal_those_gathered_on_the_host():
     """The training loop gathers its batches from device-resident features; on the CPU they are
     exactly the host-gathered ones (dtype, padding cut and values), so CPU results are unchanged."""
     features = synthetic()
-    resident = _Resident.of(features, torch.device("cpu"))
+    resident = ResidentFeatures.of(features, torch.device("cpu"))
     for rows in (np.array([3, 0, 7]), np.array([2]), np.arange(len(features))):
-        for ours, host in zip(resident.batch(rows), _tensors(features, rows, torch.device("cpu")), strict=True):
+        for ours, host in zip(resident.batch(rows), feature_tensors(features, rows, torch.device("cpu")), strict=True):
             assert ours.dtype == host.dtype and torch.equal(ours, host)
 
 

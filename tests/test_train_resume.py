@@ -15,7 +15,8 @@ import torch
 
 from ampere.models import TowerConfig
 from ampere.models.features import ItemFeatures
-from ampere.training.train import TrainConfig, latest_checkpoint, load_checkpoint, train_tower
+from ampere.training.checkpoint import data_digest, latest_checkpoint, load_checkpoint
+from ampere.training.train import TrainConfig, train_tower
 
 TOWER = TowerConfig(
     visual_dim=8,
@@ -134,7 +135,8 @@ def test_checkpoint_contents_load_with_weights_only(uninterrupted):
     state = torch.load(folder / "step-0000012.pt", weights_only=True)
     assert state["steps_done"] == 12 and state["history"] == history
     assert state["torch_rng"].dtype == torch.uint8
-    assert set(state["objective"]) == {"temperature.log_temperature", "cosface.weight"}
+    assert set(state["objective"]) == {"parts.temperature.log_temperature", "parts.cosface.weight"}
+    assert state["data_digest"] == data_digest(_features())
     assert TowerConfig.from_dict(state["tower_config"]) == TOWER
     assert TrainConfig(**state["train_config"]) == replace(CFG, checkpoint_dir=str(folder))
 
@@ -153,6 +155,18 @@ def test_resume_of_a_finished_run_and_of_another_config(uninterrupted):
         train_tower(_features(), TOWER, CFG, resume=True)
 
 
+def test_resume_refuses_a_checkpoint_of_other_data(uninterrupted):
+    """Same settings, other features (other values, or the same values under other splits): refused."""
+    _, _, folder = uninterrupted
+    cfg = replace(CFG, checkpoint_dir=str(folder))
+    other_values = _features(seed=1)
+    moved = replace(_features(), splits=["val" if s == "train" and i < 3 else s for i, s in enumerate(_features().splits)])
+    for other in (other_values, moved):
+        assert data_digest(other) != data_digest(_features())
+        with pytest.raises(ValueError, match="other training data"):
+            train_tower(other, TOWER, cfg, resume=True)
+
+
 def test_fresh_start_with_a_stale_folder(tmp_path):
     (tmp_path / "step-0000099.pt").write_bytes(b"stale")  # resume=False ignores and replaces it
     cfg = replace(CFG, steps=5, eval_every=2, checkpoint_dir=str(tmp_path))
@@ -166,7 +180,7 @@ def test_features_streamed_from_disk_train_exactly_as_resident_ones(uninterrupte
     """Past `resident_features_gib` each batch is read from the features folder: the same run, bit for bit."""
     tower_a, history_a, _ = uninterrupted
     on_disk = ItemFeatures.load(_features().save(tmp_path / "features"))
-    with caplog.at_level(logging.INFO, logger="ampere.training.train"):
+    with caplog.at_level(logging.INFO, logger="ampere.training.batches"):
         streamed = train_tower(on_disk, TOWER, replace(CFG, resident_features_gib=0.0))
     assert "read from disk per batch" in caplog.text
     assert [row["val_mR1"] for row in streamed.history] == [row["val_mR1"] for row in history_a]

@@ -17,7 +17,7 @@ from dagster import AssetKey, DagsterInstance, DagsterRunStatus
 
 from ampere.data.format import SplitFractions
 from ampere.data.synth import generate
-from ampere.training.train import latest_checkpoint, load_checkpoint
+from ampere.training.checkpoint import latest_checkpoint, load_checkpoint
 from mlflow import MlflowClient
 from orchestration.instance import BASE as PROJECT_DAGSTER_YAML
 

@@ -4,19 +4,18 @@ Heavy engines (xllamacpp, vLLM, transformers) are imported only when a backend f
 generates, so importing this package is cheap.
 """
 
-from ampere.asr.cache import SummaryCache, SummaryStats, cache_key, open_summary_cache, summarize_cached
-from ampere.asr.prompts import SUMMARY_SCHEMA, Prompt, load_prompt
-from ampere.asr.summarizer import (
+from ampere.asr.backends import (
     LlamaCppConfig,
     LlamaCppSummarizer,
-    Summarizer,
-    SummaryResult,
     TransformersConfig,
     TransformersSummarizer,
     VllmConfig,
     VllmSummarizer,
     build_summarizer,
 )
+from ampere.asr.cache import SummaryCache, SummaryStats, cache_key, open_summary_cache, summarize_cached
+from ampere.asr.prompts import SUMMARY_SCHEMA, Prompt, load_prompt
+from ampere.asr.summarizer import Summarizer, SummaryResult
 from ampere.asr.text import clean_transcript, parse_summary, render_summary
 
 __all__ = [

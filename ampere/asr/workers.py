@@ -24,11 +24,11 @@ from typing import Any
 
 import pandas as pd
 
+from ampere.asr.backends import build_summarizer
 from ampere.asr.cache import open_summary_cache
 from ampere.asr.candidates import TaggerConfig
 from ampere.asr.prompts import load_prompt
 from ampere.asr.summaries import summarize_transcripts
-from ampere.asr.summarizer import build_summarizer
 
 STATS = ("calls", "cache_hits", "empty", "failed", "tokens_in", "tokens_out", "seconds")
 

@@ -8,7 +8,7 @@ import numpy as np
 from ampere.models.features import ItemFeatures
 from ampere.models.tower import AmpereTower
 from ampere.retrieval.eval import ValidationScore, evaluate
-from ampere.training.train import embed
+from ampere.training.evaluator import embed
 
 
 def validation_score(tower: AmpereTower, features: ItemFeatures) -> ValidationScore:

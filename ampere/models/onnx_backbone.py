@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 from ampere.lineage.hashing import content_hash
+from ampere.settings import Settings
 
 EXPORT_VERSION = 1  # bump when the exported function or graph layout changes
 OPSET = 18
@@ -38,11 +39,9 @@ _export_count = 0  # exports done by this process (tests check that the cache is
 
 
 def default_cache_dir() -> Path:
-    """``$AMPERE_ONNX_CACHE``, else ``$XDG_CACHE_HOME/ampere/onnx``, else ``~/.cache/ampere/onnx``."""
-    if os.environ.get("AMPERE_ONNX_CACHE"):
-        return Path(os.environ["AMPERE_ONNX_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "ampere" / "onnx"
+    """The `onnx_cache` setting (``$AMPERE_ONNX_CACHE``, else ``$XDG_CACHE_HOME/ampere/onnx``, else
+    ``~/.cache/ampere/onnx``: `ampere.settings.Settings`)."""
+    return Path(Settings.resolve().onnx_cache)
 
 
 def cpu_cores() -> int:

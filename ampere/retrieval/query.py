@@ -17,7 +17,7 @@ from ampere.data.frames import DecodeLimits, MediaError
 from ampere.models.backbones import ImageEncoder, TextEncoder
 from ampere.models.features import ItemFeatures, TextSource, encode_frames, item_frames, text_features, text_inputs
 from ampere.models.tower import AmpereTower
-from ampere.training.train import embed
+from ampere.training.evaluator import embed
 
 
 class QueryError(ValueError):

@@ -32,11 +32,12 @@ from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, Schema, TensorSpec
 from PIL import Image
 
+from ampere.asr.backends import build_summarizer
 from ampere.asr.cache import QueryCache, open_summary_cache
 from ampere.asr.candidates import LlmReader, TitleTagger
 from ampere.asr.prompts import Prompt, load_prompt
 from ampere.asr.summaries import TranscriptSummarizer
-from ampere.asr.summarizer import Summarizer, build_summarizer
+from ampere.asr.summarizer import Summarizer
 from ampere.asr.tagger_store import TaggerStore
 from ampere.data.frames import MediaError
 from ampere.models.backbones import encoders_from_ids

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
+
+from ampere.settings import Settings
 
 MARKERS = ("manifest.json",)  # uploaded after every other file of their folder
 
@@ -34,8 +35,8 @@ def is_remote(url: str | Path) -> bool:
 
 
 def mirror_root() -> Path:
-    """Where this process mirrors remote places: `$AMPERE_MIRROR`, else `ampere-mirror` in its temp folder."""
-    return Path(os.environ.get("AMPERE_MIRROR") or Path(tempfile.gettempdir()) / "ampere-mirror")
+    """Where this process mirrors remote places: the `mirror` setting (`ampere.settings.Settings`)."""
+    return Path(Settings.resolve().mirror)
 
 
 class ConditionFailed(RuntimeError):

@@ -25,7 +25,8 @@ import pandas as pd
 
 from ampere.models.features import ItemFeatures, text_features, text_inputs
 from ampere.retrieval.eval import DIRECTIONS, bootstrap_r1, direction_hits, evaluate
-from ampere.training.train import TRAINING_SPLITS, TrainConfig, embed, tower_config, train_tower
+from ampere.training.evaluator import embed
+from ampere.training.train import TRAINING_SPLITS, TrainConfig, tower_config, train_tower
 
 SOURCES = ("none", "raw", "raw-ends", "keywords", "phrases", "summary", "text-only")
 R1_KEYS = [f"{d}/R@1" for d in DIRECTIONS]

@@ -22,10 +22,8 @@ from ampere.retrieval.eval import ValidationScore, evaluate, markdown_table
 from ampere.retrieval.index import build_indexes
 from ampere.retrieval.index_store import index_key
 from ampere.storage import local_copy
+from ampere.training.evaluator import embed
 from ampere.training.finetune import features_with
-from ampere.training.train import (
-    embed,
-)
 from orchestration import mlflow_logging
 from orchestration.assets.metadata import device_metadata
 from orchestration.assets.training import end_to_end_inputs

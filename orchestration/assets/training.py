@@ -19,16 +19,10 @@ from ampere.models.backbones import ImageEncoder, TextEncoder
 from ampere.models.features import ItemFeatures
 from ampere.serve.pyfunc import summary_parts
 from ampere.storage import local_copy
+from ampere.training.checkpoint import latest_checkpoint, load_checkpoint
 from ampere.training.finetune import EndToEndInputs, EndToEndSpec
 from ampere.training.launch import run_torchrun
-from ampere.training.train import (
-    TRAINING_SPLITS,
-    TrainConfig,
-    latest_checkpoint,
-    load_checkpoint,
-    tower_config,
-    train_tower,
-)
+from ampere.training.train import TRAINING_SPLITS, TrainConfig, tower_config, train_tower
 from orchestration import mlflow_logging
 from orchestration.assets.features import features_lineage
 from orchestration.assets.metadata import device_metadata
