@@ -158,13 +158,11 @@ def cli_page() -> str:
 
     library = {name for name, _, _ in subcommands(ampere.cli.build_parser())}
     parser = orchestration.cli.build_parser()
-    origin = {
-        name: "ampere.cli" if name in library else "orchestration.cli" for name, _, _ in subcommands(parser)
-    }
+    origin = {name: "ampere.cli" if name in library else "orchestration.cli" for name, _, _ in subcommands(parser)}
     lines = [
         "# CLI reference",
         "",
-        "!!! note \"Generated\"",
+        '!!! note "Generated"',
         "    This page is generated at build time from the argparse parsers (`ampere.cli.build_parser` and",
         "    `orchestration.cli.build_parser`) by `docs/gen_reference.py`: it is the `--help` of every",
         "    command, so it cannot drift from the code.",
@@ -348,10 +346,10 @@ def configuration_page() -> str:
     lines = [
         "# Configuration reference",
         "",
-        "!!! note \"Generated\"",
+        '!!! note "Generated"',
         "    This page is generated at build time by `docs/gen_reference.py` from the classes listed in its",
         "    `CONFIG_CLASSES`: each field's name, type and default come from the class itself, its description",
-        "    from the field's `metadata[\"help\"]` (or `metadata[\"doc\"]`), else its attribute docstring, else the",
+        '    from the field\'s `metadata["help"]` (or `metadata["doc"]`), else its attribute docstring, else the',
         "    comment above it. Pydantic models (the assets' Dagster run config) are read from `model_fields`.",
         "",
         "Where a class is set from: `TrainConfig` is Dagster run config of `trained_encoder` and",
@@ -376,7 +374,8 @@ def configuration_page() -> str:
 
 
 def api_modules(package: str) -> list[tuple[str, Path]]:
-    """(dotted module name, source path) of every public module of ``package``, packages first, sorted."""
+    """(dotted module name, source path) of every public module of ``package``, sorted by name (so a package
+    comes before its modules)."""
     found = []
     for path in sorted((ROOT / package).rglob("*.py")):
         parts = list(path.relative_to(ROOT).with_suffix("").parts)
@@ -400,7 +399,7 @@ def api_pages(nav: list) -> None:
     index = [
         "# API reference",
         "",
-        "!!! note \"Generated\"",
+        '!!! note "Generated"',
         "    One page per module, generated at build time by `docs/gen_reference.py` (which walks the package",
         "    folders) and rendered from the docstrings by mkdocstrings.",
         "",
@@ -410,7 +409,7 @@ def api_pages(nav: list) -> None:
         "",
     ]
     for package in API_PACKAGES:
-        index += ["| module | summary |", "|---|---|"]
+        index += [f"## `{package}`", "", "| module | summary |", "|---|---|"]
         # nav: the package's own modules, then a section per sub-package (with everything below it)
         top: list = []
         sections: dict[str, list] = {}
