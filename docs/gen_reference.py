@@ -19,7 +19,7 @@ from __future__ import annotations
 # name that does not import.
 CONFIG_CLASSES = [
     # Where a deployment's state lives and how it runs (flags, then environment, then defaults)
-    # "ampere.settings.Settings",  # <- add once ampere/settings.py is in the repository
+    "ampere.settings.Settings",
     # Library settings (dataclasses)
     "ampere.training.train.TrainConfig",
     "ampere.models.tower.TowerConfig",
