@@ -5,7 +5,7 @@
 
 Starts `ampere serve` on 127.0.0.1 over the home's served index and sends, from ``--concurrency``
 threads for ``--minutes``: item-id queries, photo and clip uploads of indexed items, the bad inputs
-of the README's table (corrupt image, truncated clip, wrong types, deep JSON, a huge unknown id,
+of the table in docs/serving.md (corrupt image, truncated clip, wrong types, deep JSON, a huge unknown id,
 `k: 1.9`, unknown fields, bad base64, a declared and an undeclared oversized body), a crafted slow
 clip (600 frames of 1080p) and an oversized clip; meanwhile `CURRENT` moves five times between the
 store's two newest indexes. Prints requests, 5xx, p50 / p99 per kind and the server's RSS after a

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from ampere.asr.candidates import LlmReader, TitleTagger, out_of_fold  # noqa: E402
 from ampere.asr.keywords import KeywordExtractor  # noqa: E402
+from ampere.lineage.table import LineagedTable  # noqa: E402
 from ampere.lineage.versions import code_version  # noqa: E402
 from ampere.models.backbones import text_encoder_from_id  # noqa: E402
 from ampere.models.features import ItemFeatures  # noqa: E402
@@ -66,7 +67,7 @@ def _bar_chart(summary: pd.DataFrame, path: Path) -> Path:
 def ablation_study(
     context: AssetExecutionContext,
     config: AblationStudyConfig,
-    raw_items: pd.DataFrame,
+    raw_items: LineagedTable,
     asr_summaries: pd.DataFrame,
     backbone_features: str,
     workspace: WorkspaceResource,
@@ -74,11 +75,12 @@ def ablation_study(
     summarizer: SummarizerResource,
 ) -> Output[pd.DataFrame]:
     """Runs the ablation on the current data and features and logs parent + child MLflow runs."""
-    summaries, summary_lineage = current_summaries(raw_items, asr_summaries)
+    received = raw_items.frame
+    summaries, summary_lineage = current_summaries(received, asr_summaries)
     if (summaries["status"] == "skipped").any():
         raise ValueError("the ablation needs LLM summaries: materialise asr_summaries with run_llm=true first")
     features = ItemFeatures.load(local_copy(backbone_features))
-    items = pd.DataFrame({"item_id": features.item_ids}).merge(raw_items, on="item_id", how="left")
+    items = pd.DataFrame({"item_id": features.item_ids}).merge(received, on="item_id", how="left")
     items = items.merge(summaries[["item_id", "summary", "train_summary"]], on="item_id", how="left")
     items = items.fillna({"summary": "", "train_summary": ""})
     # Cells train on train items and report on the others: a training clip reads its out-of-fold summary.

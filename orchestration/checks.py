@@ -16,6 +16,7 @@ from dagster import (
 from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluationTargetMaterializationData
 
 from ampere.data.validation import raw_items_expectations, summaries_expectations, training_set_expectations, validate
+from ampere.lineage.table import LineagedTable
 from ampere.retrieval.eval import DIRECTIONS
 from orchestration.assets import asr_summaries, raw_items, retrieval_evaluation, training_set
 from orchestration.summary_shards import SUMMARY_SHARDS
@@ -38,9 +39,9 @@ def _suite_result(df: pd.DataFrame, name: str, expectations: list, **metadata: s
 
 
 @asset_check(asset=raw_items, blocking=True, description="Great Expectations suite on the accepted raw items.")
-def raw_items_expectations_pass(raw_items: pd.DataFrame) -> AssetCheckResult:
+def raw_items_expectations_pass(raw_items: LineagedTable) -> AssetCheckResult:
     """Blocks summarisation when the accepted items break the raw-items suite."""
-    return _suite_result(raw_items, "raw_items", raw_items_expectations())
+    return _suite_result(raw_items.frame, "raw_items", raw_items_expectations())
 
 
 @asset_check(
@@ -101,9 +102,9 @@ def _latest_materialization(
 @asset_check(
     asset=training_set, blocking=True, description="Great Expectations suite on the training set; a failure stops training."
 )
-def training_set_expectations_pass(training_set: pd.DataFrame) -> AssetCheckResult:
+def training_set_expectations_pass(training_set: LineagedTable) -> AssetCheckResult:
     """Blocks training when the training set breaks its suite."""
-    return _suite_result(training_set, "training_set", training_set_expectations())
+    return _suite_result(training_set.frame, "training_set", training_set_expectations())
 
 
 @asset_check(

@@ -542,7 +542,7 @@ def test_a_training_products_own_title_never_changes_the_text_it_trains_on(mater
         result = execute_in_process(
             copy["job"], run_config=RUN_CONFIG, instance=copy["instance"], asset_selection=selection, tags=ALL_SHARDS_TAGS
         )
-        return result.output_for_node("training_set").set_index("item_id")
+        return result.output_for_node("training_set").frame.set_index("item_id")
 
     before = training_set()
     clips = before.loc[train_clips["item_id"]]

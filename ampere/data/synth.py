@@ -37,7 +37,7 @@ Phenomena it contains:
   product word with 0.15 (homophones such as red->read, or substitutions c->k, l->r, i->y, ...),
   so a reader can still recover them; 20% also name another (random) product; 10% are empty.
 
-Under ``look=Look(mode="catalogue")`` (``synth_catalog.Look``, the knobs the README lists) pictures
+Under ``look=Look(mode="catalogue")`` (``synth_catalog.Look``, the knobs docs/concepts.md lists) pictures
 carry identity as product photos do: every product wears a bold print in a second colour; a group
 is either lookalikes (one colour, print and shape; their words differ) or word twins (the same
 brand, colour, material and detail words; prints and shapes differ), so neither branch alone

@@ -25,7 +25,7 @@ PRINTS = ("stripes", "dots", "checks", "chevron", "band", "rings", "split", "zig
 
 @dataclass(frozen=True)
 class Look:
-    """How products look and are spoken of (the generator's knobs; README, "The synthetic dataset")."""
+    """How products look and are spoken of (the generator's knobs; docs/concepts.md, "The synthetic dataset")."""
 
     mode: str = "classic"  # "classic": groups look alike, words tell them apart; "catalogue": see the module docstring
     lookalike_share: float = 0.5  # catalogue: share of groups of lookalikes (the others are word twins)

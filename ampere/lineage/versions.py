@@ -27,7 +27,7 @@ def git_commit(repo: Path) -> str:
 def code_version(repo: Path = CODE_ROOT) -> str:
     """The code's commit; `<commit>+dirty.<12 hex>` when its code (`CODE_PATHS`) differs from it
     (sha256 of `git diff HEAD` and of every untracked, non-ignored file there); "unknown" outside
-    git. Records of runs beside the code (dvc.lock, README figures) do not make it dirty."""
+    git. Records of runs beside the code (dvc.lock, the figures of README.md and docs/) do not make it dirty."""
     commit = git_commit(repo)
     if commit == "unknown":
         return commit

@@ -9,11 +9,9 @@ and a background thread loads the next index and model before requests need them
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import ctypes
 import logging
-import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -23,23 +21,21 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ampere.data.frames import DecodeLimits, MediaError, is_video
 from ampere.retrieval.index_store import IndexReader, IndexSnapshot
 from ampere.retrieval.query import Query, QueryError
-from ampere.serve import media, page
+from ampere.serve import media
 from ampere.serve.access import Access
 from ampere.serve.models import CatalogueItems, ModelUnavailableError, RegistryModels, ServedModel
-from ampere.serve.parsing import BadQuery, Limits, SearchRequest, parse_search, read_fields, shown, with_media
+from ampere.serve.parsing import BadQuery, Limits, SearchRequest, shown
+from ampere.serve.routes import Searcher, api_routes, page_routes
 
 logger = logging.getLogger(__name__)
-PAGE_K = 6  # results per gallery on the page
 
 
 @dataclass
@@ -252,13 +248,6 @@ class _Measured:
             self.metrics.requests.labels(route, scope["method"], str(status[0])).inc()
 
 
-def _preview(parsed: SearchRequest) -> str | None:
-    """A data URI of the uploaded media's representative frame (shown beside its results), or None."""
-    with contextlib.suppress(MediaError):
-        return "data:image/jpeg;base64," + base64.b64encode(media.representative_jpeg(str(parsed.media))).decode()
-    return None
-
-
 MALLOC_ARENAS = 2  # glibc's default, 8 per core, lets each request thread keep its own freed memory
 
 
@@ -311,75 +300,8 @@ def create_app(config: ServeConfig) -> FastAPI:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()[:3])
         return JSONResponse({"error": f"invalid request: {problems}", "status": 422}, status_code=422)
 
-    def parse_and_search(fields: dict[str, Any], upload: UploadFile | None, preview: bool) -> dict[str, Any]:
-        parsed, found = parse_search(fields, upload, config.limits)
-        if found is None:  # an item-id query writes nothing
-            return service.search(parsed)
-        with tempfile.TemporaryDirectory(prefix="ampere-query-") as folder:
-            parsed = with_media(parsed, found, Path(folder))
-            result = service.search(parsed)
-            if preview:
-                result["query"]["preview"] = _preview(parsed)
-        return result
-
-    async def run_search(request: Request, preview: bool) -> dict[str, Any]:
-        fields, upload = await read_fields(request, config.limits)
-        result = await run_in_threadpool(parse_and_search, fields, upload, preview)
-        metrics.set_served(result["index_id"], result["model_version"])
-        return result
-
-    @app.post("/search")
-    async def search(request: Request) -> JSONResponse:
-        """Top-k items per gallery for an item id, or an uploaded image / video with optional text."""
-        return JSONResponse(await run_search(request, preview=False))
-
-    @app.get("/items/{item_id}")
-    def item(item_id: str) -> dict[str, Any]:
-        """An item's metadata and the links to its media and thumbnail."""
-        return service.item(item_id)
-
-    @app.get("/items/{item_id}/thumbnail")
-    def thumbnail(item_id: str) -> Response:
-        return Response(service.frame(item_id, media.THUMBNAIL_SIZE), media_type="image/jpeg")
-
-    @app.get("/items/{item_id}/media")
-    def item_media(item_id: str) -> Response:
-        """The item's representative frame at full size (a page's image; a clip's middle frame)."""
-        return Response(service.frame(item_id, None), media_type="image/jpeg")
-
-    @app.get("/health")
-    def health() -> dict[str, Any]:
-        report = service.health()
-        metrics.set_served(report["index_id"], report["model_version"])
-        return report
-
-    @app.get("/metrics")
-    def prometheus() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    @app.get("/", response_class=HTMLResponse)
-    def home(item: str | None = None, k: str = str(PAGE_K)) -> HTMLResponse:
-        """The search page; with `?item=<id>`, that item's results."""
-        snapshot, model = service.current()
-        try:
-            parsed = None if item is None else parse_search({"item_id": item, "k": k}, None, config.limits)[0]
-            result = None if parsed is None else service.search(parsed)
-        except BadQuery as error:
-            return HTMLResponse(page.render(snapshot, model, None, PAGE_K, error.detail), status_code=error.status_code)
-        return HTMLResponse(page.render(snapshot, model, result, result["query"]["k"] if result else PAGE_K))
-
-    @app.post("/", response_class=HTMLResponse)
-    async def home_upload(request: Request) -> HTMLResponse:
-        """The search page with the results of an uploaded photo or clip."""
-        try:
-            result = await run_search(request, preview=True)
-        except BadQuery as error:
-            snapshot, model = service.current()
-            return HTMLResponse(
-                page.render(snapshot, model, None, config.limits.default_k, error.detail), status_code=error.status_code
-            )
-        snapshot, model = service.current()
-        return HTMLResponse(page.render(snapshot, model, result, result["query"]["k"]))
-
+    searcher = Searcher(service, metrics, config.limits)
+    app.include_router(api_routes(service, metrics, searcher))
+    app.include_router(page_routes(service, searcher, config.limits))
     return app
 

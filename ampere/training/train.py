@@ -54,7 +54,7 @@ ALIGNMENTS = ("branch", "fusion")
 class TrainConfig:
     """Optimisation settings of the tower; every field is settable from Dagster run config.
 
-    Defaults chosen on validation splits (README, "Results"): late fusion led token fusion on the
+    Defaults chosen on validation splits (docs/results.md): late fusion led token fusion on the
     500-product catalogue-look set; the 60-step budget and branch alignment were set on the
     classic-look default dataset (the best validation mR1 stopped rising by step 40-60, branch
     alignment led fusion alignment by 0.7 ± 1.1 points over 3 seeds).

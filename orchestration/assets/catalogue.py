@@ -9,6 +9,7 @@ from dagster import AssetExecutionContext, Config, Failure, MetadataValue, Outpu
 
 from ampere.catalogue.content import content_keys
 from ampere.catalogue.refresh import diff, indexed_items, query_embedder, vectors_for
+from ampere.lineage.table import LineagedTable
 from ampere.retrieval.index import build_indexes
 from ampere.retrieval.index_store import index_key
 from ampere.serve.models import load_query_model
@@ -34,7 +35,7 @@ class RefreshConfig(Config):
 def catalogue_index(
     context: AssetExecutionContext,
     config: RefreshConfig,
-    raw_items: pd.DataFrame,
+    raw_items: LineagedTable,
     dataset: DatasetResource,
     index_store: IndexStoreResource,
     mlflow: MlflowResource,
@@ -43,6 +44,7 @@ def catalogue_index(
 ) -> Output[dict[str, Any]]:
     """Diffs the items against the served index (item id and content key), embeds what the champion has not
     embedded before, publishes the index (champion version, data version) and swaps `CURRENT` to it."""
+    received = raw_items.frame
     store = index_store.store()
     aligned = mlflow_logging.align_champion(mlflow, store)
     if aligned:
@@ -56,7 +58,7 @@ def catalogue_index(
     served_id = store.current()
     served = indexed_items(store.path(served_id) if served_id else None)
     served_about = store.about(served_id) if served_id else {}
-    items = raw_items.assign(content_key=content_keys(raw_items))
+    items = received.assign(content_key=content_keys(received))
     changes = diff(items, served)
     model = load_query_model(mlflow.client(), mlflow.resolved_tracking_uri(), mlflow.registered_model, champion)
     model.use_summary_cache(summarizer.cache_location())  # transcripts summarised before cost no LLM call
@@ -65,20 +67,20 @@ def catalogue_index(
         done = vectors_for(
             items, embedding_store, mlflow.registered_model, champion, dim, query_embedder(model.encoder), config.batch_size
         )
-    data_version = str(raw_items.attrs["data_version"])
+    data_version = str(raw_items.lineage["data_version"])
     index_id = index_key(champion, data_version)
     about = {
         "registered_model": mlflow.registered_model,
         "model_version": champion,
         "data_version": data_version,
-        "dvc_md5": str(raw_items.attrs.get("dvc_md5")),
-        "data_git_rev": str(raw_items.attrs.get("data_git_rev")),
-        "dvc_repo": str(raw_items.attrs.get("dvc_repo")),
+        "dvc_md5": str(raw_items.lineage.get("dvc_md5")),
+        "data_git_rev": str(raw_items.lineage.get("data_git_rev")),
+        "dvc_repo": str(raw_items.lineage.get("dvc_repo")),
         "model_data_version": str(model.lineage.get("data_version")),
         "previous_index": str(served_id),
         "previous_data_version": str(served_about.get("data_version")),
         "catalogue": dataset.catalogue,
-        "dataset": str(raw_items.attrs.get("dataset")),
+        "dataset": str(raw_items.lineage.get("dataset")),
         "refreshed_by_run": context.run.run_id,
     }
     frame = items[["item_id", "product_id", "domain", "content_key"]].assign(embedding=list(done.vectors.astype(np.float32)))

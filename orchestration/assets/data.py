@@ -15,6 +15,7 @@ from dagster import (
 )
 
 from ampere.data.format import read_items
+from ampere.lineage.table import LineagedTable
 from ampere.models.features import ItemFeatures
 from ampere.storage import local_copy
 from orchestration.assets.metadata import preview, write_quarantine
@@ -37,7 +38,7 @@ def raw_items(
     dataset: DatasetResource,
     dvc: DvcResource,
     workspace: WorkspaceResource,
-) -> Output[pd.DataFrame]:
+) -> Output[LineagedTable]:
     """Reads items.jsonl, checks every record and its media, and records the data version."""
     version = dvc.data_version(dataset.path)
     items, problems = read_items(Path(dataset.path), dataset.fractions())
@@ -64,16 +65,16 @@ def raw_items(
     }
     if quarantine:
         metadata["quarantine"] = MetadataValue.md(pd.DataFrame(quarantine).head(20).to_markdown(index=False))
-    items.attrs.update(
-        data_version=version["data_version"],
-        dvc_md5=str(version["dvc_md5"]),
-        data_git_rev=version["git_rev"],
-        dataset=str(Path(dataset.path).resolve()),
-        catalogue=dataset.catalogue,
-        dvc_repo=str(Path(dvc.repo_dir).resolve()),
+    lineage = {
+        "data_version": version["data_version"],
+        "dvc_md5": str(version["dvc_md5"]),
+        "data_git_rev": version["git_rev"],
+        "dataset": str(Path(dataset.path).resolve()),
+        "catalogue": dataset.catalogue,
+        "dvc_repo": str(Path(dvc.repo_dir).resolve()),
         **asdict(dataset.fractions()),  # which products were split how: part of the data a model saw
-    )
-    return Output(items, data_version=DataVersion(version["data_version"]), metadata=metadata)
+    }
+    return Output(LineagedTable(items, lineage), data_version=DataVersion(version["data_version"]), metadata=metadata)
 
 
 @asset(
@@ -83,7 +84,7 @@ def raw_items(
 )
 def quarantined_items(
     context: AssetExecutionContext,
-    raw_items: pd.DataFrame,
+    raw_items: LineagedTable,
     backbone_features: str,
     workspace: WorkspaceResource,
 ) -> Output[pd.DataFrame]:

@@ -17,6 +17,7 @@ from dagster import (
 )
 from tqdm.auto import tqdm
 
+from ampere.lineage.table import LineagedTable
 from ampere.models.backbones import build_frame_encoder, build_text_encoder
 from ampere.models.feature_store import FeatureWriter
 from ampere.models.features import ItemFeatures, text_features, visual_features
@@ -55,10 +56,11 @@ def features_lineage(features: str | Path) -> dict[str, Any]:
 def backbone_features(
     context: AssetExecutionContext,
     config: FeaturesConfig,
-    training_set: pd.DataFrame,
+    training_set: LineagedTable,
     workspace: WorkspaceResource,
 ) -> Output[str]:
     """Encodes every item's frames and text; media that fail to decode are quarantined, not dropped silently."""
+    rows = training_set.frame
     device = device_metadata(config.device)
     frame_encoder = build_frame_encoder(config.frame_encoder, device=device["resolved_device"])
     # With a GPU the encoder outruns one decoding thread: decode on every core (resizing is on the GPU).
@@ -69,9 +71,9 @@ def backbone_features(
     quarantine: list[dict[str, str]] = []
     kept: list[pd.DataFrame] = []
     visual_seconds = 0.0
-    bar = tqdm(total=len(training_set), desc="backbone features", unit="item")
-    for start in range(0, max(1, len(training_set)), config.batch_items):  # one batch in memory at a time
-        part = training_set.iloc[start : start + config.batch_items]
+    bar = tqdm(total=len(rows), desc="backbone features", unit="item")
+    for start in range(0, max(1, len(rows)), config.batch_items):  # one batch in memory at a time
+        part = rows.iloc[start : start + config.batch_items]
         began = time.perf_counter()
         frames, failures = visual_features(
             list(part["media_path"]), frame_encoder, workspace.folder("feature_cache"),
@@ -99,7 +101,7 @@ def backbone_features(
     writer.close()
     features = ItemFeatures.load(path)
     (path.with_suffix(".json")).write_text(
-        json.dumps({"frame_encoder": frame_encoder.id, "text_encoder": text_encoder.id, **training_set.attrs}, default=str)
+        json.dumps({"frame_encoder": frame_encoder.id, "text_encoder": text_encoder.id, **training_set.lineage}, default=str)
     )
     saved = workspace.save(path)  # the manifest last: a reader that finds it finds every array
     workspace.save(path.with_suffix(".json"))

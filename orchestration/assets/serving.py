@@ -16,6 +16,7 @@ from dagster import (
 from ampere.catalogue.content import content_keys
 from ampere.catalogue.refresh import Embedded, vectors_for
 from ampere.lineage.promotion import decide_promotion, scored
+from ampere.lineage.table import LineagedTable
 from ampere.models.backbones import base_id
 from ampere.models.features import ItemFeatures
 from ampere.retrieval.eval import ValidationScore, evaluate, markdown_table
@@ -85,18 +86,19 @@ def embeddings(
     context: AssetExecutionContext,
     config: EmbeddingsConfig,
     backbone_features: str,
-    training_set: pd.DataFrame,
+    training_set: LineagedTable,
     trained_encoder: dict[str, Any],
     workspace: WorkspaceResource,
     mlflow: MlflowResource,
 ) -> Output[str]:
     """Embeds every item with the registered model version (read back from MLflow), through its own
     backbones; content this version embedded before (a re-execution) is read from the embedding store."""
+    table = training_set.frame
     features = ItemFeatures.load(local_copy(backbone_features))
     device = device_metadata(config.device)
     model = mlflow_logging.load_registered_encoder(mlflow, trained_encoder["model_uri"], device["resolved_device"])
-    items = catalogue_items(features, training_set)
-    done = stored_vectors(model, trained_encoder["version"], items, features, training_set, workspace, mlflow)
+    items = catalogue_items(features, table)
+    done = stored_vectors(model, trained_encoder["version"], items, features, table, workspace, mlflow)
     df = pd.DataFrame(
         {
             "item_id": features.item_ids,
@@ -242,7 +244,7 @@ def champion_promotion(
     context: AssetExecutionContext,
     config: PromotionConfig,
     backbone_features: str,
-    training_set: pd.DataFrame,
+    training_set: LineagedTable,
     trained_encoder: dict[str, Any],
     faiss_index: dict[str, Any],
     mlflow: MlflowResource,
@@ -251,6 +253,7 @@ def champion_promotion(
 ) -> Output[dict[str, Any]]:
     """Evaluates challenger and champion on this run's validation items and promotes the challenger if it scores higher
     (mR1, then mMRR: `ValidationScore`)."""
+    table = training_set.frame
     client = mlflow.client()
     challenger = trained_encoder["version"]
     store = index_store.store()
@@ -259,13 +262,13 @@ def champion_promotion(
         context.log.warning(f"recovered an interrupted promotion: {aligned}")
     champion = mlflow_logging.alias_version(mlflow, "champion")
     features = ItemFeatures.load(local_copy(backbone_features)).only(["val"])
-    items = catalogue_items(features, training_set)
+    items = catalogue_items(features, table)
     embedded: dict[str, int] = {}
 
     def score(version: str) -> ValidationScore:
         """The version's score from the vectors it embedded before (the embedding store), the missing ones embedded now."""
         model = mlflow_logging.load_registered_encoder(mlflow, f"models:/{mlflow.registered_model}/{version}")
-        done = stored_vectors(model, version, items, features, training_set, workspace, mlflow)
+        done = stored_vectors(model, version, items, features, table, workspace, mlflow)
         embedded[version] = done.embedded
         return scored(done.vectors, features)
 

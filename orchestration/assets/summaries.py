@@ -20,6 +20,7 @@ from ampere.asr.candidates import no_candidates_reason, training_reader
 from ampere.asr.shards import shard_of
 from ampere.asr.summaries import TranscriptSummarizer, summarize_transcripts
 from ampere.asr.workers import WorkerTask, engine_share, run_workers, shard_groups, worker_environments
+from ampere.lineage.table import LineagedTable
 from ampere.models.features import text_inputs
 from orchestration.assets.metadata import preview
 from orchestration.resources import (
@@ -78,13 +79,14 @@ def _shard_table(frame: pd.DataFrame, shards: list[str]) -> MetadataValue:
 def asr_summaries(
     context: AssetExecutionContext,
     config: SummariesConfig,
-    raw_items: pd.DataFrame,
+    raw_items: LineagedTable,
     summarizer: SummarizerResource,
     workspace: WorkspaceResource,
 ) -> Output[pd.DataFrame]:
     """Summarises the short/live transcripts of the run's shards; only transcripts missing from the cache cost an LLM call."""
+    items = raw_items.frame
     shards = sorted(context.partition_keys)
-    clips = raw_items[raw_items["domain"] != "page"]
+    clips = items[items["domain"] != "page"]
     clips = clips.assign(shard=[shard_of(item_id) for item_id in clips["item_id"]])
     clips = clips[clips["shard"].isin(shards)]
     prompt = summarizer.prompt()
@@ -103,9 +105,9 @@ def asr_summaries(
         frame = frame.assign(**lineage)[SUMMARY_COLUMNS]
         _describe_each_shard(context, frame, shards)
         return Output(frame, metadata={"run_skipped": len(frame), "run_shards": ", ".join(shards), **lineage})
-    workers = _summarise_in_workers(raw_items, clips, shards, summarizer) if summarizer.workers > 1 else None
+    workers = _summarise_in_workers(items, clips, shards, summarizer) if summarizer.workers > 1 else None
     engine = summarizer.summarizer()
-    done = summarize_transcripts(prompt, raw_items, list(clips["asr"]), engine, summarizer.cache(), summarizer.tagger_config())
+    done = summarize_transcripts(prompt, items, list(clips["asr"]), engine, summarizer.cache(), summarizer.tagger_config())
     inputs, results, stats, lineage["tagger"] = done.inputs, done.results, done.stats, done.reader.lineage
     if done.reader.tagger is not None:  # the registered model will carry this very tagger
         with workspace.taggers() as taggers:
@@ -116,7 +118,7 @@ def asr_summaries(
     train_texts = [r.text for r in results]
     train_stats = None
     if done.reader.tagger is not None and training.any():
-        oof = training_reader(done.reader, raw_items, summarizer.tagger_config())
+        oof = training_reader(done.reader, items, summarizer.tagger_config())
         trained = TranscriptSummarizer(prompt, oof, engine, summarizer.cache())(
             list(clips.loc[training, "asr"]), list(clips.loc[training, "product_id"])
         )
@@ -256,25 +258,26 @@ class TrainingSetConfig(Config):
 def training_set(
     context: AssetExecutionContext,
     config: TrainingSetConfig,
-    raw_items: pd.DataFrame,
+    raw_items: LineagedTable,
     asr_summaries: pd.DataFrame,
-) -> Output[pd.DataFrame]:
+) -> Output[LineagedTable]:
     """One row per item with its `text` for the chosen text source."""
+    items = raw_items.frame
     if config.text_source not in ("summary", "raw", "none"):
         raise ValueError(f"text_source must be summary, raw or none, not {config.text_source!r}")
-    summaries, lineage = current_summaries(raw_items, asr_summaries)
+    summaries, lineage = current_summaries(items, asr_summaries)
     if config.text_source == "summary" and (summaries["status"] == "skipped").any():
         raise ValueError("text_source=summary needs summaries: materialise asr_summaries with run_llm=true")
-    df = raw_items.merge(summaries[["item_id", "status", "summary", "train_summary"]], on="item_id", how="left")
+    df = items.merge(summaries[["item_id", "status", "summary", "train_summary"]], on="item_id", how="left")
     df["summary_status"] = df["status"].fillna("n/a")
     domains, titles, asrs = list(df["domain"]), list(df["title"]), list(df["asr"])
     df["text"] = text_inputs(domains, titles, asrs, list(df["summary"].fillna("")), config.text_source)
     # What the item trains on: a training clip's out-of-fold summary (the same text for every other item).
     df["train_text"] = text_inputs(domains, titles, asrs, list(df["train_summary"].fillna("")), config.text_source)
     df = df.drop(columns=["status", "train_summary"])
-    df.attrs = {**raw_items.attrs, **lineage, "text_source": config.text_source}
+    table = LineagedTable(df, {**raw_items.lineage, **lineage, "text_source": config.text_source})
     return Output(
-        df,
+        table,
         metadata={
             "rows": len(df),
             "products": int(df["product_id"].nunique()),

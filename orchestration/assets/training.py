@@ -14,6 +14,7 @@ from dagster import (
 )
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME, MLFLOW_RUN_NOTE
 
+from ampere.lineage.table import LineagedTable
 from ampere.lineage.versions import code_version
 from ampere.models.backbones import ImageEncoder, TextEncoder
 from ampere.models.features import ItemFeatures
@@ -74,12 +75,13 @@ def trained_encoder(
     context: AssetExecutionContext,
     config: EncoderConfig,
     backbone_features: str,
-    training_set: pd.DataFrame,
+    training_set: LineagedTable,
     mlflow: MlflowResource,
     workspace: WorkspaceResource,
     summarizer: SummarizerResource,
 ) -> Output[dict[str, Any]]:
     """Trains the tower (resuming this run's checkpoint after a crash), logs curves and the model to MLflow, registers it."""
+    rows = training_set.frame
     features = ItemFeatures.load(local_copy(backbone_features), training=True).only(TRAINING_SPLITS)
     lineage = features_lineage(backbone_features)
     # Checked before training: a model on summaries registers with the tagger and LLM they came from.
@@ -119,7 +121,7 @@ def trained_encoder(
     started = time.perf_counter()
     spec = None
     if train_cfg.finetune:
-        spec = EndToEndSpec(lineage["frame_encoder"], lineage["text_encoder"], *media_and_texts(training_set, "train_text"))
+        spec = EndToEndSpec(lineage["frame_encoder"], lineage["text_encoder"], *media_and_texts(rows, "train_text"))
     if train_cfg.nproc_per_node > 1:
         context.log.info(f"training with torchrun: {train_cfg.nproc_per_node} processes")
         result = run_torchrun(local_copy(backbone_features), tower_cfg, train_cfg, folder / "torchrun", spec)
