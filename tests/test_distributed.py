@@ -19,6 +19,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from ampere.lineage.table import LineagedTable
 from ampere.models.encoder_io import load_tower
 from ampere.models.features import ItemFeatures
 from ampere.models.tower import AmpereTower, TowerConfig
@@ -182,8 +183,8 @@ def test_the_training_step_launches_torchrun_when_configured(tmp_path) -> None:
         return str(tmp_path / "features")
 
     @asset(name="training_set")
-    def no_media() -> pd.DataFrame:  # read only by `finetune`
-        return pd.DataFrame({"item_id": [], "media_path": [], "text": []})
+    def no_media() -> LineagedTable:  # read only by `finetune`
+        return LineagedTable(pd.DataFrame({"item_id": [], "media_path": [], "text": []}))
 
     tracking = f"sqlite:///{tmp_path}/mlflow.db"
     train = {"batch_size": 8, "steps": 6, "eval_every": 3, "warmup_steps": 2, "patience": 0, "nproc_per_node": 2}

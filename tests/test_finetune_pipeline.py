@@ -66,7 +66,7 @@ def test_a_finetuned_encoder_is_trained_registered_and_reproduced_by_its_registe
     assert set(BACKBONE_FILES.values()) <= files
 
     embedded = pd.read_parquet(tmp_path / "workspace" / "embeddings.parquet")
-    items = result.output_for_node("training_set").set_index("item_id").loc[embedded["item_id"]]
+    items = result.output_for_node("training_set").frame.set_index("item_id").loc[embedded["item_id"]]
     rows = pd.DataFrame({"domain": items["domain"].values, "media": items["media_path"].values, "text": items["text"].values})
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
