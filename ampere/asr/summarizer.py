@@ -192,6 +192,30 @@ def summarize_with_retries(
     return results
 
 
+class RetryingSummarizer:
+    """A backend whose answers go through the shared retry engine (``summarize_with_retries``): it gives
+    ``_generate`` and its ``group_size``: 1 for a sequential engine (each transcript retried at once,
+    while the engine still caches its prompt), None for a batching one (a call's failures retried together)."""
+
+    config: GenerationConfig
+    prompt: Prompt
+    group_size: int | None = None
+
+    def _generate(self, transcripts: list[str], attempt: int) -> list[Generation]:
+        raise NotImplementedError
+
+    def summarize(self, transcripts: list[str]) -> list[SummaryResult]:
+        """One result per transcript, in input order."""
+        return summarize_with_retries(
+            transcripts,
+            self._generate,
+            self.config.max_transcript_chars,
+            self.config.max_retries,
+            group_size=self.group_size,
+            candidates=self.prompt.reads_candidates,
+        )
+
+
 def _attempt_rounds(
     cleaned: list[str], generate: GenerateFn, max_retries: int, candidates: bool
 ) -> list[SummaryResult]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ampere.asr.prompts import Prompt, answer_schema, load_prompt
-from ampere.asr.summarizer import Generation, GenerationConfig, SummaryResult, summarize_with_retries, versioned_model_id
+from ampere.asr.summarizer import Generation, GenerationConfig, RetryingSummarizer, versioned_model_id
 
 
 def packaged_gguf_path() -> str:
@@ -70,13 +70,15 @@ def llamacpp_request(prompt: Prompt, transcript: str, config: GenerationConfig, 
     }
 
 
-class LlamaCppSummarizer:
+class LlamaCppSummarizer(RetryingSummarizer):
     """GGUF model run in-process by xllamacpp's server engine (started once, on first use).
 
     Requests are sent one at a time (one slot), so the engine's prompt cache keeps the shared
     few-shot prefix and each request only evaluates its own transcript; an invalid answer is
     retried at once, when the whole prompt is still cached and the retry only decodes.
     """
+
+    group_size = 1
 
     def __init__(self, config: LlamaCppConfig | None = None, prompt: Prompt | None = None):
         self.config = config or LlamaCppConfig()
@@ -118,14 +120,3 @@ class LlamaCppSummarizer:
                 )
             )
         return generations
-
-    def summarize(self, transcripts: list[str]) -> list[SummaryResult]:
-        """One result per transcript, in input order."""
-        return summarize_with_retries(
-            transcripts,
-            self._generate,
-            self.config.max_transcript_chars,
-            self.config.max_retries,
-            group_size=1,
-            candidates=self.prompt.reads_candidates,
-        )

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ampere.asr.prompts import Prompt, load_prompt
-from ampere.asr.summarizer import Generation, GenerationConfig, SummaryResult, summarize_with_retries, versioned_model_id
+from ampere.asr.summarizer import Generation, GenerationConfig, RetryingSummarizer, versioned_model_id
 
 
 @dataclass(kw_only=True)
@@ -25,8 +25,10 @@ class TransformersConfig(GenerationConfig):
             raise ValueError("model_path must be a non-empty local directory")
 
 
-class TransformersSummarizer:
+class TransformersSummarizer(RetryingSummarizer):
     """Greedy generation with the model's chat template, then strict JSON parsing."""
+
+    group_size = 1
 
     def __init__(self, config: TransformersConfig, prompt: Prompt | None = None):
         if not Path(config.model_path).is_dir():
@@ -89,14 +91,3 @@ class TransformersSummarizer:
                 )
             )
         return generations
-
-    def summarize(self, transcripts: list[str]) -> list[SummaryResult]:
-        """One result per transcript, in input order."""
-        return summarize_with_retries(
-            transcripts,
-            self._generate,
-            self.config.max_transcript_chars,
-            self.config.max_retries,
-            group_size=1,
-            candidates=self.prompt.reads_candidates,
-        )

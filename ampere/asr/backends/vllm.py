@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ampere.asr.prompts import Prompt, answer_schema, load_prompt
-from ampere.asr.summarizer import Generation, GenerationConfig, SummaryResult, summarize_with_retries, versioned_model_id
+from ampere.asr.summarizer import Generation, GenerationConfig, RetryingSummarizer, versioned_model_id
 
 
 @dataclass(kw_only=True)
@@ -96,7 +96,7 @@ def vllm_engine(config: VllmConfig) -> Any:
     )
 
 
-class VllmSummarizer:
+class VllmSummarizer(RetryingSummarizer):
     """Offline batched generation with vLLM; the engine is created on first use."""
 
     def __init__(self, config: VllmConfig, prompt: Prompt | None = None):
@@ -125,13 +125,3 @@ class VllmSummarizer:
             vllm_conversations(self.prompt, transcripts), sampling_params=params, use_tqdm=True
         )
         return [vllm_generation(o) for o in outputs]
-
-    def summarize(self, transcripts: list[str]) -> list[SummaryResult]:
-        """One result per transcript, in input order."""
-        return summarize_with_retries(
-            transcripts,
-            self._generate,
-            self.config.max_transcript_chars,
-            self.config.max_retries,
-            candidates=self.prompt.reads_candidates,
-        )
