@@ -212,10 +212,11 @@ class _Run:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
 
 
-def _build_run(features: ItemFeatures, tower_cfg: TowerConfig, cfg: TrainConfig, products: int, backbones) -> _Run:
-    """A fresh tower (seeded by ``cfg.seed``), its inputs (the train items of ``features``), objective
-    and optimizer on ``cfg.device``."""
-    train = features.only(("train",))
+def _build_run(
+    features: ItemFeatures, train: ItemFeatures, tower_cfg: TowerConfig, cfg: TrainConfig, products: int, backbones
+) -> _Run:
+    """A fresh tower (seeded by ``cfg.seed``), its inputs (``train``, the train items of ``features``),
+    objective and optimizer on ``cfg.device``."""
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     tower = AmpereTower(tower_cfg).to(device)
@@ -296,9 +297,9 @@ def train_tower(
     ``cfg.finetune`` needs ``backbones`` (encoders built on ``cfg.device``, every item's media and
     text): each step then reads its items' frames and tokens, and the backbones train with the tower.
     """
-    val, products, val_products = _split(features, cfg, resume, backbones)
+    train, val, products, val_products = _split(features, cfg, resume, backbones)
     batch_size = global_batch_size(cfg.batch_size, len(products))
-    run = _build_run(features, tower_cfg, cfg, len(products), backbones)
+    run = _build_run(features, train, tower_cfg, cfg, len(products), backbones)
     best, history, step = BestWeights(cfg.patience), [], 0
     checkpoints = None
     if cfg.checkpoint_dir is not None:
@@ -336,7 +337,7 @@ def train_tower(
 
 
 def _split(features: ItemFeatures, cfg: TrainConfig, resume: bool, backbones: EndToEndInputs | None) -> tuple:
-    """(val items, train products, val products), after checking the arguments agree."""
+    """(train items, val items, train products, val products), after checking the arguments agree."""
     if resume and cfg.checkpoint_dir is None:
         raise ValueError("resume=True needs cfg.checkpoint_dir")
     if cfg.finetune != (backbones is not None):
@@ -355,7 +356,7 @@ def _split(features: ItemFeatures, cfg: TrainConfig, resume: bool, backbones: En
             f"need at least 2 validation products with page, short and live items, got {len(val_products)} "
             "(mark split 'val' in the dataset or raise its val_fraction)"
         )
-    return val, products, val_products
+    return train, val, products, val_products
 
 
 def _result(
