@@ -247,7 +247,7 @@ def _summaries_compare(args: argparse.Namespace) -> None:
 CATALOGUE_HELP = "catalogue (default: the home's dataset, 'default'; `ampere pipeline` prints a dataset's catalogue)"
 
 
-def with_home(args: argparse.Namespace) -> argparse.Namespace:
+def with_settings(args: argparse.Namespace) -> argparse.Namespace:
     """`args.settings` resolved once (`ampere.settings.Settings`: the options, else the environment, else
     the home's defaults), and every unset option that names a setting filled from it."""
     names = [f.name for f in dataclasses.fields(Settings)]
@@ -263,7 +263,7 @@ def with_home(args: argparse.Namespace) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point for the library commands alone (`python -m ampere.cli`)."""
-    args = with_home(build_parser().parse_args(argv))
+    args = with_settings(build_parser().parse_args(argv))
     args.handler(args)
 
 

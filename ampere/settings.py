@@ -123,17 +123,13 @@ class Settings:
 
     def job_settings(self) -> dict[str, Any]:
         """The settings a pipeline job is defined with, as JSON values (``build_defs`` keywords)."""
-        return {name: _typed("", getattr(self, name)) for name in JOB_SETTINGS}
+        values = {name: getattr(self, name) for name in JOB_SETTINGS}
+        return {name: str(value) if isinstance(value, Path) else value for name, value in values.items()}
 
     @property
     def home_dataset(self) -> Path:
         """The home's own dataset folder (that of the default catalogue)."""
         return self.home / "data"
-
-    @property
-    def root(self) -> Path:
-        """The home folder."""
-        return self.home
 
     @property
     def dagster_home(self) -> Path:
@@ -160,4 +156,4 @@ def _typed(name: str, value: Any) -> Any:
         return os.path.abspath(value)  # a folder or file here, its links kept (`ampere.storage.Location`)
     if name in ("gpu_slots", "summarizer_workers"):
         return int(value)
-    return str(value) if isinstance(value, Path) else value
+    return value

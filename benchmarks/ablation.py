@@ -39,7 +39,7 @@ def main() -> None:
         dataset=str(dataset),
         tracking_uri=args.tracking_uri or home.tracking_uri,
         artifact_root=str(home.artifact_root),
-        repo_dir=str(home.root),
+        repo_dir=str(home.home),
     )
     config = {"sources": args.sources, "seeds": args.seeds, **dict(args.train)}
     started = time.perf_counter()

@@ -96,7 +96,7 @@ def main() -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "ampere"), "--home", str(home.root), "serve", "--port", str(port)],
+        [str(Path(sys.executable).parent / "ampere"), "--home", str(home.home), "serve", "--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
     )

@@ -264,13 +264,13 @@ def source_info(cls: type) -> dict[str, SourceField]:
     return info
 
 
-def metadata_help(cls: type, name: str) -> str | None:
-    """``metadata["help"]`` (or ``["doc"]``) of dataclass field ``name`` in ``cls`` or, failing that, its bases."""
+def metadata_doc(cls: type, name: str) -> str | None:
+    """``metadata["doc"]`` of dataclass field ``name`` in ``cls`` or, failing that, its bases."""
     for klass in cls.__mro__:
         if dataclasses.is_dataclass(klass):
             for f in dataclasses.fields(klass):
-                if f.name == name and (f.metadata.get("help") or f.metadata.get("doc")):
-                    return f.metadata.get("help") or f.metadata.get("doc")
+                if f.name == name and f.metadata.get("doc"):
+                    return f.metadata["doc"]
     return None
 
 
@@ -304,7 +304,7 @@ def config_rows(cls: type) -> list[str]:
                 default = info.get(f.name, SourceField()).default or "computed"
             else:
                 default = None
-            entries.append((f.name, f.type, default, metadata_help(cls, f.name), f.metadata.get("env")))
+            entries.append((f.name, f.type, default, metadata_doc(cls, f.name), f.metadata.get("env")))
     elif hasattr(cls, "model_fields"):
         entries = []
         for name, f in cls.model_fields.items():
@@ -349,7 +349,7 @@ def configuration_page() -> str:
         '!!! note "Generated"',
         "    This page is generated at build time by `docs/gen_reference.py` from the classes listed in its",
         "    `CONFIG_CLASSES`: each field's name, type and default come from the class itself, its description",
-        '    from the field\'s `metadata["help"]` (or `metadata["doc"]`), else its attribute docstring, else the',
+        '    from the field\'s `metadata["doc"]`, else its attribute docstring, else the',
         "    comment above it. Pydantic models (the assets' Dagster run config) are read from `model_fields`.",
         "",
         "Where a class is set from: `TrainConfig` is Dagster run config of `trained_encoder` and",

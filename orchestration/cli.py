@@ -311,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `ampere` console command."""
-    args = library_cli.with_home(build_parser().parse_args(argv))
+    args = library_cli.with_settings(build_parser().parse_args(argv))
     args.handler(args)
 
 
