@@ -17,14 +17,13 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from ampere.asr.candidates import LlmReader, TitleTagger, out_of_fold  # noqa: E402
 from ampere.asr.keywords import KeywordExtractor  # noqa: E402
-from ampere.lineage.table import LineagedTable  # noqa: E402
+from ampere.lineage.lineaged import LineagedFeatures, LineagedTable  # noqa: E402
 from ampere.lineage.versions import code_version  # noqa: E402
 from ampere.models.backbones import text_encoder_from_id  # noqa: E402
 from ampere.models.features import ItemFeatures  # noqa: E402
 from ampere.storage import local_copy  # noqa: E402
 from ampere.training.ablation import SOURCES, AblationConfig, markdown, run_ablation, summarize  # noqa: E402
 from ampere.training.train import TrainConfig  # noqa: E402
-from orchestration.assets.features import features_lineage  # noqa: E402
 from orchestration.assets.summaries import current_summaries  # noqa: E402
 from orchestration.config import config_from_dataclass, to_dataclass  # noqa: E402
 from orchestration.resources import MlflowResource, SummarizerResource, WorkspaceResource  # noqa: E402
@@ -69,7 +68,7 @@ def ablation_study(
     config: AblationStudyConfig,
     raw_items: LineagedTable,
     asr_summaries: pd.DataFrame,
-    backbone_features: str,
+    backbone_features: LineagedFeatures,
     workspace: WorkspaceResource,
     mlflow: MlflowResource,
     summarizer: SummarizerResource,
@@ -79,14 +78,14 @@ def ablation_study(
     summaries, summary_lineage = current_summaries(received, asr_summaries)
     if (summaries["status"] == "skipped").any():
         raise ValueError("the ablation needs LLM summaries: materialise asr_summaries with run_llm=true first")
-    features = ItemFeatures.load(local_copy(backbone_features))
+    features = ItemFeatures.load(local_copy(backbone_features.path))
     items = pd.DataFrame({"item_id": features.item_ids}).merge(received, on="item_id", how="left")
     items = items.merge(summaries[["item_id", "summary", "train_summary"]], on="item_id", how="left")
     items = items.fillna({"summary": "", "train_summary": ""})
     # Cells train on train items and report on the others: a training clip reads its out-of-fold summary.
     items["summary"] = items["train_summary"].where(items["split"] == "train", items["summary"])
     # The text encoder the features were computed with, so every cell encodes its text as the pipeline does.
-    text_encoder = text_encoder_from_id(features_lineage(backbone_features)["text_encoder"])
+    text_encoder = text_encoder_from_id(backbone_features.lineage["text_encoder"])
     if "keywords" in config.sources:
         train_clips = items[(items["split"] == "train") & (items["domain"] != "page")]
         extractor = KeywordExtractor(text_encoder, train_clips.groupby("product_id")["asr"].apply(list).to_dict())

@@ -16,7 +16,7 @@ from dagster import (
 from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluationTargetMaterializationData
 
 from ampere.data.validation import raw_items_expectations, summaries_expectations, training_set_expectations, validate
-from ampere.lineage.table import LineagedTable
+from ampere.lineage.lineaged import LineagedTable
 from ampere.retrieval.eval import DIRECTIONS
 from orchestration.assets import asr_summaries, raw_items, retrieval_evaluation, training_set
 from orchestration.summary_shards import SUMMARY_SHARDS

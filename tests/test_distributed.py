@@ -19,7 +19,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from ampere.lineage.table import LineagedTable
+from ampere.lineage.lineaged import LineagedFeatures, LineagedTable
 from ampere.models.encoder_io import load_tower
 from ampere.models.features import ItemFeatures
 from ampere.models.tower import AmpereTower, TowerConfig
@@ -176,11 +176,10 @@ def test_the_training_step_launches_torchrun_when_configured(tmp_path) -> None:
 
     _features().save(tmp_path / "features")
     lineage = {"text_source": "raw", "frame_encoder": "test-frames", "text_encoder": "test-text", "data_version": "test"}
-    (tmp_path / "features.json").write_text(json.dumps(lineage))
 
     @asset(name="backbone_features")
-    def features_file() -> str:  # the features a `backbone_features` materialisation would have written
-        return str(tmp_path / "features")
+    def features_file() -> LineagedFeatures:  # the features a `backbone_features` materialisation would have written
+        return LineagedFeatures(str(tmp_path / "features"), lineage)
 
     @asset(name="training_set")
     def no_media() -> LineagedTable:  # read only by `finetune`

@@ -9,7 +9,7 @@ from dagster import AssetExecutionContext, Config, Failure, MetadataValue, Outpu
 
 from ampere.catalogue.content import content_keys
 from ampere.catalogue.refresh import diff, indexed_items, query_embedder, vectors_for
-from ampere.lineage.table import LineagedTable
+from ampere.lineage.lineaged import LineagedTable
 from ampere.retrieval.index import build_indexes
 from ampere.retrieval.index_store import index_key
 from ampere.serve.models import load_query_model

@@ -15,7 +15,7 @@ from dagster import (
 )
 
 from ampere.data.format import read_items
-from ampere.lineage.table import LineagedTable
+from ampere.lineage.lineaged import LineagedFeatures, LineagedTable
 from ampere.models.features import ItemFeatures
 from ampere.storage import local_copy
 from orchestration.assets.metadata import preview, write_quarantine
@@ -85,7 +85,7 @@ def raw_items(
 def quarantined_items(
     context: AssetExecutionContext,
     raw_items: LineagedTable,
-    backbone_features: str,
+    backbone_features: LineagedFeatures,
     workspace: WorkspaceResource,
 ) -> Output[pd.DataFrame]:
     """Collects the quarantine of this run's raw_items (record checks) and backbone_features (media decoding),
@@ -103,7 +103,7 @@ def quarantined_items(
         frames.append(pd.DataFrame(records, columns=["item_id", "line", "reason"]).assign(stage=stage))
     quarantine = pd.concat(frames, ignore_index=True)[["stage", "item_id", "line", "reason"]]
     received = len(raw_items) + int((quarantine["stage"] == "raw_items").sum())
-    accepted = len(ItemFeatures.load(local_copy(backbone_features)).item_ids)
+    accepted = len(ItemFeatures.load(local_copy(backbone_features.path)).item_ids)
     if received != accepted + len(quarantine):
         raise ValueError(f"counts do not add up: received {received} != accepted {accepted} + quarantined {len(quarantine)}")
     return Output(

@@ -1,10 +1,7 @@
 """Feature stage: frozen-backbone frame and text features of every item."""
 
-import json
 import os
 import time
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,11 +14,10 @@ from dagster import (
 )
 from tqdm.auto import tqdm
 
-from ampere.lineage.table import LineagedTable
+from ampere.lineage.lineaged import LineagedFeatures, LineagedTable
 from ampere.models.backbones import build_frame_encoder, build_text_encoder
 from ampere.models.feature_store import FeatureWriter
 from ampere.models.features import ItemFeatures, text_features, visual_features
-from ampere.storage import Location
 from orchestration.assets.metadata import device_metadata, write_quarantine
 from orchestration.resources import (
     WorkspaceResource,
@@ -40,11 +36,6 @@ class FeaturesConfig(Config):
 ID_COLUMNS = {"item_ids": "item_id", "product_ids": "product_id", "domains": "domain", "splits": "split"}
 
 
-def features_lineage(features: str | Path) -> dict[str, Any]:
-    """The lineage saved beside a `backbone_features` folder (its backbones' ids and the training set's lineage)."""
-    return json.loads(Location(f"{features}.json").read_bytes())
-
-
 @asset(
     group_name="model",
     code_version="3",
@@ -58,7 +49,7 @@ def backbone_features(
     config: FeaturesConfig,
     training_set: LineagedTable,
     workspace: WorkspaceResource,
-) -> Output[str]:
+) -> Output[LineagedFeatures]:
     """Encodes every item's frames and text; media that fail to decode are quarantined, not dropped silently."""
     rows = training_set.frame
     device = device_metadata(config.device)
@@ -100,15 +91,11 @@ def backbone_features(
         writer.add_training_texts(list(part["item_id"]), *text_features(list(part["train_text"]), text_encoder, progress=False))
     writer.close()
     features = ItemFeatures.load(path)
-    (path.with_suffix(".json")).write_text(
-        json.dumps({"frame_encoder": frame_encoder.id, "text_encoder": text_encoder.id, **training_set.lineage}, default=str)
-    )
+    lineage = {"frame_encoder": frame_encoder.id, "text_encoder": text_encoder.id, **training_set.lineage}
     saved = workspace.save(path)  # the manifest last: a reader that finds it finds every array
-    workspace.save(path.with_suffix(".json"))
-    for published in (path, path.with_suffix(".json")):
-        workspace.publish(published, "features", published.name)
+    workspace.publish(path, "features", path.name)
     return Output(
-        saved,
+        LineagedFeatures(saved, lineage),
         metadata={
             "items": len(features.item_ids),
             "quarantined": len(quarantine),
@@ -120,5 +107,6 @@ def backbone_features(
             "frames_shape": str(tuple(features.frames.shape)),
             "text_shape": str(tuple(features.text.shape)),
             "path": MetadataValue.path(saved),
+            "lineage": MetadataValue.json(lineage),
         },
     )

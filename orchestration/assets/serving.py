@@ -15,8 +15,8 @@ from dagster import (
 
 from ampere.catalogue.content import content_keys
 from ampere.catalogue.refresh import Embedded, vectors_for
+from ampere.lineage.lineaged import LineagedFeatures, LineagedTable
 from ampere.lineage.promotion import decide_promotion, scored
-from ampere.lineage.table import LineagedTable
 from ampere.models.backbones import base_id
 from ampere.models.features import ItemFeatures
 from ampere.retrieval.eval import ValidationScore, evaluate, markdown_table
@@ -85,7 +85,7 @@ def stored_vectors(
 def embeddings(
     context: AssetExecutionContext,
     config: EmbeddingsConfig,
-    backbone_features: str,
+    backbone_features: LineagedFeatures,
     training_set: LineagedTable,
     trained_encoder: dict[str, Any],
     workspace: WorkspaceResource,
@@ -94,7 +94,7 @@ def embeddings(
     """Embeds every item with the registered model version (read back from MLflow), through its own
     backbones; content this version embedded before (a re-execution) is read from the embedding store."""
     table = training_set.frame
-    features = ItemFeatures.load(local_copy(backbone_features))
+    features = ItemFeatures.load(local_copy(backbone_features.path))
     device = device_metadata(config.device)
     model = mlflow_logging.load_registered_encoder(mlflow, trained_encoder["model_uri"], device["resolved_device"])
     items = catalogue_items(features, table)
@@ -243,7 +243,7 @@ class PromotionConfig(Config):
 def champion_promotion(
     context: AssetExecutionContext,
     config: PromotionConfig,
-    backbone_features: str,
+    backbone_features: LineagedFeatures,
     training_set: LineagedTable,
     trained_encoder: dict[str, Any],
     faiss_index: dict[str, Any],
@@ -261,7 +261,7 @@ def champion_promotion(
     if aligned:
         context.log.warning(f"recovered an interrupted promotion: {aligned}")
     champion = mlflow_logging.alias_version(mlflow, "champion")
-    features = ItemFeatures.load(local_copy(backbone_features)).only(["val"])
+    features = ItemFeatures.load(local_copy(backbone_features.path)).only(["val"])
     items = catalogue_items(features, table)
     embedded: dict[str, int] = {}
 

@@ -20,7 +20,7 @@ from ampere.asr.candidates import no_candidates_reason, training_reader
 from ampere.asr.shards import shard_of
 from ampere.asr.summaries import TranscriptSummarizer, summarize_transcripts
 from ampere.asr.workers import WorkerTask, engine_share, run_workers, shard_groups, worker_environments
-from ampere.lineage.table import LineagedTable
+from ampere.lineage.lineaged import LineagedTable
 from ampere.models.features import text_inputs
 from orchestration.assets.metadata import preview
 from orchestration.resources import (

@@ -14,7 +14,7 @@ from dagster import (
 )
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME, MLFLOW_RUN_NOTE
 
-from ampere.lineage.table import LineagedTable
+from ampere.lineage.lineaged import LineagedFeatures, LineagedTable
 from ampere.lineage.versions import code_version
 from ampere.models.backbones import ImageEncoder, TextEncoder
 from ampere.models.features import ItemFeatures
@@ -25,7 +25,6 @@ from ampere.training.finetune import EndToEndInputs, EndToEndSpec
 from ampere.training.launch import run_torchrun
 from ampere.training.train import TRAINING_SPLITS, TrainConfig, tower_config, train_tower
 from orchestration import mlflow_logging
-from orchestration.assets.features import features_lineage
 from orchestration.assets.metadata import device_metadata
 from orchestration.config import config_from_dataclass, to_dataclass
 from orchestration.resources import (
@@ -74,7 +73,7 @@ def _checkpoint_dir(context: AssetExecutionContext, config: TrainConfig, workspa
 def trained_encoder(
     context: AssetExecutionContext,
     config: EncoderConfig,
-    backbone_features: str,
+    backbone_features: LineagedFeatures,
     training_set: LineagedTable,
     mlflow: MlflowResource,
     workspace: WorkspaceResource,
@@ -82,8 +81,8 @@ def trained_encoder(
 ) -> Output[dict[str, Any]]:
     """Trains the tower (resuming this run's checkpoint after a crash), logs curves and the model to MLflow, registers it."""
     rows = training_set.frame
-    features = ItemFeatures.load(local_copy(backbone_features), training=True).only(TRAINING_SPLITS)
-    lineage = features_lineage(backbone_features)
+    features = ItemFeatures.load(local_copy(backbone_features.path), training=True).only(TRAINING_SPLITS)
+    lineage = backbone_features.lineage
     # Checked before training: a model on summaries registers with the tagger and LLM they came from.
     with workspace.taggers() as taggers:
         parts = summary_parts(lineage, taggers, summarizer.backend, summarizer.engine_options())
@@ -124,7 +123,7 @@ def trained_encoder(
         spec = EndToEndSpec(lineage["frame_encoder"], lineage["text_encoder"], *media_and_texts(rows, "train_text"))
     if train_cfg.nproc_per_node > 1:
         context.log.info(f"training with torchrun: {train_cfg.nproc_per_node} processes")
-        result = run_torchrun(local_copy(backbone_features), tower_cfg, train_cfg, folder / "torchrun", spec)
+        result = run_torchrun(local_copy(backbone_features.path), tower_cfg, train_cfg, folder / "torchrun", spec)
         mlflow_logging.log_missing_evaluations(mlflow, run.info.run_id, result.history)
     else:
         result = train_tower(
