@@ -16,27 +16,39 @@ from dagster import Config
 T = TypeVar("T")
 
 
-def _pydantic_fields(cls: type) -> dict[str, tuple[Any, Any]]:
+def dataclass_fields(cls: type) -> list[tuple[dataclasses.Field, Any]]:
+    """(field, resolved type) of every field of dataclass ``cls``."""
     hints = typing.get_type_hints(cls)
-    result = {}
-    for f in dataclasses.fields(cls):
-        if f.default_factory is not dataclasses.MISSING:
-            default = pydantic.Field(default_factory=f.default_factory, description=f.metadata.get("doc"))
+    return [(f, hints[f.name]) for f in dataclasses.fields(cls)]
+
+
+def config_from_fields(
+    fields: list[tuple[dataclasses.Field, Any]],
+    name: str,
+    doc: str,
+    base: type = Config,
+    overrides: dict[str, tuple[Any, Any]] | None = None,
+) -> type:
+    """A Dagster ``Config`` (or other pydantic ``base``) subclass with the given dataclass fields (their
+    ``metadata["doc"]`` as description); ``overrides``: (type, default) of fields whose Dagster form differs."""
+    model_fields: dict[str, tuple[Any, Any]] = {}
+    for f, annotation in fields:
+        description = f.metadata.get("doc")
+        if f.name in (overrides or {}):
+            annotation, default = overrides[f.name]
+            model_fields[f.name] = (annotation, pydantic.Field(default=default, description=description))
+        elif f.default_factory is not dataclasses.MISSING:
+            model_fields[f.name] = (annotation, pydantic.Field(default_factory=f.default_factory, description=description))
         else:
-            default = pydantic.Field(default=f.default, description=f.metadata.get("doc"))
-        result[f.name] = (hints[f.name], default)
-    return result
+            model_fields[f.name] = (annotation, pydantic.Field(default=f.default, description=description))
+    return pydantic.create_model(name, __base__=base, __doc__=doc, __module__=__name__, **model_fields)
 
 
 def config_from_dataclass(
     cls: type, name: str, doc: str, base: type = Config, overrides: dict[str, tuple[Any, Any]] | None = None
 ) -> type:
-    """A Dagster ``Config`` (or other pydantic ``base``) subclass with every field of dataclass ``cls``;
-    ``overrides``: (type, default) of fields whose Dagster form differs (their description is kept)."""
-    fields = _pydantic_fields(cls)
-    for field_name, (annotation, default) in (overrides or {}).items():
-        fields[field_name] = (annotation, pydantic.Field(default=default, description=fields[field_name][1].description))
-    return pydantic.create_model(name, __base__=base, __doc__=doc, __module__=__name__, **fields)
+    """A Dagster ``Config`` (or other pydantic ``base``) subclass with every field of dataclass ``cls``."""
+    return config_from_fields(dataclass_fields(cls), name, doc, base, overrides)
 
 
 def to_dataclass(cls: type[T], config: pydantic.BaseModel) -> T:

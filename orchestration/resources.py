@@ -19,7 +19,7 @@ from dagster import ConfigurableResource, Failure, MetadataValue
 from mlflow.entities import Experiment
 from mlflow.exceptions import MlflowException
 
-from ampere.asr.backends import build_summarizer
+from ampere.asr.backends import MODEL_FIELDS, backend_config, backend_settings, build_summarizer
 from ampere.asr.cache import SummaryCache, is_database_url, open_summary_cache
 from ampere.asr.candidates import TaggerConfig
 from ampere.asr.prompts import DEFAULT_PROMPT_ID, Prompt, load_prompt
@@ -33,7 +33,7 @@ from ampere.retrieval.index_store import IndexStore, open_index_store
 from ampere.retrieval.object_index_store import ObjectIndexStore
 from ampere.storage import Location
 from mlflow import MlflowClient
-from orchestration.config import config_from_dataclass, to_dataclass
+from orchestration.config import config_from_dataclass, config_from_fields, dataclass_fields, to_dataclass
 
 
 class WorkspaceResource(ConfigurableResource):
@@ -278,16 +278,9 @@ class _SummarizerSettings(ConfigurableResource):
     prompt_id: str = DEFAULT_PROMPT_ID
     # A SQLite file on one host; a PostgreSQL URL (postgresql://…) where several hosts summarise at once.
     cache_path: str = "workspace/summary_cache.sqlite"
-    tensor_parallel_size: int = 1
     # Engines summarising disjoint shards at once, one process each (ampere.asr.workers): on a GPU
     # host one per `tensor_parallel_size` GPUs, with llama.cpp a share of the CPU cores each.
     workers: int = 1
-    # llama.cpp threads per engine; None: all cores, a worker a share of them. Its answers can depend on
-    # the thread count, so equal `threads` give workers exactly one engine's summaries.
-    threads: int | None = None
-    # Where the transformers backend runs (auto: the first CUDA device when present, else the CPU;
-    # a summary worker's first pinned GPU). vLLM always runs on GPUs, llama.cpp on CPU cores.
-    device: str = "auto"
 
     def prompt(self) -> Prompt:
         """The versioned prompt file."""
@@ -303,18 +296,13 @@ class _SummarizerSettings(ConfigurableResource):
 
     def engine_options(self) -> dict[str, Any]:
         """The backend's settings, as `build_summarizer` (here, or in a summary worker) takes them."""
+        own = {f.name for f in dataclasses.fields(backend_config(self.backend))}
         options: dict[str, Any] = {f.name: getattr(self, f.name) for f in dataclasses.fields(GenerationConfig)}
-        if self.batch_size is None:  # the backend's own default
-            del options["batch_size"]
-        if self.backend == "vllm":
-            options["tensor_parallel_size"] = self.tensor_parallel_size
-            options["model"] = self.model
-        elif self.model is not None:
-            options["model_path"] = self.model
-        if self.backend == "llamacpp" and self.threads is not None:
-            options["n_threads"] = self.threads
-        if self.backend == "transformers":
-            options["device"] = self.device
+        options |= {f.name: getattr(self, f.name) for f, _ in backend_settings() if f.name in own}
+        options = {name: value for name, value in options.items() if value is not None}  # None: the backend's default
+        model_field = next(name for name in MODEL_FIELDS if name in own)
+        if self.model is not None or model_field == "model":  # vLLM needs its model named
+            options[model_field] = self.model
         return options
 
     def summarizer(self) -> Summarizer:
@@ -326,12 +314,13 @@ class _SummarizerSettings(ConfigurableResource):
         return to_dataclass(TaggerConfig, self)
 
 
-_EngineSettings = config_from_dataclass(
-    GenerationConfig,
+_EngineSettings = config_from_fields(
+    dataclass_fields(GenerationConfig) + backend_settings(),
     "_EngineSettings",
-    "The engine's decoding settings (ampere.asr.summarizer.GenerationConfig; batch_size None: the backend's default).",
+    "The engine's decoding settings (ampere.asr.summarizer.GenerationConfig) and each backend's own "
+    "(ampere.asr.backends); a setting the chosen backend lacks is ignored, and None is the backend's default.",
     base=_SummarizerSettings,
-    overrides={"batch_size": (int | None, None)},
+    overrides={"batch_size": (int | None, None), "n_threads": (int | None, None)},
 )
 
 SummarizerResource = config_from_dataclass(

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 from dagster import AssetKey, DagsterInvalidConfigError, Definitions, validate_run_config
 
-from ampere.asr.backends import LlamaCppConfig
+from ampere.asr.backends import LlamaCppConfig, backend_settings
 from ampere.asr.candidates import TaggerConfig
 from ampere.asr.summarizer import GenerationConfig
 from ampere.training.train import TrainConfig
@@ -108,3 +108,20 @@ def test_every_decoding_setting_is_reachable_from_the_summarizer_resource_config
     assert summarizer.config == LlamaCppConfig(**values, n_threads=summarizer.config.n_threads)
     decoding = {k: v for k, v in values.items() if k != "batch_size"}  # batch_size shapes no answer
     assert {k: summarizer.decoding[k] for k in decoding} == decoding
+
+
+def test_every_backend_setting_is_reachable_from_the_summarizer_resource_config() -> None:
+    """Each backend's own settings (beyond decoding and the model), set as resource config, reach the backend's config."""
+    values = {"n_ctx": 1024, "n_threads": 1, "tensor_parallel_size": 2, "gpu_memory_utilization": 0.5,
+              "max_model_len": 2048, "dtype": "bfloat16", "model_id": "qwen@test", "device": "cpu"}  # fmt: skip
+    assert set(values) == {f.name for f, _ in backend_settings()}
+    processed = validate_run_config(
+        defs.resolve_job_def(PIPELINE_JOB), {"resources": {"summarizer": {"config": {**values, "backend": "vllm"}}}}
+    )
+    resource = SummarizerResource(**processed["resources"]["summarizer"]["config"])
+    vllm = {name: resource.engine_options()[name] for name in ("tensor_parallel_size", "gpu_memory_utilization",
+            "max_model_len", "dtype", "model_id")}  # fmt: skip
+    assert vllm == {name: values[name] for name in vllm}
+    assert "n_ctx" not in resource.engine_options()  # a setting the chosen backend lacks is not passed
+    llamacpp = SummarizerResource(**{**processed["resources"]["summarizer"]["config"], "backend": "llamacpp"}).summarizer()
+    assert (llamacpp.config.n_ctx, llamacpp.config.n_threads) == (1024, 1)

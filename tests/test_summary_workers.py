@@ -39,7 +39,7 @@ def test_two_summary_workers_give_the_summaries_of_one_engine(tmp_path) -> None:
         )
         # One thread per engine in both runs: llama.cpp's answers can depend on its thread count
         # (measured: 1 of 10 answers here differed between 1 and 2 threads).
-        summarizer = {"workers": workers, "threads": 1, "cache_path": str(workspace / "summary_cache.sqlite")}
+        summarizer = {"workers": workers, "n_threads": 1, "cache_path": str(workspace / "summary_cache.sqlite")}
         result = execute_in_process(
             defs.resolve_job_def(PIPELINE_JOB),
             run_config={"resources": {"summarizer": {"config": summarizer}}},

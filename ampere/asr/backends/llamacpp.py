@@ -34,8 +34,14 @@ class LlamaCppConfig(GenerationConfig):
     """xllamacpp backend settings; ``model_path=None`` uses the packaged SmolLM2 GGUF."""
 
     model_path: str | None = None
-    n_ctx: int = 2048
-    n_threads: int = field(default_factory=lambda: os.cpu_count() or 2)
+    n_ctx: int = field(default=2048, metadata={"doc": "llama.cpp context length (tokens)"})
+    n_threads: int = field(
+        default_factory=lambda: os.cpu_count() or 2,
+        metadata={
+            "doc": "llama.cpp threads per engine (default: all cores, a summary worker a share of them); answers can "
+            "depend on the thread count, so equal values give workers exactly one engine's summaries"
+        },
+    )
 
 
 def llamacpp_server(config: LlamaCppConfig, model_path: str) -> Any:

@@ -3,7 +3,7 @@ generation without constrained decoding (invalid answers are retried)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +16,13 @@ class TransformersConfig(GenerationConfig):
     """Local Hugging Face causal LM directory (must have a chat template)."""
 
     model_path: str
-    model_id: str | None = None
-    device: str = "auto"  # auto: the first CUDA device when present, else the CPU
+    model_id: str | None = field(
+        default=None, metadata={"doc": "the model's cache identity (default: a local path's content hash, a name as given)"}
+    )
+    device: str = field(
+        default="auto",
+        metadata={"doc": "where the transformers backend runs (auto: the device setting, else CUDA when present, else CPU)"},
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

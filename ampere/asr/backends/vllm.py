@@ -3,7 +3,7 @@ imported when the engine first generates)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +20,14 @@ class VllmConfig(GenerationConfig):
     """
 
     model: str
-    model_id: str | None = None
-    tensor_parallel_size: int = 1
+    model_id: str | None = field(
+        default=None, metadata={"doc": "the model's cache identity (default: a local path's content hash, a name as given)"}
+    )
+    tensor_parallel_size: int = field(default=1, metadata={"doc": "GPUs per vLLM engine (one summary worker each)"})
     batch_size: int = 1024  # vLLM schedules a whole call's requests together: large calls keep the GPU busy
-    gpu_memory_utilization: float = 0.85
-    max_model_len: int = 4096
-    dtype: str = "auto"
+    gpu_memory_utilization: float = field(default=0.85, metadata={"doc": "share of each GPU's memory vLLM may take"})
+    max_model_len: int = field(default=4096, metadata={"doc": "vLLM's context length (tokens)"})
+    dtype: str = field(default="auto", metadata={"doc": "vLLM's weight and activation dtype"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
