@@ -18,6 +18,8 @@ from ampere.settings import Settings
 from orchestration.instance import instance_folder
 
 TRACKING_HELP = "MLflow tracking URI (default: MLFLOW_TRACKING_URI, else the home's mlflow/mlflow.db)"
+# The stages whose config names the device they compute on.
+DEVICE_STAGES = ("backbone_features", "trained_encoder", "embeddings")
 STORE_HELP = "index store: a folder or an s3:// URL (default: the catalogue's, in the home's workspace)"
 
 
@@ -87,6 +89,8 @@ def _pipeline(args: argparse.Namespace) -> None:
                     "trained_encoder": {"config": dict(args.train)},
                 },
             }
+            for stage in DEVICE_STAGES:  # the device setting in each stage's own config (`--train device=…` wins)
+                run_config["ops"].setdefault(stage, {"config": {}})["config"].setdefault("device", args.settings.device)
             if args.settings.executor == "default":  # Dagster's own executor: steps in this process
                 run_config["execution"] = {"config": {"in_process": {}}}
             tags = {
@@ -251,6 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", dest="workspace", help="workspace: a folder or s3:// URL (default: $AMPERE_WORKSPACE, else the home's)"
     )
     pipeline.add_argument("--summary-cache", help=CACHE_HELP)
+    pipeline.add_argument(
+        "--device",
+        help="where features, training and embeddings compute: auto, cpu, cuda, cuda:N (default: $AMPERE_DEVICE, else auto)",
+    )
     pipeline.add_argument(
         "--catalogue", help="catalogue name (default: 'default' for the home's dataset, else named after the dataset folder)"
     )

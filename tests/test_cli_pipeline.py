@@ -104,7 +104,7 @@ def test_ampere_pipeline_on_a_hand_made_dataset(tmp_path: Path) -> None:
     command = [
         str(Path(sys.executable).parent / "ampere"),
         *("pipeline", "--dataset", str(dataset), "--text-source", "raw"),
-        *("--train", "steps=2", "--train", "eval_every=1"),
+        *("--train", "steps=2", "--train", "eval_every=1", "--device", "cpu"),
     ]
     result = subprocess.run(command, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -113,6 +113,8 @@ def test_ampere_pipeline_on_a_hand_made_dataset(tmp_path: Path) -> None:
     assert (home / "mlflow" / "mlflow.db").is_file() and (home / "dagster_home" / "dagster.yaml").is_file()
     runs = DagsterInstance.from_config(str(home / "dagster_home")).get_runs()
     assert [run.tags["ampere/dataset"] for run in runs] == [str(dataset)]
+    ops = runs[0].run_config["ops"]  # --device: in the config of every stage that computes on one
+    assert [ops[stage]["config"]["device"] for stage in ("backbone_features", "trained_encoder", "embeddings")] == ["cpu"] * 3
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0.0 <= metrics["mR1"] <= 100.0 and 0.0 <= metrics["val/mR1"] <= 100.0

@@ -69,7 +69,8 @@ class TrainConfig:
     grad_clip: float = field(default=1.0, metadata={"doc": "gradient norm clip"})
     seed: int = field(default=0, metadata={"doc": "seed of initialisation, sampling and dropout"})
     device: str = field(
-        default="auto", metadata={"doc": "auto (CUDA with bf16 autocast when present, else CPU), cpu, cuda, cuda:N"}
+        default="auto",
+        metadata={"doc": "auto (the device setting, else CUDA with bf16 autocast when present, else CPU), cpu, cuda, cuda:N"},
     )
     nproc_per_node: int = field(
         default=1,

@@ -30,7 +30,7 @@ class FeaturesConfig(Config):
     frame_encoder: str = "efficientnet-lite0"
     batch_items: int = 2048  # items encoded and written per batch: the stage's memory, whatever the catalogue's size
     text_encoder: str = "all-MiniLM-L6-v2"
-    device: str = "auto"  # auto: the first CUDA device when present, else the CPU (ONNX Runtime frame encoder)
+    device: str = "auto"  # auto: the device setting, else CUDA when present, else the CPU (ONNX Runtime frame encoder)
 
 
 ID_COLUMNS = {"item_ids": "item_id", "product_ids": "product_id", "domains": "domain", "splits": "split"}

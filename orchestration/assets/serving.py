@@ -38,7 +38,7 @@ from orchestration.resources import (
 class EmbeddingsConfig(Config):
     """Where the tower embeds the items."""
 
-    device: str = "auto"  # auto: the first CUDA device when present, else the CPU
+    device: str = "auto"  # auto: the device setting, else CUDA when present, else the CPU
 
 
 def model_features(
